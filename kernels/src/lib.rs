@@ -1,0 +1,2 @@
+//! Compute backends.
+pub mod cpu;

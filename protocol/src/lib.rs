@@ -1,0 +1,25 @@
+//! The veribench protocol: what a challenge is, which matrices it names, how a product is
+//! committed and opened, and how a coordinator decides whether an opening is right.
+//!
+//! Every party (workers, coordinators, third-party verifiers) agrees on these definitions bit for
+//! bit; `SPEC.md` beside this crate states them precisely enough to reimplement.
+//!
+//! The data path, top to bottom: [`challenge`] → [`generator`] → (a backend multiplies) →
+//! [`commitment`] → [`sampling`] → [`verify`], with [`wire`] carrying it between processes.
+
+pub mod challenge;
+pub mod commitment;
+pub mod error;
+pub mod generator;
+pub mod ids;
+pub mod sampling;
+pub mod verify;
+pub mod wire;
+
+pub use challenge::{Challenge, MAX_DIM, Mode, Shape, UnixMillis};
+pub use commitment::{Commitment, MultiProof, leaf_hash, verify_multiproof};
+pub use error::ProtocolError;
+pub use generator::{Generator, Matrix};
+pub use ids::{ChallengeId, DeviceKey, DeviceSeed, Leaf, Root, Seed};
+pub use sampling::{DEFAULT_SAMPLED_ROWS, sample_rows};
+pub use verify::{Openings, RejectReason, RowOpening, Verdict, fp32_tolerance, verify_openings};

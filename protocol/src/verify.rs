@@ -1,0 +1,299 @@
+//! Deciding whether a worker's openings are right.
+//!
+//! Strategy: every sampled row is recomputed in full from the generator and compared entry by
+//! entry. For the exact modes (int8, and fp16/bf16 whose inputs are small integers) the reference
+//! is computed in i32 and must match exactly; for fp32 it is computed in f64 (exact products, a
+//! negligible summation error) and every entry must lie within [`fp32_tolerance`]. Recomputing
+//! `s` rows costs `s·k·n` multiply-adds plus regenerating B (`k·n` elements), which the
+//! regeneration dominates for `s ≤ 32`; a Freivalds check would save the `s·k·n` part but needs
+//! the same regeneration and only tests random combinations of entries. `SPEC.md` gives the
+//! measured costs.
+
+use multiversion::multiversion;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::challenge::{Mode, Shape};
+use crate::commitment::{MultiProof, leaf_hash, verify_multiproof};
+use crate::generator::{Generator, Matrix};
+use crate::ids::{DeviceSeed, Root};
+
+/// Columns of B regenerated per parallel task while recomputing sampled rows.
+const COLUMN_CHUNK: usize = 512;
+
+/// One opened row of the product, as the worker sends it: `n` little-endian entries (i32 for
+/// int8, f32 for the other modes).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RowOpening {
+    /// Row index in C.
+    pub row: u32,
+    /// The row's canonical bytes, exactly what its leaf hashed.
+    #[serde(with = "serde_bytes")]
+    pub bytes: Vec<u8>,
+}
+
+/// A worker's answer to an open request: the asked rows, in increasing order, and one
+/// multiproof connecting them to the committed root.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Openings {
+    /// The opened rows.
+    pub rows: Vec<RowOpening>,
+    /// Sibling hashes from the opened leaves to the root.
+    pub proof: MultiProof,
+}
+
+/// Why a commitment was rejected. Stored by the coordinator; [`RejectReason::code`] is stable.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, thiserror::Error)]
+pub enum RejectReason {
+    /// The opened rows are not exactly the sampled ones.
+    #[error("opened rows are not the {asked} rows asked for")]
+    WrongRows {
+        /// How many rows were asked for.
+        asked: u32,
+    },
+    /// A row of the wrong length.
+    #[error("row {row} has {got} bytes, expected {expected}")]
+    RowLength {
+        /// Row index.
+        row: u32,
+        /// `n · 4`.
+        expected: u32,
+        /// What arrived (saturated).
+        got: u32,
+    },
+    /// The rows do not hash up to the committed root.
+    #[error("the opened rows do not match the committed root")]
+    BadProof,
+    /// An exact-mode entry differs from the reference.
+    #[error("row {row} column {col}: got {got}, expected exactly {expected}")]
+    Mismatch {
+        /// Row index.
+        row: u32,
+        /// Column index.
+        col: u32,
+        /// The reference value.
+        expected: f64,
+        /// The worker's value.
+        got: f64,
+    },
+    /// An fp32 entry outside the error bound.
+    #[error("row {row} column {col}: got {got}, expected {expected} ± {bound}")]
+    OutOfTolerance {
+        /// Row index.
+        row: u32,
+        /// Column index.
+        col: u32,
+        /// The reference value (computed in f64).
+        expected: f64,
+        /// The worker's value.
+        got: f64,
+        /// [`fp32_tolerance`] for this challenge.
+        bound: f64,
+    },
+}
+
+impl RejectReason {
+    /// A short stable name for storage and metrics.
+    pub fn code(&self) -> &'static str {
+        match self {
+            RejectReason::WrongRows { .. } => "wrong_rows",
+            RejectReason::RowLength { .. } => "row_length",
+            RejectReason::BadProof => "bad_proof",
+            RejectReason::Mismatch { .. } => "value_mismatch",
+            RejectReason::OutOfTolerance { .. } => "out_of_tolerance",
+        }
+    }
+}
+
+/// The outcome of checking one challenge's openings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Verdict {
+    /// Every sampled row is committed and right.
+    Accepted,
+    /// The first problem found.
+    Rejected(RejectReason),
+}
+
+impl Verdict {
+    /// Whether the verdict is [`Verdict::Accepted`].
+    pub fn is_accepted(&self) -> bool {
+        matches!(self, Verdict::Accepted)
+    }
+}
+
+/// Largest allowed |worker − exact| for an fp32 entry with inner dimension `k`:
+/// `(k + 8) · 2⁻²³`.
+///
+/// Inputs lie in [-1, 1) (E[a²] = 1/3), so the partial sums of a row·column product grow like
+/// `sqrt(i/9)`. Plain sequential f32 summation, the least accurate order a real kernel uses,
+/// then has an error of standard deviation about `k · 2⁻²⁴ / 7.35`; the bound is ~15 of those
+/// deviations, and blocked or pairwise orders (every BLAS) are far more accurate still. A
+/// product computed from inputs rounded to TF32 (11-bit significands) errs by about
+/// `sqrt(k) · 2⁻¹¹ · 0.27`, which exceeds the bound for every `k ≤ 65536` (4× at the largest `k`,
+/// 30× at k = 4096); bf16 or fp16 inputs err more still.
+pub fn fp32_tolerance(k: u32) -> f64 {
+    (f64::from(k) + 8.0) * 2f64.powi(-23)
+}
+
+/// The exact or f64 reference of some rows of C.
+enum Reference {
+    /// `rows × n`, exact.
+    Exact(Vec<i32>),
+    /// `rows × n`, products exact and sums in f64.
+    Float(Vec<f64>),
+}
+
+/// Checks `openings` against `root` for the `sampled` rows (strictly increasing) of the challenge
+/// with `mode` and `shape` whose matrices come from `seed`.
+pub fn verify_openings(
+    mode: Mode,
+    shape: Shape,
+    seed: &DeviceSeed,
+    root: &Root,
+    sampled: &[u32],
+    openings: &Openings,
+) -> Verdict {
+    let asked = sampled.len() as u32;
+    if openings.rows.len() != sampled.len()
+        || openings.rows.iter().zip(sampled).any(|(o, &s)| o.row != s)
+    {
+        return Verdict::Rejected(RejectReason::WrongRows { asked });
+    }
+    let row_bytes = shape.row_bytes(mode);
+    if let Some(bad) = openings.rows.iter().find(|o| o.bytes.len() != row_bytes) {
+        return Verdict::Rejected(RejectReason::RowLength {
+            row: bad.row,
+            expected: row_bytes as u32,
+            got: u32::try_from(bad.bytes.len()).unwrap_or(u32::MAX),
+        });
+    }
+    let leaves: Vec<_> = openings.rows.iter().map(|o| leaf_hash(seed, o.row, &o.bytes)).collect();
+    if !verify_multiproof(root, shape.m, sampled, &leaves, &openings.proof) {
+        return Verdict::Rejected(RejectReason::BadProof);
+    }
+    let generator = Generator::new(seed, mode);
+    let n = shape.n as usize;
+    match reference_rows(&generator, shape, sampled) {
+        Reference::Exact(expected) => {
+            for (opening, want) in openings.rows.iter().zip(expected.chunks_exact(n)) {
+                let got = entries(&opening.bytes, mode);
+                if let Some((col, (g, &w))) =
+                    got.zip(want).enumerate().find(|(_, (g, w))| *g != f64::from(**w))
+                {
+                    return Verdict::Rejected(RejectReason::Mismatch {
+                        row: opening.row,
+                        col: col as u32,
+                        expected: f64::from(w),
+                        got: g,
+                    });
+                }
+            }
+        }
+        Reference::Float(expected) => {
+            let bound = fp32_tolerance(shape.k);
+            for (opening, want) in openings.rows.iter().zip(expected.chunks_exact(n)) {
+                let got = entries(&opening.bytes, mode);
+                // `!(x <= bound)` also catches NaN.
+                if let Some((col, (g, &w))) =
+                    got.zip(want).enumerate().find(|(_, (g, w))| !((g - **w).abs() <= bound))
+                {
+                    return Verdict::Rejected(RejectReason::OutOfTolerance {
+                        row: opening.row,
+                        col: col as u32,
+                        expected: w,
+                        got: g,
+                        bound,
+                    });
+                }
+            }
+        }
+    }
+    Verdict::Accepted
+}
+
+/// The entries of a row's canonical bytes as f64 (exact for i32 and f32).
+fn entries(bytes: &[u8], mode: Mode) -> impl Iterator<Item = f64> + '_ {
+    bytes.chunks_exact(4).map(move |c| {
+        let raw = [c[0], c[1], c[2], c[3]];
+        match mode {
+            Mode::Int8 => f64::from(i32::from_le_bytes(raw)),
+            _ => f64::from(f32::from_le_bytes(raw)),
+        }
+    })
+}
+
+/// Recomputes rows `rows` of C = A·B, regenerating B in column chunks on all cores.
+fn reference_rows(generator: &Generator, shape: Shape, rows: &[u32]) -> Reference {
+    let (k, n, s) = (shape.k as usize, shape.n as usize, rows.len());
+    let chunks: Vec<usize> = (0..n).step_by(COLUMN_CHUNK).collect();
+    if generator.mode().is_exact() {
+        let mut a = vec![0i8; s * k];
+        for (dst, &r) in a.chunks_exact_mut(k).zip(rows) {
+            // Exact modes always have integer elements.
+            let _ = generator.fill_i8(Matrix::A, r, 0, dst);
+        }
+        let parts: Vec<Vec<i32>> = chunks
+            .par_iter()
+            .map(|&c0| {
+                let w = COLUMN_CHUNK.min(n - c0);
+                let mut acc = vec![0i32; s * w];
+                let mut b = vec![0i8; w];
+                for kk in 0..k {
+                    let _ = generator.fill_i8(Matrix::B, kk as u32, c0 as u32, &mut b);
+                    for (i, acc_row) in acc.chunks_exact_mut(w).enumerate() {
+                        axpy_i32(acc_row, i32::from(a[i * k + kk]), &b);
+                    }
+                }
+                acc
+            })
+            .collect();
+        Reference::Exact(scatter(parts, &chunks, s, n))
+    } else {
+        let mut a = vec![0f32; s * k];
+        for (dst, &r) in a.chunks_exact_mut(k).zip(rows) {
+            generator.fill_f32(Matrix::A, r, 0, dst);
+        }
+        let parts: Vec<Vec<f64>> = chunks
+            .par_iter()
+            .map(|&c0| {
+                let w = COLUMN_CHUNK.min(n - c0);
+                let mut acc = vec![0f64; s * w];
+                let mut b = vec![0f32; w];
+                for kk in 0..k {
+                    generator.fill_f32(Matrix::B, kk as u32, c0 as u32, &mut b);
+                    for (i, acc_row) in acc.chunks_exact_mut(w).enumerate() {
+                        axpy_f64(acc_row, f64::from(a[i * k + kk]), &b);
+                    }
+                }
+                acc
+            })
+            .collect();
+        Reference::Float(scatter(parts, &chunks, s, n))
+    }
+}
+
+/// Reassembles per-column-chunk `s × w` blocks into one row-major `s × n` matrix.
+fn scatter<T: Copy + Default>(parts: Vec<Vec<T>>, chunks: &[usize], s: usize, n: usize) -> Vec<T> {
+    let mut out = vec![T::default(); s * n];
+    for (part, &c0) in parts.iter().zip(chunks) {
+        let w = part.len() / s.max(1);
+        for (i, src) in part.chunks_exact(w.max(1)).enumerate().take(s) {
+            out[i * n + c0..i * n + c0 + w].copy_from_slice(src);
+        }
+    }
+    out
+}
+
+#[multiversion(targets("x86_64+avx512f+avx512bw+avx512vl", "x86_64+avx2+fma", "aarch64+neon"))]
+fn axpy_i32(acc: &mut [i32], a: i32, b: &[i8]) {
+    for (d, &x) in acc.iter_mut().zip(b) {
+        *d += a * i32::from(x);
+    }
+}
+
+#[multiversion(targets("x86_64+avx512f+avx512bw+avx512vl", "x86_64+avx2+fma", "aarch64+neon"))]
+fn axpy_f64(acc: &mut [f64], a: f64, b: &[f32]) {
+    for (d, &x) in acc.iter_mut().zip(b) {
+        *d += a * f64::from(x);
+    }
+}
