@@ -131,7 +131,12 @@ pub fn verify_multiproof(
         return false;
     }
     let leaves: Vec<[u8; 32]> = leaves.iter().map(|l| l.0).collect();
-    MerkleProof::<NodeHasher>::new(proof.0.clone()).verify(root.0, &indices, &leaves, total as usize)
+    MerkleProof::<NodeHasher>::new(proof.0.clone()).verify(
+        root.0,
+        &indices,
+        &leaves,
+        total as usize,
+    )
 }
 
 #[cfg(test)]

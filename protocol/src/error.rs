@@ -26,7 +26,9 @@ pub enum ProtocolError {
     #[error("cannot commit to an empty product")]
     NoLeaves,
     /// Rows to open must exist and be listed once each.
-    #[error("row {row} cannot be opened from a commitment of {rows} rows (out of range or repeated)")]
+    #[error(
+        "row {row} cannot be opened from a commitment of {rows} rows (out of range or repeated)"
+    )]
     BadRowIndex {
         /// The offending index.
         row: u32,
@@ -52,4 +54,8 @@ pub enum ProtocolError {
         /// Version of this build.
         supported: u16,
     },
+    /// A well-formed frame whose message breaks a semantic bound (a text or list too long, rows
+    /// out of order, a deadline before issue).
+    #[error("invalid message: {0}")]
+    Invalid(String),
 }

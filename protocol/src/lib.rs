@@ -23,3 +23,8 @@ pub use generator::{Generator, Matrix};
 pub use ids::{ChallengeId, DeviceKey, DeviceSeed, Leaf, Root, Seed};
 pub use sampling::{DEFAULT_SAMPLED_ROWS, sample_rows};
 pub use verify::{Openings, RejectReason, RowOpening, Verdict, fp32_tolerance, verify_openings};
+pub use wire::{
+    CommitmentMsg, ErrorCode, ErrorMsg, GpuInfo, HardwareInfo, Heartbeat, Limits, Message,
+    OpenRequest, OpeningsMsg, PROTOCOL_VERSION, PublicKey, Register, Signature, SignedChallenge,
+    VerdictMsg,
+};

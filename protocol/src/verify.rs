@@ -124,8 +124,8 @@ impl Verdict {
 /// Largest allowed |worker − exact| for an fp32 entry with inner dimension `k`:
 /// `(k + 8) · 2⁻²³`.
 ///
-/// Inputs lie in [-1, 1) (E[a²] = 1/3), so the partial sums of a row·column product grow like
-/// `sqrt(i/9)`. Plain sequential f32 summation, the least accurate order a real kernel uses,
+/// Inputs lie in `[-1, 1)` (mean square 1/3), so the partial sums of a row·column product grow like
+/// `sqrt(i / 9)`. Plain sequential f32 summation, the least accurate order a real kernel uses,
 /// then has an error of standard deviation about `k · 2⁻²⁴ / 7.35`; the bound is ~15 of those
 /// deviations, and blocked or pairwise orders (every BLAS) are far more accurate still. A
 /// product computed from inputs rounded to TF32 (11-bit significands) errs by about
@@ -193,9 +193,12 @@ pub fn verify_openings(
             let bound = fp32_tolerance(shape.k);
             for (opening, want) in openings.rows.iter().zip(expected.chunks_exact(n)) {
                 let got = entries(&opening.bytes, mode);
-                // `!(x <= bound)` also catches NaN.
+                let outside = |g: f64, w: f64| {
+                    let err = (g - w).abs();
+                    err.is_nan() || err > bound
+                };
                 if let Some((col, (g, &w))) =
-                    got.zip(want).enumerate().find(|(_, (g, w))| !((g - **w).abs() <= bound))
+                    got.zip(want).enumerate().find(|(_, (g, w))| outside(*g, **w))
                 {
                     return Verdict::Rejected(RejectReason::OutOfTolerance {
                         row: opening.row,

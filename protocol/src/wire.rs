@@ -1,1 +1,855 @@
-//! placeholder: being written
+//! The frames workers and coordinators exchange over WebSocket.
+//!
+//! A frame is `b"VB"` ‖ `u16_le(PROTOCOL_VERSION)` ‖ postcard([`Message`]), sent as one binary
+//! WebSocket message:
+//!
+//! - the magic and version come first so that a peer speaking another version is told so
+//!   ([`ProtocolError::UnsupportedVersion`]) instead of failing somewhere inside a message;
+//! - [`decode`] checks the frame length against [`Limits::max_frame_bytes`] before it reads
+//!   anything, so an oversized frame costs nothing beyond receiving it;
+//! - postcard is compact and carries opened rows as raw bytes (a row of n = 65536 entries is
+//!   256 KiB, four times that in JSON hex), and its encoding of a value is deterministic
+//!   (signatures cover re-encoded values, so the non-minimal varints postcard also accepts
+//!   change nothing);
+//! - a decoded frame is only returned after [`Message::validate`] has checked every semantic
+//!   bound, so callers never see an over-long text, list or shape.
+//!
+//! Signatures are carried, not checked, here: which key must have signed what is stated on each
+//! message, and the coordinator and workers check them with their sr25519 implementation.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::challenge::{Challenge, MAX_DIM, UnixMillis};
+use crate::error::ProtocolError;
+use crate::ids::{ChallengeId, DeviceKey, Root};
+use crate::verify::{Openings, Verdict};
+
+/// The two bytes every frame starts with.
+pub const MAGIC: [u8; 2] = *b"VB";
+/// The protocol version this build speaks; bumped on any change to [`Message`]'s encoding.
+pub const PROTOCOL_VERSION: u16 = 1;
+/// Bytes before the postcard body: magic and version.
+pub const HEADER_LEN: usize = 4;
+/// BLAKE3 `derive_key` context of [`Register::signing_payload`].
+pub const REGISTER_SIGNING_CONTEXT: &str = "veribench 2026-11 register signature v1";
+/// BLAKE3 `derive_key` context of [`SignedChallenge::signed_bytes`].
+pub const SIGNED_CHALLENGE_CONTEXT: &str = "veribench 2026-11 signed challenge v1";
+
+/// Writes bytes as lowercase hex.
+fn write_hex(f: &mut fmt::Formatter<'_>, bytes: &[u8]) -> fmt::Result {
+    bytes.iter().try_for_each(|b| write!(f, "{b:02x}"))
+}
+
+/// Hex `Display` and `Type(hex)` `Debug` for a byte-array newtype.
+macro_rules! hex_fmt {
+    ($name:ident) => {
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write_hex(f, &self.0)
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, concat!(stringify!($name), "("))?;
+                write_hex(f, &self.0)?;
+                write!(f, ")")
+            }
+        }
+    };
+}
+
+/// An sr25519 public key.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct PublicKey(pub [u8; 32]);
+hex_fmt!(PublicKey);
+
+/// An sr25519 signature. Encoded as a byte string whose length must be 64 (serde derives
+/// nothing for `[u8; 64]`).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Signature(#[serde(with = "serde_bytes")] pub [u8; 64]);
+hex_fmt!(Signature);
+
+/// Everything a worker or a coordinator sends.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Message {
+    /// Worker → coordinator, first frame of a connection.
+    Register(Register),
+    /// Either way, to keep the connection and its liveness measurement alive.
+    Heartbeat(Heartbeat),
+    /// Coordinator → worker: work for one device.
+    Challenge(SignedChallenge),
+    /// Worker → coordinator: the root of a computed product.
+    Commitment(CommitmentMsg),
+    /// Coordinator → worker: the rows to open, sampled after the commitment arrived.
+    OpenRequest(OpenRequest),
+    /// Worker → coordinator: the asked rows and their proof.
+    Openings(OpeningsMsg),
+    /// Coordinator → worker: the outcome of a challenge.
+    Verdict(VerdictMsg),
+    /// Either way: why a frame or request was refused.
+    Error(ErrorMsg),
+}
+
+/// A worker introducing itself and the devices it offers.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Register {
+    /// Human-readable name, for logs and dashboards only.
+    pub name: String,
+    /// The miner's hotkey, which is credited with the work.
+    pub miner_hotkey: PublicKey,
+    /// The worker's own key, delegated by the miner hotkey, so the hotkey's secret never has to
+    /// sit on a worker machine.
+    pub worker_key: PublicKey,
+    /// What the worker claims to run on; compared against measured throughput.
+    pub hardware: HardwareInfo,
+    /// One key per compute device offered, each challenged separately.
+    pub devices: Vec<DeviceKey>,
+    /// When the worker signed, so a stale registration can be refused.
+    pub timestamp: UnixMillis,
+    /// Fresh per registration, so a captured one cannot be replayed within the time window.
+    pub nonce: u64,
+    /// By `worker_key`, over [`Register::signing_payload`].
+    pub signature: Signature,
+}
+
+/// Every field of [`Register`] but the signature, borrowed: what the signature covers.
+#[derive(Serialize)]
+struct RegisterBody<'a> {
+    name: &'a str,
+    miner_hotkey: &'a PublicKey,
+    worker_key: &'a PublicKey,
+    hardware: &'a HardwareInfo,
+    devices: &'a [DeviceKey],
+    timestamp: UnixMillis,
+    nonce: u64,
+}
+
+impl Register {
+    /// The bytes `worker_key` signs: BLAKE3 `derive_key(REGISTER_SIGNING_CONTEXT,
+    /// postcard(every field but the signature, in declaration order))`.
+    pub fn signing_payload(&self) -> [u8; 32] {
+        let body = RegisterBody {
+            name: &self.name,
+            miner_hotkey: &self.miner_hotkey,
+            worker_key: &self.worker_key,
+            hardware: &self.hardware,
+            devices: &self.devices,
+            timestamp: self.timestamp,
+            nonce: self.nonce,
+        };
+        let mut hasher = blake3::Hasher::new_derive_key(REGISTER_SIGNING_CONTEXT);
+        // postcard fails only on sequences of unknown length or a full fixed buffer; neither
+        // can happen here, and the hasher's `Write` never fails.
+        let _ = postcard::to_io(&body, &mut hasher);
+        *hasher.finalize().as_bytes()
+    }
+}
+
+/// The machine a worker claims to be.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HardwareInfo {
+    /// CPU model string, as the OS reports it.
+    pub cpu_model: String,
+    /// Logical cores, bounding what CPU devices can plausibly deliver.
+    pub cpu_cores: u32,
+    /// Installed RAM.
+    pub memory_bytes: u64,
+    /// The GPUs present, whether offered as devices or not.
+    pub gpus: Vec<GpuInfo>,
+}
+
+/// One GPU of a worker.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GpuInfo {
+    /// The driver's UUID (`GPU-…`), which its [`DeviceKey`] is made from.
+    pub uuid: String,
+    /// Marketing name, to compare the throughput against the model's expected range.
+    pub name: String,
+    /// Device memory, which bounds the largest shape worth sending it.
+    pub memory_bytes: u64,
+}
+
+/// Liveness and round-trip measurement.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    /// Increases by one per heartbeat, so the peer can match replies and spot gaps.
+    pub seq: u64,
+    /// Sender's clock, for round-trip time and clock-skew estimates.
+    pub sent_at: UnixMillis,
+}
+
+/// A challenge addressed to one device, signed by its coordinator.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SignedChallenge {
+    /// The work.
+    pub challenge: Challenge,
+    /// The device that must compute it; its key is mixed into the matrices' seed.
+    pub device: DeviceKey,
+    /// The issuing coordinator, so a worker (or a later auditor) knows whose signature to check.
+    pub coordinator: PublicKey,
+    /// By `coordinator`, over [`SignedChallenge::signed_bytes`].
+    pub signature: Signature,
+}
+
+impl SignedChallenge {
+    /// The bytes the coordinator signs: BLAKE3 `derive_key(SIGNED_CHALLENGE_CONTEXT,
+    /// challenge.signing_payload() ‖ u32_le(len(device key)) ‖ device key)`, so a signature
+    /// binds the challenge to the device it was sent to.
+    pub fn signed_bytes(&self) -> [u8; 32] {
+        let key = self.device.as_str().as_bytes();
+        let mut hasher = blake3::Hasher::new_derive_key(SIGNED_CHALLENGE_CONTEXT);
+        hasher.update(&self.challenge.signing_payload());
+        // DeviceKey::MAX_LEN keeps this far below u32::MAX.
+        hasher.update(&(key.len() as u32).to_le_bytes());
+        hasher.update(key);
+        *hasher.finalize().as_bytes()
+    }
+}
+
+/// A worker's commitment to a product, sent before it learns which rows will be opened.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CommitmentMsg {
+    /// The challenge answered.
+    pub challenge_id: ChallengeId,
+    /// The device that computed it (a challenge names exactly one).
+    pub device: DeviceKey,
+    /// Merkle root over the product's rows.
+    pub root: Root,
+}
+
+/// The rows a coordinator wants opened.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OpenRequest {
+    /// The challenge whose commitment is opened.
+    pub challenge_id: ChallengeId,
+    /// Row indices, strictly increasing.
+    pub rows: Vec<u32>,
+}
+
+/// A worker's openings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OpeningsMsg {
+    /// The challenge whose commitment is opened.
+    pub challenge_id: ChallengeId,
+    /// The rows, in the order asked, and their multiproof.
+    pub openings: Openings,
+}
+
+/// The coordinator's decision on a challenge.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct VerdictMsg {
+    /// The challenge decided.
+    pub challenge_id: ChallengeId,
+    /// Accepted, or the first problem found.
+    pub verdict: Verdict,
+}
+
+/// A refusal.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ErrorMsg {
+    /// What kind of refusal, for the peer's program.
+    pub code: ErrorCode,
+    /// Details, for the peer's operator.
+    pub message: String,
+}
+
+/// Why a peer refused something.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ErrorCode {
+    /// A frame that did not decode or validate.
+    Malformed,
+    /// A frame above the size limit.
+    TooLarge,
+    /// A protocol version or feature this peer does not speak.
+    Unsupported,
+    /// Too many frames or registrations; slow down.
+    RateLimited,
+    /// A bad signature, or a key that is not allowed.
+    Unauthorized,
+    /// A challenge id this peer does not know (or no longer accepts).
+    UnknownChallenge,
+    /// No capacity right now; retry later.
+    Busy,
+    /// The peer's own fault.
+    Internal,
+}
+
+/// Bounds a decoded message must respect. Every list and text on the wire has one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest frame accepted, checked before anything is parsed.
+    pub max_frame_bytes: usize,
+    /// Most rows one open request or opening may list.
+    pub max_open_rows: u32,
+    /// Largest M, K or N of a challenge (capped at [`MAX_DIM`] regardless); opened rows may be at
+    /// most `max_dim · 4` bytes.
+    pub max_dim: u32,
+    /// Most devices, and most GPUs, one worker may declare.
+    pub max_devices: u32,
+    /// Longest free-text field, in bytes.
+    pub max_text_bytes: u32,
+    /// Most sibling hashes in one multiproof.
+    pub max_proof_hashes: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_frame_bytes: 16 << 20,
+            max_open_rows: 256,
+            max_dim: MAX_DIM,
+            max_devices: 64,
+            max_text_bytes: 256,
+            max_proof_hashes: 4096,
+        }
+    }
+}
+
+/// Refuses `len` items of `what` above `max`.
+fn check_len(what: &str, len: usize, max: u32) -> Result<(), ProtocolError> {
+    if len > max as usize {
+        return Err(ProtocolError::Invalid(format!(
+            "{what} has {len} items or bytes, limit {max}"
+        )));
+    }
+    Ok(())
+}
+
+/// Refuses a text field longer than the limit.
+fn check_text(what: &str, text: &str, limits: &Limits) -> Result<(), ProtocolError> {
+    check_len(what, text.len(), limits.max_text_bytes)
+}
+
+/// Refuses row indices that are not strictly increasing (so unordered or repeated).
+fn check_increasing(rows: impl IntoIterator<Item = u32>) -> Result<(), ProtocolError> {
+    let mut previous = None;
+    for row in rows {
+        if previous.is_some_and(|p| p >= row) {
+            return Err(ProtocolError::Invalid(format!("row {row} is out of order or repeated")));
+        }
+        previous = Some(row);
+    }
+    Ok(())
+}
+
+impl Message {
+    /// A stable snake_case name of the variant, for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Message::Register(_) => "register",
+            Message::Heartbeat(_) => "heartbeat",
+            Message::Challenge(_) => "challenge",
+            Message::Commitment(_) => "commitment",
+            Message::OpenRequest(_) => "open_request",
+            Message::Openings(_) => "openings",
+            Message::Verdict(_) => "verdict",
+            Message::Error(_) => "error",
+        }
+    }
+
+    /// Checks every semantic bound of `limits`. Device keys need no check here: they cannot be
+    /// deserialized outside `1..=DeviceKey::MAX_LEN` bytes.
+    pub fn validate(&self, limits: &Limits) -> Result<(), ProtocolError> {
+        match self {
+            Message::Register(r) => {
+                check_text("worker name", &r.name, limits)?;
+                check_text("cpu model", &r.hardware.cpu_model, limits)?;
+                check_len("gpu list", r.hardware.gpus.len(), limits.max_devices)?;
+                for gpu in &r.hardware.gpus {
+                    check_text("gpu uuid", &gpu.uuid, limits)?;
+                    check_text("gpu name", &gpu.name, limits)?;
+                }
+                check_len("device list", r.devices.len(), limits.max_devices)?;
+                // At most `max_devices` keys: quadratic is fine and needs no allocation.
+                if let Some((i, key)) =
+                    r.devices.iter().enumerate().find(|(i, k)| r.devices[..*i].contains(k))
+                {
+                    return Err(ProtocolError::Invalid(format!("device {key} repeated at {i}")));
+                }
+                Ok(())
+            }
+            Message::Challenge(c) => {
+                c.challenge.shape.validate(limits.max_dim)?;
+                if c.challenge.deadline < c.challenge.issued_at {
+                    return Err(ProtocolError::Invalid("challenge deadline before issue".into()));
+                }
+                Ok(())
+            }
+            Message::OpenRequest(o) => {
+                check_len("open request", o.rows.len(), limits.max_open_rows)?;
+                check_increasing(o.rows.iter().copied())
+            }
+            Message::Openings(o) => {
+                let rows = &o.openings.rows;
+                check_len("openings", rows.len(), limits.max_open_rows)?;
+                check_increasing(rows.iter().map(|r| r.row))?;
+                let max_row = limits.max_dim.min(MAX_DIM).saturating_mul(4);
+                for row in rows {
+                    check_len("opened row", row.bytes.len(), max_row)?;
+                }
+                check_len("multiproof", o.openings.proof.0.len(), limits.max_proof_hashes)
+            }
+            Message::Error(e) => check_text("error message", &e.message, limits),
+            Message::Heartbeat(_) | Message::Commitment(_) | Message::Verdict(_) => Ok(()),
+        }
+    }
+}
+
+/// The frame of `msg`: magic, version, postcard body.
+pub fn encode(msg: &Message) -> Vec<u8> {
+    let mut frame = Vec::with_capacity(64);
+    frame.extend_from_slice(&MAGIC);
+    frame.extend_from_slice(&PROTOCOL_VERSION.to_le_bytes());
+    // postcard fails only on sequences of unknown length or a full fixed buffer; neither can
+    // happen for a `Message` written into a `Vec`.
+    postcard::to_extend(msg, frame).unwrap_or_default()
+}
+
+/// Parses and validates one frame.
+///
+/// Checked in this order, the first three before anything is allocated: the length against
+/// `limits.max_frame_bytes`, the magic, the version; then the body is decoded, must be consumed
+/// exactly, and must pass [`Message::validate`].
+///
+/// Allocation while decoding is bounded by the frame length, hence by `max_frame_bytes`:
+/// postcard's slice deserializer (1.1) takes a string or byte string only after checking that
+/// many bytes remain, then copies exactly those; for a sequence it reports the claimed length as
+/// serde's size hint only when that many bytes remain (otherwise no hint), and serde's `Vec`
+/// visitor preallocates `size_hint::cautious`, i.e. at most that hint and at most 1 MiB. Every
+/// element of every list here takes at least one byte of input, so a list grows no longer than
+/// the frame. The bound is linear, not one-for-one: an element can be wider in memory than on
+/// the wire (a `GpuInfo` is 56 bytes from 3), so a hostile frame of F bytes may briefly cost a
+/// few tens of times F before `validate` refuses it — size `max_frame_bytes` accordingly.
+pub fn decode(frame: &[u8], limits: &Limits) -> Result<Message, ProtocolError> {
+    if frame.len() > limits.max_frame_bytes {
+        return Err(ProtocolError::FrameTooLarge { len: frame.len(), max: limits.max_frame_bytes });
+    }
+    if frame.get(..MAGIC.len()) != Some(&MAGIC[..]) {
+        return Err(ProtocolError::Malformed("missing VB magic".into()));
+    }
+    let Some(&[lo, hi]) = frame.get(MAGIC.len()..HEADER_LEN) else {
+        return Err(ProtocolError::Malformed("truncated header".into()));
+    };
+    let version = u16::from_le_bytes([lo, hi]);
+    if version != PROTOCOL_VERSION {
+        return Err(ProtocolError::UnsupportedVersion {
+            got: version,
+            supported: PROTOCOL_VERSION,
+        });
+    }
+    let (msg, rest) = postcard::take_from_bytes::<Message>(&frame[HEADER_LEN..])
+        .map_err(|e| ProtocolError::Malformed(e.to_string()))?;
+    if !rest.is_empty() {
+        return Err(ProtocolError::Malformed(format!("{} trailing bytes", rest.len())));
+    }
+    msg.validate(limits)?;
+    Ok(msg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::challenge::{Mode, Shape};
+    use crate::commitment::MultiProof;
+    use crate::ids::Seed;
+    use crate::verify::{RejectReason, RowOpening};
+    use proptest::collection::{btree_set, vec};
+    use proptest::prelude::*;
+
+    fn text() -> impl Strategy<Value = String> {
+        "\\PC{0,24}"
+    }
+
+    fn key() -> impl Strategy<Value = PublicKey> {
+        any::<[u8; 32]>().prop_map(PublicKey)
+    }
+
+    fn sig() -> impl Strategy<Value = Signature> {
+        any::<[u8; 64]>().prop_map(Signature)
+    }
+
+    fn device() -> impl Strategy<Value = DeviceKey> {
+        "[A-Za-z0-9:-]{1,48}".prop_filter_map("valid key", DeviceKey::new)
+    }
+
+    fn millis() -> impl Strategy<Value = UnixMillis> {
+        any::<u64>().prop_map(UnixMillis)
+    }
+
+    fn register() -> impl Strategy<Value = Register> {
+        let gpu = (text(), text(), any::<u64>()).prop_map(|(uuid, name, memory_bytes)| GpuInfo {
+            uuid,
+            name,
+            memory_bytes,
+        });
+        let hardware = (text(), any::<u32>(), any::<u64>(), vec(gpu, 0..4)).prop_map(
+            |(cpu_model, cpu_cores, memory_bytes, gpus)| HardwareInfo {
+                cpu_model,
+                cpu_cores,
+                memory_bytes,
+                gpus,
+            },
+        );
+        let devices = btree_set(device(), 0..5).prop_map(|d| d.into_iter().collect::<Vec<_>>());
+        (text(), key(), key(), hardware, devices, millis(), any::<u64>(), sig()).prop_map(
+            |(name, miner_hotkey, worker_key, hardware, devices, timestamp, nonce, signature)| {
+                Register {
+                    name,
+                    miner_hotkey,
+                    worker_key,
+                    hardware,
+                    devices,
+                    timestamp,
+                    nonce,
+                    signature,
+                }
+            },
+        )
+    }
+
+    fn challenge() -> impl Strategy<Value = Challenge> {
+        let dim = 1..=MAX_DIM;
+        let mode = prop::sample::select(Mode::ALL.to_vec());
+        (any::<u64>(), any::<[u8; 32]>(), mode, (dim.clone(), dim.clone(), dim), any::<u32>())
+            .prop_flat_map(|(id, seed, mode, (m, k, n), window)| {
+                (0..=u64::MAX - u64::from(window)).prop_map(move |issued| Challenge {
+                    id: ChallengeId(id),
+                    seed: Seed(seed),
+                    mode,
+                    shape: Shape { m, k, n },
+                    issued_at: UnixMillis(issued),
+                    deadline: UnixMillis(issued + u64::from(window)),
+                })
+            })
+    }
+
+    fn rows() -> impl Strategy<Value = Vec<u32>> {
+        btree_set(any::<u32>(), 0..32).prop_map(|r| r.into_iter().collect())
+    }
+
+    fn openings() -> impl Strategy<Value = Openings> {
+        let bytes = vec(any::<u8>(), 0..64);
+        (rows(), vec(bytes, 32), vec(any::<[u8; 32]>(), 0..16)).prop_map(|(rows, bytes, proof)| {
+            Openings {
+                rows: rows
+                    .into_iter()
+                    .zip(bytes)
+                    .map(|(row, bytes)| RowOpening { row, bytes })
+                    .collect(),
+                proof: MultiProof(proof),
+            }
+        })
+    }
+
+    fn verdict() -> impl Strategy<Value = Verdict> {
+        let x = -1e9f64..1e9;
+        prop_oneof![
+            Just(Verdict::Accepted),
+            any::<u32>().prop_map(|asked| Verdict::Rejected(RejectReason::WrongRows { asked })),
+            Just(Verdict::Rejected(RejectReason::BadProof)),
+            (any::<u32>(), any::<u32>(), any::<u32>()).prop_map(|(row, expected, got)| {
+                Verdict::Rejected(RejectReason::RowLength { row, expected, got })
+            }),
+            (any::<u32>(), any::<u32>(), x.clone(), x.clone()).prop_map(
+                |(row, col, expected, got)| {
+                    Verdict::Rejected(RejectReason::Mismatch { row, col, expected, got })
+                }
+            ),
+            (any::<u32>(), any::<u32>(), x.clone(), x.clone(), x).prop_map(
+                |(row, col, expected, got, bound)| Verdict::Rejected(
+                    RejectReason::OutOfTolerance { row, col, expected, got, bound }
+                )
+            ),
+        ]
+    }
+
+    fn error_code() -> impl Strategy<Value = ErrorCode> {
+        use ErrorCode::*;
+        let all = [
+            Malformed,
+            TooLarge,
+            Unsupported,
+            RateLimited,
+            Unauthorized,
+            UnknownChallenge,
+            Busy,
+            Internal,
+        ];
+        prop::sample::select(all.to_vec())
+    }
+
+    /// Every variant, each field arbitrary within the default limits.
+    fn message() -> impl Strategy<Value = Message> {
+        let id = any::<u64>().prop_map(ChallengeId);
+        prop_oneof![
+            register().prop_map(Message::Register),
+            (any::<u64>(), millis())
+                .prop_map(|(seq, sent_at)| Message::Heartbeat(Heartbeat { seq, sent_at })),
+            (challenge(), device(), key(), sig()).prop_map(
+                |(challenge, device, coordinator, signature)| {
+                    Message::Challenge(SignedChallenge {
+                        challenge,
+                        device,
+                        coordinator,
+                        signature,
+                    })
+                }
+            ),
+            (id.clone(), device(), any::<[u8; 32]>()).prop_map(|(challenge_id, device, root)| {
+                Message::Commitment(CommitmentMsg { challenge_id, device, root: Root(root) })
+            }),
+            (id.clone(), rows()).prop_map(|(challenge_id, rows)| Message::OpenRequest(
+                OpenRequest { challenge_id, rows }
+            )),
+            (id.clone(), openings()).prop_map(|(challenge_id, openings)| Message::Openings(
+                OpeningsMsg { challenge_id, openings }
+            )),
+            (id, verdict()).prop_map(|(challenge_id, verdict)| Message::Verdict(VerdictMsg {
+                challenge_id,
+                verdict
+            })),
+            (error_code(), text())
+                .prop_map(|(code, message)| Message::Error(ErrorMsg { code, message })),
+        ]
+    }
+
+    fn limits() -> Limits {
+        Limits::default()
+    }
+
+    /// Prefixes a hand-built body with the current header.
+    fn framed(body: &[u8]) -> Vec<u8> {
+        let mut frame = MAGIC.to_vec();
+        frame.extend_from_slice(&PROTOCOL_VERSION.to_le_bytes());
+        frame.extend_from_slice(body);
+        frame
+    }
+
+    fn signed_challenge(shape: Shape) -> SignedChallenge {
+        SignedChallenge {
+            challenge: Challenge {
+                id: ChallengeId(1),
+                seed: Seed([3; 32]),
+                mode: Mode::Int8,
+                shape,
+                issued_at: UnixMillis(10),
+                deadline: UnixMillis(20),
+            },
+            device: DeviceKey::new("GPU-1").expect("key"),
+            coordinator: PublicKey([1; 32]),
+            signature: Signature([2; 64]),
+        }
+    }
+
+    fn open_request(rows: Vec<u32>) -> Message {
+        Message::OpenRequest(OpenRequest { challenge_id: ChallengeId(9), rows })
+    }
+
+    proptest! {
+        #[test]
+        fn every_variant_round_trips(msg in message()) {
+            let frame = encode(&msg);
+            prop_assert_eq!(&frame[..HEADER_LEN], b"VB\x01\x00");
+            prop_assert_eq!(decode(&frame, &limits()), Ok(msg));
+        }
+
+        #[test]
+        fn every_truncation_is_refused(msg in message()) {
+            let frame = encode(&msg);
+            for len in 0..frame.len() {
+                prop_assert!(decode(&frame[..len], &limits()).is_err(), "prefix of {len}");
+            }
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(body in vec(any::<u8>(), 0..512), header in any::<bool>()) {
+            let frame = if header { framed(&body) } else { body };
+            if let Ok(msg) = decode(&frame, &limits()) {
+                prop_assert!(msg.validate(&limits()).is_ok());
+                prop_assert_eq!(decode(&encode(&msg), &limits()), Ok(msg));
+            }
+        }
+
+        #[test]
+        fn corrupted_bytes_never_panic(msg in message(), at in any::<prop::sample::Index>(), byte in any::<u8>()) {
+            let mut frame = encode(&msg);
+            let i = at.index(frame.len());
+            frame[i] = byte;
+            if let Ok(decoded) = decode(&frame, &limits()) {
+                prop_assert!(decoded.validate(&limits()).is_ok());
+            }
+        }
+    }
+
+    #[test]
+    fn oversized_frames_are_refused_before_parsing() {
+        let frame = encode(&open_request(vec![1, 2, 3]));
+        let tight = Limits { max_frame_bytes: frame.len() - 1, ..limits() };
+        assert_eq!(
+            decode(&frame, &tight),
+            Err(ProtocolError::FrameTooLarge { len: frame.len(), max: frame.len() - 1 })
+        );
+        // Zeros would be Malformed if the magic were looked at.
+        let max = limits().max_frame_bytes;
+        assert_eq!(
+            decode(&vec![0; max + 1], &limits()),
+            Err(ProtocolError::FrameTooLarge { len: max + 1, max })
+        );
+    }
+
+    #[test]
+    fn huge_claimed_lengths_are_refused_cheaply() {
+        let huge = [0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x10]; // varint 2^60
+        // OpenRequest (variant 4), challenge id 1, then 2^60 rows.
+        let mut body = vec![4, 1];
+        body.extend_from_slice(&huge);
+        body.resize(26, 7);
+        let frame = framed(&body);
+        assert_eq!(frame.len(), 30);
+        assert!(matches!(decode(&frame, &limits()), Err(ProtocolError::Malformed(_))));
+        // Register (variant 0) with a worker name of 2^60 bytes.
+        let mut body = vec![0];
+        body.extend_from_slice(&huge);
+        assert!(matches!(decode(&framed(&body), &limits()), Err(ProtocolError::Malformed(_))));
+    }
+
+    #[test]
+    fn wrong_magic_and_version_are_named() {
+        let mut frame = encode(&open_request(vec![1]));
+        frame[2..4].copy_from_slice(&2u16.to_le_bytes());
+        assert_eq!(
+            decode(&frame, &limits()),
+            Err(ProtocolError::UnsupportedVersion { got: 2, supported: 1 })
+        );
+        frame[0] = b'X';
+        assert!(matches!(decode(&frame, &limits()), Err(ProtocolError::Malformed(_))));
+        assert!(matches!(decode(b"VB\x01", &limits()), Err(ProtocolError::Malformed(_))));
+    }
+
+    #[test]
+    fn trailing_bytes_are_refused() {
+        let mut frame = encode(&open_request(vec![1, 5]));
+        frame.push(0);
+        assert!(matches!(decode(&frame, &limits()), Err(ProtocolError::Malformed(_))));
+    }
+
+    #[test]
+    fn challenge_shapes_and_deadlines_are_checked() {
+        let frame = |c: SignedChallenge| encode(&Message::Challenge(c));
+        assert!(decode(&frame(signed_challenge(Shape::square(MAX_DIM))), &limits()).is_ok());
+        for shape in [Shape { m: 4, k: 4, n: 0 }, Shape { m: 4, k: 4, n: MAX_DIM + 1 }] {
+            let got = decode(&frame(signed_challenge(shape)), &limits());
+            assert!(matches!(got, Err(ProtocolError::BadShape { .. })), "{shape}");
+        }
+        let small = Limits { max_dim: 1024, ..limits() };
+        assert!(decode(&frame(signed_challenge(Shape::square(1025))), &small).is_err());
+        let mut late = signed_challenge(Shape::square(8));
+        late.challenge.deadline = UnixMillis(9);
+        assert!(matches!(decode(&frame(late), &limits()), Err(ProtocolError::Invalid(_))));
+    }
+
+    #[test]
+    fn open_rows_must_be_increasing_and_bounded() {
+        let decoded = |rows: Vec<u32>| decode(&encode(&open_request(rows)), &limits());
+        assert!(decoded(vec![0, 3, 7]).is_ok());
+        assert!(matches!(decoded(vec![3, 1]), Err(ProtocolError::Invalid(_))));
+        assert!(matches!(decoded(vec![1, 1]), Err(ProtocolError::Invalid(_))));
+        assert!(decoded((0..=limits().max_open_rows).collect()).is_err());
+
+        let opening = |row, len| RowOpening { row, bytes: vec![0; len] };
+        let openings = |rows, hashes| {
+            let msg = Message::Openings(OpeningsMsg {
+                challenge_id: ChallengeId(1),
+                openings: Openings { rows, proof: MultiProof(vec![[0; 32]; hashes]) },
+            });
+            decode(&encode(&msg), &limits())
+        };
+        let row_max = MAX_DIM as usize * 4;
+        assert!(openings(vec![opening(0, row_max), opening(2, 4)], 4096).is_ok());
+        assert!(openings(vec![opening(2, 4), opening(2, 4)], 1).is_err());
+        assert!(openings(vec![opening(0, row_max + 1)], 1).is_err());
+        assert!(openings(vec![opening(0, 4)], 4097).is_err());
+    }
+
+    #[test]
+    fn register_texts_and_lists_are_bounded() {
+        let base = Register {
+            name: "w".into(),
+            miner_hotkey: PublicKey([1; 32]),
+            worker_key: PublicKey([2; 32]),
+            hardware: HardwareInfo {
+                cpu_model: "cpu".into(),
+                cpu_cores: 8,
+                memory_bytes: 1,
+                gpus: vec![],
+            },
+            devices: vec![
+                DeviceKey::new("GPU-a").expect("key"),
+                DeviceKey::new("GPU-b").expect("key"),
+            ],
+            timestamp: UnixMillis(5),
+            nonce: 6,
+            signature: Signature([0; 64]),
+        };
+        let check = |r: &Register| Message::Register(r.clone()).validate(&limits());
+        assert!(check(&base).is_ok());
+        let long = "x".repeat(limits().max_text_bytes as usize + 1);
+        let gpu = GpuInfo { uuid: "GPU-a".into(), name: "g".into(), memory_bytes: 1 };
+        let mut bad = vec![base.clone(); 5];
+        bad[0].name = long.clone();
+        bad[1].hardware.cpu_model = long.clone();
+        bad[2].hardware.gpus = vec![GpuInfo { name: long, ..gpu.clone() }];
+        bad[3].hardware.gpus = vec![gpu; limits().max_devices as usize + 1];
+        bad[4].devices.push(DeviceKey::new("GPU-a").expect("key"));
+        for r in &bad {
+            assert!(matches!(check(r), Err(ProtocolError::Invalid(_))), "{r:?}");
+        }
+    }
+
+    #[test]
+    fn signing_payloads_cover_every_field_but_the_signature() {
+        let signed = signed_challenge(Shape::square(8));
+        let mut other = signed.clone();
+        other.signature = Signature([9; 64]);
+        assert_eq!(signed.signed_bytes(), other.signed_bytes());
+        other.device = DeviceKey::new("GPU-2").expect("key");
+        assert_ne!(signed.signed_bytes(), other.signed_bytes());
+        assert_ne!(signed.signed_bytes(), signed.challenge.signing_payload());
+
+        let register = Register {
+            name: "w".into(),
+            miner_hotkey: PublicKey([1; 32]),
+            worker_key: PublicKey([2; 32]),
+            hardware: HardwareInfo {
+                cpu_model: String::new(),
+                cpu_cores: 1,
+                memory_bytes: 1,
+                gpus: vec![],
+            },
+            devices: vec![],
+            timestamp: UnixMillis(5),
+            nonce: 6,
+            signature: Signature([0; 64]),
+        };
+        let payload = register.signing_payload();
+        assert_eq!(
+            Register { signature: Signature([7; 64]), ..register.clone() }.signing_payload(),
+            payload
+        );
+        assert_ne!(Register { nonce: 7, ..register.clone() }.signing_payload(), payload);
+        assert_ne!(
+            Register { worker_key: PublicKey([3; 32]), ..register }.signing_payload(),
+            payload
+        );
+    }
+
+    #[test]
+    fn keys_print_as_hex_and_kinds_are_stable() {
+        assert_eq!(PublicKey([0xab; 32]).to_string(), "ab".repeat(32));
+        assert_eq!(format!("{:?}", Signature([1; 64])), format!("Signature({})", "01".repeat(64)));
+        assert_eq!(open_request(vec![]).kind(), "open_request");
+    }
+}

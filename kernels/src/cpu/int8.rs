@@ -334,13 +334,15 @@ unsafe fn drive<K: Arch>(shape: Shape, a: &[i8], b: &[i8], c: &mut [i32], accumu
             let bp: &[K::PB] = bp;
             let cs: &[i32] = cs;
             let load_c = accumulate || pc > 0;
-            let task = |t: usize| {
+            // `scratch` is a per-worker buffer for the packed A block, reused across tasks.
+            let task = |scratch: &mut Vec<K::PA>, t: usize| {
                 let (ib, js) = (t / nsplit, t % nsplit);
                 let i0 = ib * mc;
                 let mcb = mc.min(m - i0);
                 let (p0, p1) = (js * npanels / nsplit, (js + 1) * npanels / nsplit);
                 let mpanels = mcb.div_ceil(K::MR);
-                let mut apack = vec![K::PA::default(); mpanels * K::MR * kcp];
+                scratch.resize(mc * kcp, K::PA::default());
+                let apack = &mut scratch[..mpanels * K::MR * kcp];
                 for (ir, dst) in apack.chunks_mut(K::MR * kcp).enumerate() {
                     let r0 = i0 + ir * K::MR;
                     let rows = K::MR.min(m - r0);
@@ -367,9 +369,10 @@ unsafe fn drive<K: Arch>(shape: Shape, a: &[i8], b: &[i8], c: &mut [i32], accumu
             };
             let ntasks = mblocks * nsplit;
             if parallel {
-                (0..ntasks).into_par_iter().for_each(task);
+                (0..ntasks).into_par_iter().for_each_init(Vec::new, task);
             } else {
-                (0..ntasks).for_each(task);
+                let mut scratch = Vec::new();
+                (0..ntasks).for_each(|t| task(&mut scratch, t));
             }
         }
     }
@@ -451,7 +454,14 @@ impl Arch for Portable {
         pack_a_generic(a, lda, rows, kc, Self::MR, 1, dst, i16::from);
     }
 
-    unsafe fn pack_b(b: &[i8], ldb: usize, kc: usize, cols: usize, dst: &mut [i16], corr: &mut [i32]) {
+    unsafe fn pack_b(
+        b: &[i8],
+        ldb: usize,
+        kc: usize,
+        cols: usize,
+        dst: &mut [i16],
+        corr: &mut [i32],
+    ) {
         pack_b_generic(b, ldb, kc, cols, Self::NR, 1, dst, corr, i16::from);
         corr.fill(0);
     }
@@ -543,7 +553,17 @@ mod x86 {
             // SAFETY: lengths checked above; the caller guarantees the CPU features and the
             // validity of the C tile.
             unsafe {
-                kernel_vnni(groups, a.as_ptr(), b.as_ptr(), corr.as_ptr(), c, ldc, rows, cols, load_c)
+                kernel_vnni(
+                    groups,
+                    a.as_ptr(),
+                    b.as_ptr(),
+                    corr.as_ptr(),
+                    c,
+                    ldc,
+                    rows,
+                    cols,
+                    load_c,
+                )
             };
         }
     }
@@ -552,18 +572,21 @@ mod x86 {
     fn pack_a_vnni(a: &[i8], lda: usize, rows: usize, kc: usize, dst: &mut [u8]) {
         let full = kc / 4;
         if rows == V_MR {
-            // Fast path: whole 4-byte groups, copied as u32 with the sign bits flipped.
-            for i in 0..V_MR {
-                let row = &a[i * lda..i * lda + kc];
-                for (g, q) in row.chunks_exact(4).enumerate() {
+            // Fast path: whole 4-byte groups, copied as u32 with the sign bits flipped; one
+            // output group (24 contiguous bytes) at a time.
+            let src: [&[i8]; V_MR] = std::array::from_fn(|i| &a[i * lda..i * lda + kc]);
+            for (g, out) in dst.chunks_exact_mut(4 * V_MR).enumerate().take(full) {
+                for (o, row) in out.chunks_exact_mut(4).zip(&src) {
+                    let q = &row[4 * g..4 * g + 4];
                     let w = u32::from_ne_bytes([q[0] as u8, q[1] as u8, q[2] as u8, q[3] as u8]);
-                    let o = (g * V_MR + i) * 4;
-                    dst[o..o + 4].copy_from_slice(&(w ^ 0x8080_8080).to_ne_bytes());
+                    o.copy_from_slice(&(w ^ 0x8080_8080).to_ne_bytes());
                 }
-                if kc % 4 != 0 {
-                    for t in 0..4 {
-                        let v = row.get(full * 4 + t).map_or(0, |&x| (x as u8) ^ 0x80);
-                        dst[(full * V_MR + i) * 4 + t] = v;
+            }
+            if kc % 4 != 0 {
+                let out = &mut dst[full * 4 * V_MR..(full + 1) * 4 * V_MR];
+                for (o, row) in out.chunks_exact_mut(4).zip(&src) {
+                    for (t, x) in o.iter_mut().enumerate() {
+                        *x = row.get(full * 4 + t).map_or(0, |&v| (v as u8) ^ 0x80);
                     }
                 }
             }
@@ -665,22 +688,46 @@ mod x86 {
         cols: usize,
         load_c: bool,
     ) {
+        // The C tile is cold (last touched one k block ago) and its rows are far apart (a page
+        // each for large n). Fetch it during the first k iterations, one line per iteration:
+        // issuing all ~30 prefetches at once would exhaust the line-fill buffers and stall.
+        // C need not be 64-byte aligned, so each row's last element is fetched too.
+        let mut pf = [0usize; V_MR * (V_NV + 1)];
+        let mut npf = 0;
+        for i in 0..rows {
+            for j in (0..cols).step_by(16).chain([cols - 1]) {
+                pf[npf] = i * ldc + j;
+                npf += 1;
+            }
+        }
         let mut acc = [[_mm512_setzero_si512(); V_NV]; V_MR];
         let (mut ap, mut bp) = (a, b);
-        for _ in 0..groups {
-            // SAFETY: `groups` groups are in bounds of `a` and `b` (caller contract).
-            unsafe {
-                let bv: [__m512i; V_NV] =
-                    std::array::from_fn(|j| _mm512_loadu_si512(bp.add(64 * j).cast()));
-                for (i, acc_row) in acc.iter_mut().enumerate() {
-                    let av = _mm512_set1_epi32(ap.add(4 * i).cast::<i32>().read_unaligned());
-                    for (x, &bj) in acc_row.iter_mut().zip(&bv) {
-                        *x = _mm512_dpbusd_epi32(*x, av, bj);
+        // One k group: 4 B vectors × 6 broadcast A dwords → 24 vpdpbusd.
+        macro_rules! step {
+            () => {
+                // SAFETY: `groups` groups are in bounds of `a` and `b` (caller contract).
+                unsafe {
+                    let bv: [__m512i; V_NV] =
+                        std::array::from_fn(|j| _mm512_loadu_si512(bp.add(64 * j).cast()));
+                    for (i, acc_row) in acc.iter_mut().enumerate() {
+                        let av = _mm512_set1_epi32(ap.add(4 * i).cast::<i32>().read_unaligned());
+                        for (x, &bj) in acc_row.iter_mut().zip(&bv) {
+                            *x = _mm512_dpbusd_epi32(*x, av, bj);
+                        }
                     }
+                    ap = ap.add(4 * V_MR);
+                    bp = bp.add(4 * V_NR);
                 }
-                ap = ap.add(4 * V_MR);
-                bp = bp.add(4 * V_NR);
-            }
+            };
+        }
+        let head = npf.min(groups);
+        for &off in &pf[..head] {
+            // A hint only: never faults (and the address is inside the tile anyway).
+            _mm_prefetch::<_MM_HINT_T0>(c.wrapping_add(off).cast());
+            step!();
+        }
+        for _ in head..groups {
+            step!();
         }
         for j in 0..V_NV {
             let lanes = cols.saturating_sub(16 * j).min(16);
@@ -867,7 +914,15 @@ mod tests {
     use proptest::prelude::*;
     use rand::{Rng, SeedableRng, rngs::StdRng};
 
-    fn reference(m: usize, k: usize, n: usize, a: &[i8], b: &[i8], c0: &[i32], acc: bool) -> Vec<i32> {
+    fn reference(
+        m: usize,
+        k: usize,
+        n: usize,
+        a: &[i8],
+        b: &[i8],
+        c0: &[i32],
+        acc: bool,
+    ) -> Vec<i32> {
         let mut out = vec![0i32; m * n];
         for i in 0..m {
             for j in 0..n {
@@ -885,7 +940,16 @@ mod tests {
         (0..len).map(|_| rng.random::<i8>()).collect()
     }
 
-    fn check(kernel: Kernel, m: usize, k: usize, n: usize, a: &[i8], b: &[i8], acc: bool, seed: u64) {
+    fn check(
+        kernel: Kernel,
+        m: usize,
+        k: usize,
+        n: usize,
+        a: &[i8],
+        b: &[i8],
+        acc: bool,
+        seed: u64,
+    ) {
         let mut rng = StdRng::seed_from_u64(seed);
         let c0: Vec<i32> = (0..m * n).map(|_| rng.random_range(-1_000_000..1_000_000)).collect();
         let want = reference(m, k, n, a, b, &c0, acc);

@@ -1,2 +1,255 @@
-//! CPU backend.
+//! The CPU backend: rayon across cores, AVX-512 where the CPU has it.
+//!
+//! - int8: our VNNI GEMM ([`int8`]), i32 product.
+//! - fp32: the `gemm` crate (AVX-512 "x86-v4" kernels), f32 product.
+//! - fp16/bf16: the inputs are small integers, exact in f32, so A and B are generated as f32 and
+//!   multiplied by the fp32 GEMM with f32 accumulation: the same values and the same arithmetic
+//!   the challenge asks for (CPUs have no fp16 GEMM with f32 accumulation worth using).
+//!
+//! Memory is A, B and C plus the GEMMs' bounded packing buffers.
+
 pub mod int8;
+
+use std::time::Instant;
+
+use rayon::prelude::*;
+use veribench_protocol::{
+    Challenge, DeviceKey, DeviceSeed, Generator, Leaf, MAX_DIM, Matrix, Mode, leaf_hash,
+};
+
+use crate::backend::{
+    Backend, BackendError, BackendKind, DeviceInfo, Execution, PhaseTimings, RowSource, try_zeroed,
+};
+
+/// The host's CPU as one device.
+#[derive(Debug)]
+pub struct CpuBackend {
+    devices: Vec<DeviceInfo>,
+}
+
+impl CpuBackend {
+    /// The CPU of this machine, keyed `cpu:<machine id>` so two hosts never share a seed.
+    pub fn new() -> Self {
+        let id = std::fs::read_to_string("/etc/machine-id")
+            .ok()
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .unwrap_or_else(|| "localhost".to_owned());
+        let key = DeviceKey::new(format!("cpu:{}", &id[..id.len().min(64)]))
+            .unwrap_or_else(|| DeviceKey::new("cpu:localhost").expect("constant key is valid"));
+        Self::with_device_key(key)
+    }
+
+    /// A CPU device with an explicit key (several simulated workers on one host, tests).
+    pub fn with_device_key(key: DeviceKey) -> Self {
+        let device = DeviceInfo {
+            key,
+            name: format!(
+                "{} ({} threads, int8 kernel {})",
+                cpu_model(),
+                rayon::current_num_threads(),
+                int8::gemm_i8_kernel_name()
+            ),
+            memory_bytes: total_memory_bytes(),
+            kind: BackendKind::Cpu,
+        };
+        Self { devices: vec![device] }
+    }
+}
+
+impl Default for CpuBackend {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The CPU model from `/proc/cpuinfo`, or the architecture name.
+pub fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_owned())
+        })
+        .unwrap_or_else(|| std::env::consts::ARCH.to_owned())
+}
+
+/// Total memory from `/proc/meminfo`, 0 when unknown.
+pub fn total_memory_bytes() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// The product as computed, in the mode's output type.
+enum Product {
+    Int(Vec<i32>),
+    Float(Vec<f32>),
+}
+
+/// A product kept for openings.
+struct CpuProduct {
+    n: usize,
+    rows: u32,
+    data: Product,
+}
+
+impl RowSource for CpuProduct {
+    fn row_bytes(&self, row: u32) -> Result<Vec<u8>, BackendError> {
+        if row >= self.rows {
+            return Err(BackendError::RowOutOfRange { row, rows: self.rows });
+        }
+        let at = row as usize * self.n..(row as usize + 1) * self.n;
+        Ok(match &self.data {
+            Product::Int(c) => c[at].iter().flat_map(|v| v.to_le_bytes()).collect(),
+            Product::Float(c) => c[at].iter().flat_map(|v| v.to_le_bytes()).collect(),
+        })
+    }
+}
+
+/// Fills a row-major `rows × cols` matrix from the generator, rows in parallel.
+fn generate<T: Send>(out: &mut [T], cols: usize, fill: impl Fn(u32, &mut [T]) + Sync) {
+    out.par_chunks_mut(cols).enumerate().for_each(|(row, dst)| fill(row as u32, dst));
+}
+
+/// Hashes every row of a row-major product to its leaf, rows in parallel.
+fn hash_rows<T: bytemuck::Pod + Sync + ToLeBytes>(
+    c: &[T],
+    n: usize,
+    seed: &DeviceSeed,
+) -> Vec<Leaf> {
+    c.par_chunks(n)
+        .enumerate()
+        .map(|(row, values)| {
+            if cfg!(target_endian = "little") {
+                leaf_hash(seed, row as u32, bytemuck::cast_slice(values))
+            } else {
+                let bytes: Vec<u8> = values.iter().flat_map(|v| v.le_bytes()).collect();
+                leaf_hash(seed, row as u32, &bytes)
+            }
+        })
+        .collect()
+}
+
+/// Little-endian bytes of a product entry (only used on big-endian hosts).
+trait ToLeBytes {
+    fn le_bytes(&self) -> [u8; 4];
+}
+
+impl ToLeBytes for i32 {
+    fn le_bytes(&self) -> [u8; 4] {
+        self.to_le_bytes()
+    }
+}
+
+impl ToLeBytes for f32 {
+    fn le_bytes(&self) -> [u8; 4] {
+        self.to_le_bytes()
+    }
+}
+
+/// C = A·B in f32 through the `gemm` crate, all row-major.
+fn gemm_f32(m: usize, k: usize, n: usize, a: &[f32], b: &[f32], c: &mut [f32]) {
+    assert!(a.len() == m * k && b.len() == k * n && c.len() == m * n, "operand sizes");
+    // SAFETY: the pointers cover m×k, k×n and m×n row-major elements (checked above); strides
+    // are in elements and C does not alias A or B (distinct borrows).
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            c.as_mut_ptr(),
+            1,
+            n as isize,
+            false,
+            a.as_ptr(),
+            1,
+            k as isize,
+            b.as_ptr(),
+            1,
+            n as isize,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::Rayon(rayon::current_num_threads()),
+        );
+    }
+}
+
+impl Backend for CpuBackend {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Cpu
+    }
+
+    fn devices(&self) -> &[DeviceInfo] {
+        &self.devices
+    }
+
+    fn execute(
+        &self,
+        device: &DeviceKey,
+        challenge: &Challenge,
+    ) -> Result<Execution, BackendError> {
+        if !self.devices.iter().any(|d| &d.key == device) {
+            return Err(BackendError::UnknownDevice(device.clone()));
+        }
+        let shape = challenge.shape;
+        shape.validate(MAX_DIM)?;
+        let (m, k, n) = (shape.m as usize, shape.k as usize, shape.n as usize);
+        let seed = challenge.device_seed(device);
+        let generator = Generator::new(&seed, challenge.mode);
+        let mut timings = PhaseTimings::default();
+
+        let started = Instant::now();
+        let (data, leaves) = if challenge.mode == Mode::Int8 {
+            let mut a = try_zeroed::<i8>(m * k)?;
+            let mut b = try_zeroed::<i8>(k * n)?;
+            let mut c = try_zeroed::<i32>(m * n)?;
+            let generator = &generator;
+            let fill = |matrix| {
+                move |row, dst: &mut [i8]| {
+                    // Int8 is an exact mode: it always has integer elements.
+                    let _ = generator.fill_i8(matrix, row, 0, dst);
+                }
+            };
+            generate(&mut a, k, fill(Matrix::A));
+            generate(&mut b, n, fill(Matrix::B));
+            timings.generate = started.elapsed();
+            let t = Instant::now();
+            int8::gemm_i8(m, k, n, &a, &b, &mut c, false);
+            timings.gemm = t.elapsed();
+            drop((a, b));
+            let t = Instant::now();
+            let leaves = hash_rows(&c, n, &seed);
+            timings.hash = t.elapsed();
+            (Product::Int(c), leaves)
+        } else {
+            let mut a = try_zeroed::<f32>(m * k)?;
+            let mut b = try_zeroed::<f32>(k * n)?;
+            let mut c = try_zeroed::<f32>(m * n)?;
+            generate(&mut a, k, |row, dst| generator.fill_f32(Matrix::A, row, 0, dst));
+            generate(&mut b, n, |row, dst| generator.fill_f32(Matrix::B, row, 0, dst));
+            timings.generate = started.elapsed();
+            let t = Instant::now();
+            gemm_f32(m, k, n, &a, &b, &mut c);
+            timings.gemm = t.elapsed();
+            drop((a, b));
+            let t = Instant::now();
+            let leaves = hash_rows(&c, n, &seed);
+            timings.hash = t.elapsed();
+            (Product::Float(c), leaves)
+        };
+        Ok(Execution { leaves, timings, product: Box::new(CpuProduct { n, rows: shape.m, data }) })
+    }
+}

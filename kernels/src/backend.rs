@@ -1,0 +1,189 @@
+//! The contract every compute backend fulfils.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use thiserror::Error;
+use veribench_protocol::{Challenge, DeviceKey, Leaf, ProtocolError};
+
+/// Device families a worker can compute on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BackendKind {
+    /// Host CPU cores (rayon).
+    Cpu,
+    /// NVIDIA GPUs through the CUDA driver, cuBLAS and NVRTC.
+    Cuda,
+    /// Any Vulkan/Metal/DX12 GPU through wgpu.
+    Wgpu,
+}
+
+impl BackendKind {
+    /// The name used on the command line and in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendKind::Cpu => "cpu",
+            BackendKind::Cuda => "cuda",
+            BackendKind::Wgpu => "wgpu",
+        }
+    }
+}
+
+impl fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for BackendKind {
+    type Err = BackendError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [BackendKind::Cpu, BackendKind::Cuda, BackendKind::Wgpu]
+            .into_iter()
+            .find(|k| k.as_str().eq_ignore_ascii_case(s))
+            .ok_or_else(|| BackendError::Unavailable(format!("unknown backend {s:?}")))
+    }
+}
+
+/// Everything a backend can fail with. None of these is a panic: a worker reports them and
+/// carries on.
+#[derive(Debug, Error)]
+pub enum BackendError {
+    /// The backend cannot run on this machine (no driver, no device, not compiled in).
+    #[error("backend unavailable: {0}")]
+    Unavailable(String),
+    /// The challenge names a device this backend does not own.
+    #[error("device {0} is not served by this backend")]
+    UnknownDevice(DeviceKey),
+    /// The challenge's shape is outside the protocol's limits.
+    #[error("challenge refused: {0}")]
+    Shape(#[from] ProtocolError),
+    /// The matrices do not fit in memory.
+    #[error("challenge needs {bytes} bytes of memory, which could not be allocated")]
+    OutOfMemory {
+        /// Bytes requested.
+        bytes: u64,
+    },
+    /// A row outside the product was asked for.
+    #[error("row {row} is outside a product of {rows} rows")]
+    RowOutOfRange {
+        /// The row asked for.
+        row: u32,
+        /// Rows in the product.
+        rows: u32,
+    },
+    /// A device or driver call failed.
+    #[error("device error: {0}")]
+    Device(String),
+}
+
+/// A device a backend can compute on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeviceInfo {
+    /// Stable identity, mixed into the device's seed.
+    pub key: DeviceKey,
+    /// Human-readable model name.
+    pub name: String,
+    /// Memory available to challenges, in bytes.
+    pub memory_bytes: u64,
+    /// The family it belongs to.
+    pub kind: BackendKind,
+}
+
+/// Wall time of each phase of one execution, measured by the backend for its operator. The
+/// coordinator never trusts these: it measures the whole round trip itself.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PhaseTimings {
+    /// Generating A and B from the seed.
+    pub generate: Duration,
+    /// The matrix multiply.
+    pub gemm: Duration,
+    /// Hashing every row of C to its leaf.
+    pub hash: Duration,
+}
+
+/// Rows of a computed product, kept until the coordinator has asked for its openings.
+pub trait RowSource: Send + Sync {
+    /// The canonical little-endian bytes of one row (what its leaf hashed).
+    fn row_bytes(&self, row: u32) -> Result<Vec<u8>, BackendError>;
+}
+
+/// What [`Backend::execute`] hands back.
+pub struct Execution {
+    /// One leaf per row of C, in row order.
+    pub leaves: Vec<Leaf>,
+    /// Per-phase wall times.
+    pub timings: PhaseTimings,
+    /// The product, for openings.
+    pub product: Box<dyn RowSource>,
+}
+
+impl fmt::Debug for Execution {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Execution")
+            .field("rows", &self.leaves.len())
+            .field("timings", &self.timings)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A compute backend: generate, multiply, hash, keep.
+pub trait Backend: Send + Sync {
+    /// The device family.
+    fn kind(&self) -> BackendKind;
+
+    /// The devices this backend computes on; a challenge names one of them.
+    fn devices(&self) -> &[DeviceInfo];
+
+    /// Runs `challenge` on `device`: generates A and B from the device's seed, multiplies them in
+    /// the challenge's mode and hashes every row of the product to its leaf.
+    fn execute(&self, device: &DeviceKey, challenge: &Challenge)
+    -> Result<Execution, BackendError>;
+}
+
+/// Allocates a zeroed vector of plain numbers, or reports how much memory was missing instead of
+/// aborting. It uses the allocator's zeroed path, so large buffers come from fresh zero pages
+/// and are not written twice.
+pub(crate) fn try_zeroed<T: bytemuck::Zeroable + Copy>(len: usize) -> Result<Vec<T>, BackendError> {
+    let bytes = (len as u64).saturating_mul(std::mem::size_of::<T>() as u64);
+    let oom = || BackendError::OutOfMemory { bytes };
+    if len == 0 {
+        return Ok(Vec::new());
+    }
+    let layout = std::alloc::Layout::array::<T>(len).map_err(|_| oom())?;
+    // SAFETY: the layout is non-zero-sized (len > 0 and T is a number type); alloc_zeroed returns
+    // memory for `len` Ts whose all-zero bit pattern is valid (T: Zeroable), or null, handled
+    // below. Vec::from_raw_parts takes ownership with the same layout the global allocator used.
+    unsafe {
+        let ptr = std::alloc::alloc_zeroed(layout).cast::<T>();
+        if ptr.is_null() {
+            return Err(oom());
+        }
+        advise_huge_pages(ptr.cast(), bytes as usize);
+        Ok(Vec::from_raw_parts(ptr, len, len))
+    }
+}
+
+/// Asks Linux to back a large buffer with transparent huge pages: first-touch page faults
+/// otherwise cost ~1 µs per 4 KiB page, a quarter of the generate phase at n = 4096. Advice only:
+/// failure changes nothing but speed.
+#[cfg(target_os = "linux")]
+fn advise_huge_pages(ptr: *mut u8, len: usize) {
+    const HUGE: usize = 2 << 20;
+    if len < 2 * HUGE {
+        return;
+    }
+    let start = (ptr as usize).next_multiple_of(HUGE);
+    let end = (ptr as usize + len) / HUGE * HUGE;
+    if end > start {
+        // SAFETY: [start, end) lies inside the allocation just made; madvise with MADV_HUGEPAGE
+        // does not change the contents or validity of the mapping.
+        unsafe {
+            libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE);
+        }
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn advise_huge_pages(_ptr: *mut u8, _len: usize) {}

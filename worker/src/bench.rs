@@ -1,0 +1,136 @@
+//! `veribench-worker bench`: one challenge end to end on one backend, timed per phase and checked
+//! by the protocol verifier exactly as a coordinator would check it.
+
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use veribench_kernels::{Backend, BackendError, run_challenge};
+use veribench_protocol::{
+    Challenge, ChallengeId, Mode, Seed, Shape, UnixMillis, Verdict, sample_rows, verify_openings,
+};
+
+/// What `bench --json` prints: exactly these keys.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct BenchReport {
+    /// Backend family.
+    pub backend: String,
+    /// Challenge mode.
+    pub mode: String,
+    /// Matrix size (square).
+    pub n: u32,
+    /// Generating A and B.
+    pub generate_ms: f64,
+    /// The multiply.
+    pub gemm_ms: f64,
+    /// Hashing rows to leaves.
+    pub hash_ms: f64,
+    /// Building the Merkle tree.
+    pub merkle_ms: f64,
+    /// Sum of the four phases.
+    pub total_ms: f64,
+    /// 2·n³ over `gemm_ms` (GOP/s for int8).
+    pub gflops: f64,
+    /// (generate + hash + merkle) / total, in percent.
+    pub overhead_pct: f64,
+    /// The protocol verifier's verdict on sampled openings.
+    pub verified: bool,
+}
+
+/// Bench outcome with what the JSON leaves out.
+#[derive(Clone, Debug)]
+pub struct BenchOutcome {
+    /// The printed report.
+    pub report: BenchReport,
+    /// The verdict in full.
+    pub verdict: Verdict,
+    /// Rows sampled and opened.
+    pub sampled_rows: usize,
+    /// Time the verifier took (not part of the worker's work).
+    pub verify_time: Duration,
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// Runs one fresh `n × n × n` challenge in `mode` on the backend's first device, opens
+/// `sampled` random rows and verifies them.
+pub fn run_bench(
+    backend: &dyn Backend,
+    mode: Mode,
+    n: u32,
+    sampled: u32,
+) -> Result<BenchOutcome, BackendError> {
+    let device = backend
+        .devices()
+        .first()
+        .ok_or_else(|| BackendError::Unavailable("the backend has no device".into()))?
+        .key
+        .clone();
+    let now = UnixMillis::now();
+    let challenge = Challenge {
+        id: ChallengeId(1),
+        seed: Seed(rand::random()),
+        mode,
+        shape: Shape::square(n),
+        issued_at: now,
+        deadline: UnixMillis(now.0.saturating_add(600_000)),
+    };
+    let run = run_challenge(backend, &device, &challenge)?;
+    let rows = sample_rows(&mut rand::rng(), n, sampled);
+    let openings = run.open(&rows)?;
+    let started = Instant::now();
+    let verdict = verify_openings(mode, challenge.shape, &run.seed, &run.root(), &rows, &openings);
+    let verify_time = started.elapsed();
+
+    let t = run.execution().timings;
+    let total = t.generate + t.gemm + t.hash + run.merkle_time;
+    let overhead = t.generate + t.hash + run.merkle_time;
+    let report = BenchReport {
+        backend: backend.kind().to_string(),
+        mode: mode.to_string(),
+        n,
+        generate_ms: ms(t.generate),
+        gemm_ms: ms(t.gemm),
+        hash_ms: ms(t.hash),
+        merkle_ms: ms(run.merkle_time),
+        total_ms: ms(total),
+        gflops: challenge.shape.ops() / t.gemm.as_secs_f64().max(1e-9) / 1e9,
+        overhead_pct: 100.0 * overhead.as_secs_f64() / total.as_secs_f64().max(1e-12),
+        verified: verdict.is_accepted(),
+    };
+    Ok(BenchOutcome { report, verdict, sampled_rows: rows.len(), verify_time })
+}
+
+impl BenchOutcome {
+    /// The human-readable table.
+    pub fn table(&self) -> String {
+        let r = &self.report;
+        let unit = if r.mode == "int8" { "GOP/s" } else { "GFLOP/s" };
+        let verdict = match &self.verdict {
+            Verdict::Accepted => "accepted".to_owned(),
+            Verdict::Rejected(reason) => format!("REJECTED: {reason}"),
+        };
+        format!(
+            "backend {} · mode {} · n = {}\n\
+             generate {:>10.2} ms\n\
+             gemm     {:>10.2} ms   {:.1} {unit}\n\
+             hash     {:>10.2} ms\n\
+             merkle   {:>10.2} ms\n\
+             total    {:>10.2} ms   overhead {:.2}%\n\
+             verify   {:>10.2} ms   {} sampled rows: {verdict}",
+            r.backend,
+            r.mode,
+            r.n,
+            r.generate_ms,
+            r.gemm_ms,
+            r.gflops,
+            r.hash_ms,
+            r.merkle_ms,
+            r.total_ms,
+            r.overhead_pct,
+            ms(self.verify_time),
+            self.sampled_rows,
+        )
+    }
+}
