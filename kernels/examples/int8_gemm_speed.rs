@@ -23,7 +23,13 @@ fn main() {
         let b: Vec<i8> = (0..k * n).map(|_| next()).collect();
         let mut c = vec![0i32; m * n];
         gemm_i8(m, k, n, &a, &b, &mut c, false); // warm-up
-        let runs = if s >= 4096 { 5 } else if s >= 2048 { 9 } else { 21 };
+        let runs = if s >= 4096 {
+            5
+        } else if s >= 2048 {
+            9
+        } else {
+            21
+        };
         let mut times: Vec<f64> = (0..runs)
             .map(|_| {
                 let t = Instant::now();

@@ -52,7 +52,12 @@ impl rs_merkle::Hasher for NodeHasher {
 /// The sibling hashes that connect a set of opened rows to the root, in `rs_merkle`'s order
 /// (layer by layer from the leaves, left to right).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MultiProof(pub Vec<[u8; 32]>);
+pub struct MultiProof(
+    #[serde(
+        deserialize_with = "crate::bounded::vec::<_, _, { crate::bounded::MAX_PROOF_HASHES }>"
+    )]
+    pub Vec<[u8; 32]>,
+);
 
 /// A built tree, kept by the worker until the coordinator has asked for its openings.
 pub struct Commitment {

@@ -5,9 +5,28 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-/// Formats 32 bytes as lowercase hex.
-fn hex32(bytes: &[u8; 32], f: &mut fmt::Formatter<'_>) -> fmt::Result {
+/// Formats bytes as lowercase hex.
+fn hex(bytes: &[u8], f: &mut fmt::Formatter<'_>) -> fmt::Result {
     bytes.iter().try_for_each(|b| write!(f, "{b:02x}"))
+}
+
+/// Hex `Display` and `Name(hex)` `Debug` for a byte-array newtype.
+macro_rules! hex_fmt {
+    ($name:ident) => {
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                hex(&self.0, f)
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, concat!(stringify!($name), "("))?;
+                hex(&self.0, f)?;
+                write!(f, ")")
+            }
+        }
+    };
 }
 
 /// Parses 64 hex digits into 32 bytes.
@@ -43,19 +62,7 @@ macro_rules! bytes32_newtype {
             }
         }
 
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                hex32(&self.0, f)
-            }
-        }
-
-        impl fmt::Debug for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                write!(f, concat!(stringify!($name), "("))?;
-                hex32(&self.0, f)?;
-                write!(f, ")")
-            }
-        }
+        hex_fmt!($name);
     };
 }
 
@@ -76,6 +83,17 @@ bytes32_newtype!(
     /// The Merkle root a worker commits to before it learns which rows will be sampled.
     Root
 );
+
+bytes32_newtype!(
+    /// An sr25519 public key (a hotkey, a worker key or a coordinator key).
+    PublicKey
+);
+
+/// An sr25519 signature. Encoded as a byte string whose length must be 64 (serde derives
+/// nothing for `[u8; 64]`).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Signature(#[serde(with = "serde_bytes")] pub [u8; 64]);
+hex_fmt!(Signature);
 
 /// Identifies one challenge at its coordinator. Never reused by a coordinator.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

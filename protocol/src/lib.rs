@@ -7,6 +7,7 @@
 //! The data path, top to bottom: [`challenge`] → [`generator`] → (a backend multiplies) →
 //! [`commitment`] → [`sampling`] → [`verify`], with [`wire`] carrying it between processes.
 
+pub mod bounded;
 pub mod challenge;
 pub mod commitment;
 pub mod error;
@@ -20,11 +21,10 @@ pub use challenge::{Challenge, MAX_DIM, Mode, Shape, UnixMillis};
 pub use commitment::{Commitment, MultiProof, leaf_hash, verify_multiproof};
 pub use error::ProtocolError;
 pub use generator::{Generator, Matrix};
-pub use ids::{ChallengeId, DeviceKey, DeviceSeed, Leaf, Root, Seed};
+pub use ids::{ChallengeId, DeviceKey, DeviceSeed, Leaf, PublicKey, Root, Seed, Signature};
 pub use sampling::{DEFAULT_SAMPLED_ROWS, sample_rows};
 pub use verify::{Openings, RejectReason, RowOpening, Verdict, fp32_tolerance, verify_openings};
 pub use wire::{
     CommitmentMsg, ErrorCode, ErrorMsg, GpuInfo, HardwareInfo, Heartbeat, Limits, Message,
-    OpenRequest, OpeningsMsg, PROTOCOL_VERSION, PublicKey, Register, Signature, SignedChallenge,
-    VerdictMsg,
+    OpenRequest, OpeningsMsg, PROTOCOL_VERSION, Register, SignedChallenge, VerdictMsg,
 };

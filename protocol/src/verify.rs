@@ -37,6 +37,7 @@ pub struct RowOpening {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Openings {
     /// The opened rows.
+    #[serde(deserialize_with = "crate::bounded::vec::<_, _, { crate::bounded::MAX_ROWS }>")]
     pub rows: Vec<RowOpening>,
     /// Sibling hashes from the opened leaves to the root.
     pub proof: MultiProof,
@@ -298,5 +299,40 @@ fn axpy_i32(acc: &mut [i32], a: i32, b: &[i8]) {
 fn axpy_f64(acc: &mut [f64], a: f64, b: &[f32]) {
     for (d, &x) in acc.iter_mut().zip(b) {
         *d += a * f64::from(x);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::commitment::MultiProof;
+    use proptest::prelude::*;
+
+    fn mode() -> impl Strategy<Value = Mode> {
+        prop::sample::select(Mode::ALL.to_vec())
+    }
+
+    proptest! {
+        /// Whatever a worker sends, the verifier answers with a verdict, never a panic, and never
+        /// accepts openings that were not derived from the committed product.
+        #[test]
+        fn arbitrary_openings_never_panic_and_are_never_accepted(
+            mode in mode(),
+            m in 1u32..20, k in 1u32..20, n in 1u32..20,
+            sampled in prop::collection::btree_set(0u32..25, 0..6),
+            rows in prop::collection::vec((0u32..25, prop::collection::vec(any::<u8>(), 0..90)), 0..6),
+            proof in prop::collection::vec(any::<[u8; 32]>(), 0..8),
+            root in any::<[u8; 32]>(),
+        ) {
+            let sampled: Vec<u32> = sampled.into_iter().collect();
+            let openings = Openings {
+                rows: rows.into_iter().map(|(row, bytes)| RowOpening { row, bytes }).collect(),
+                proof: MultiProof(proof),
+            };
+            let verdict = verify_openings(
+                mode, Shape { m, k, n }, &DeviceSeed([1; 32]), &Root(root), &sampled, &openings,
+            );
+            prop_assert!(!verdict.is_accepted() || sampled.is_empty());
+        }
     }
 }

@@ -17,13 +17,11 @@
 //! Signatures are carried, not checked, here: which key must have signed what is stated on each
 //! message, and the coordinator and workers check them with their sr25519 implementation.
 
-use std::fmt;
-
 use serde::{Deserialize, Serialize};
 
 use crate::challenge::{Challenge, MAX_DIM, UnixMillis};
 use crate::error::ProtocolError;
-use crate::ids::{ChallengeId, DeviceKey, Root};
+use crate::ids::{ChallengeId, DeviceKey, PublicKey, Root, Signature};
 use crate::verify::{Openings, Verdict};
 
 /// The two bytes every frame starts with.
@@ -36,41 +34,6 @@ pub const HEADER_LEN: usize = 4;
 pub const REGISTER_SIGNING_CONTEXT: &str = "veribench 2026-11 register signature v1";
 /// BLAKE3 `derive_key` context of [`SignedChallenge::signed_bytes`].
 pub const SIGNED_CHALLENGE_CONTEXT: &str = "veribench 2026-11 signed challenge v1";
-
-/// Writes bytes as lowercase hex.
-fn write_hex(f: &mut fmt::Formatter<'_>, bytes: &[u8]) -> fmt::Result {
-    bytes.iter().try_for_each(|b| write!(f, "{b:02x}"))
-}
-
-/// Hex `Display` and `Type(hex)` `Debug` for a byte-array newtype.
-macro_rules! hex_fmt {
-    ($name:ident) => {
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                write_hex(f, &self.0)
-            }
-        }
-
-        impl fmt::Debug for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                write!(f, concat!(stringify!($name), "("))?;
-                write_hex(f, &self.0)?;
-                write!(f, ")")
-            }
-        }
-    };
-}
-
-/// An sr25519 public key.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct PublicKey(pub [u8; 32]);
-hex_fmt!(PublicKey);
-
-/// An sr25519 signature. Encoded as a byte string whose length must be 64 (serde derives
-/// nothing for `[u8; 64]`).
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct Signature(#[serde(with = "serde_bytes")] pub [u8; 64]);
-hex_fmt!(Signature);
 
 /// Everything a worker or a coordinator sends.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -106,6 +69,7 @@ pub struct Register {
     /// What the worker claims to run on; compared against measured throughput.
     pub hardware: HardwareInfo,
     /// One key per compute device offered, each challenged separately.
+    #[serde(deserialize_with = "crate::bounded::vec::<_, _, { crate::bounded::MAX_DEVICES }>")]
     pub devices: Vec<DeviceKey>,
     /// When the worker signed, so a stale registration can be refused.
     pub timestamp: UnixMillis,
@@ -158,6 +122,7 @@ pub struct HardwareInfo {
     /// Installed RAM.
     pub memory_bytes: u64,
     /// The GPUs present, whether offered as devices or not.
+    #[serde(deserialize_with = "crate::bounded::vec::<_, _, { crate::bounded::MAX_DEVICES }>")]
     pub gpus: Vec<GpuInfo>,
 }
 
@@ -226,6 +191,7 @@ pub struct OpenRequest {
     /// The challenge whose commitment is opened.
     pub challenge_id: ChallengeId,
     /// Row indices, strictly increasing.
+    #[serde(deserialize_with = "crate::bounded::vec::<_, _, { crate::bounded::MAX_ROWS }>")]
     pub rows: Vec<u32>,
 }
 
@@ -414,15 +380,11 @@ pub fn encode(msg: &Message) -> Vec<u8> {
 /// `limits.max_frame_bytes`, the magic, the version; then the body is decoded, must be consumed
 /// exactly, and must pass [`Message::validate`].
 ///
-/// Allocation while decoding is bounded by the frame length, hence by `max_frame_bytes`:
-/// postcard's slice deserializer (1.1) takes a string or byte string only after checking that
-/// many bytes remain, then copies exactly those; for a sequence it reports the claimed length as
-/// serde's size hint only when that many bytes remain (otherwise no hint), and serde's `Vec`
-/// visitor preallocates `size_hint::cautious`, i.e. at most that hint and at most 1 MiB. Every
-/// element of every list here takes at least one byte of input, so a list grows no longer than
-/// the frame. The bound is linear, not one-for-one: an element can be wider in memory than on
-/// the wire (a `GpuInfo` is 56 bytes from 3), so a hostile frame of F bytes may briefly cost a
-/// few tens of times F before `validate` refuses it — size `max_frame_bytes` accordingly.
+/// Allocation while decoding stays within a small multiple of the frame: postcard's slice
+/// deserializer (1.1) takes a string or byte string only after checking that many bytes remain;
+/// serde preallocates at most `size_hint::cautious` (≤ 1 MiB) for other sequences; and every list
+/// whose items are wider in memory than on the wire (opened rows, requested rows, devices, GPUs)
+/// is decoded through [`crate::bounded::vec`], which stops at a hard item cap before storing more.
 pub fn decode(frame: &[u8], limits: &Limits) -> Result<Message, ProtocolError> {
     if frame.len() > limits.max_frame_bytes {
         return Err(ProtocolError::FrameTooLarge { len: frame.len(), max: limits.max_frame_bytes });

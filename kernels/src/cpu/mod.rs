@@ -77,17 +77,27 @@ pub fn cpu_model() -> String {
         .unwrap_or_else(|| std::env::consts::ARCH.to_owned())
 }
 
-/// Total memory from `/proc/meminfo`, 0 when unknown.
+/// A `/proc/meminfo` field in bytes (`MemTotal`, `MemAvailable`), `None` when unknown.
+fn meminfo_bytes(field: &str) -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.strip_prefix(field).is_some_and(|r| r.starts_with(':')))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb.saturating_mul(1024))
+}
+
+/// Total memory, 0 when unknown.
 pub fn total_memory_bytes() -> u64 {
-    std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("MemTotal:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<u64>().ok())
-        })
-        .map_or(0, |kb| kb * 1024)
+    meminfo_bytes("MemTotal").unwrap_or(0)
+}
+
+/// Refuses a challenge whose buffers exceed the memory the kernel says is available. Linux
+/// overcommits: without this check a too-large challenge allocates fine and is then killed by
+/// the OOM killer while it generates.
+fn check_memory(bytes: u64) -> Result<(), BackendError> {
+    match meminfo_bytes("MemAvailable") {
+        Some(available) if bytes > available => Err(BackendError::OutOfMemory { bytes }),
+        _ => Ok(()),
+    }
 }
 
 /// The product as computed, in the mode's output type.
@@ -210,6 +220,10 @@ impl Backend for CpuBackend {
         let seed = challenge.device_seed(device);
         let generator = Generator::new(&seed, challenge.mode);
         let mut timings = PhaseTimings::default();
+
+        let input_bytes = if challenge.mode == Mode::Int8 { 1 } else { 4 };
+        let (m64, k64, n64) = (m as u64, k as u64, n as u64);
+        check_memory((m64 * k64 + k64 * n64) * input_bytes + m64 * n64 * 4)?;
 
         let started = Instant::now();
         let (data, leaves) = if challenge.mode == Mode::Int8 {
