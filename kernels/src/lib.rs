@@ -8,10 +8,14 @@
 
 pub mod backend;
 pub mod cpu;
+pub mod cuda;
 pub mod prover;
+pub mod wgpu;
 
+pub use crate::wgpu::{Fault, TileConfig, WgpuBackend, WgpuOptions};
 pub use backend::{
     Backend, BackendError, BackendKind, DeviceInfo, Execution, PhaseTimings, RowSource,
 };
 pub use cpu::CpuBackend;
+pub use cuda::CudaBackend;
 pub use prover::{CommittedRun, run_challenge};

@@ -22,6 +22,7 @@ pub const MAX_DIM: u32 = 65_536;
 /// Arithmetic a challenge asks for. The input values of each mode are chosen so that `Int8`,
 /// `Fp16` and `Bf16` have exactly one right answer; `Fp32` is checked against an error bound.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Mode {
     /// int8 inputs in [-128, 127], i32 accumulation. Exact; the default.
     #[default]

@@ -25,6 +25,7 @@ pub use ids::{ChallengeId, DeviceKey, DeviceSeed, Leaf, PublicKey, Root, Seed, S
 pub use sampling::{DEFAULT_SAMPLED_ROWS, sample_rows};
 pub use verify::{Openings, RejectReason, RowOpening, Verdict, fp32_tolerance, verify_openings};
 pub use wire::{
-    CommitmentMsg, ErrorCode, ErrorMsg, GpuInfo, HardwareInfo, Heartbeat, Limits, Message,
-    OpenRequest, OpeningsMsg, PROTOCOL_VERSION, Register, SignedChallenge, VerdictMsg,
+    CommitmentMsg, Delegation, ErrorCode, ErrorMsg, GpuInfo, HardwareInfo, Heartbeat, Limits,
+    Message, OpenRequest, OpeningsMsg, PROTOCOL_VERSION, Register, SignedChallenge, VerdictMsg,
+    Welcome,
 };

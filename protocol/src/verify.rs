@@ -4,10 +4,11 @@
 //! entry. For the exact modes (int8, and fp16/bf16 whose inputs are small integers) the reference
 //! is computed in i32 and must match exactly; for fp32 it is computed in f64 (exact products, a
 //! negligible summation error) and every entry must lie within [`fp32_tolerance`]. Recomputing
-//! `s` rows costs `s·k·n` multiply-adds plus regenerating B (`k·n` elements), which the
-//! regeneration dominates for `s ≤ 32`; a Freivalds check would save the `s·k·n` part but needs
-//! the same regeneration and only tests random combinations of entries. `SPEC.md` gives the
-//! measured costs.
+//! `s` rows costs `s·k·n` multiply-adds plus regenerating B (`k·n` elements); measured, the
+//! multiply-adds dominate (halving `s` halves the time), so the cost is ≈ `s/m` of the worker's
+//! GEMM done at autovectorised-loop speed. A Freivalds check (`C_r·x` against `A_r·(B·x)`) would
+//! cost `k·n` instead, at the price of checking random combinations of entries rather than each
+//! entry; `SPEC.md` §7 gives the numbers and the trade-off.
 
 use multiversion::multiversion;
 use rayon::prelude::*;
@@ -19,7 +20,7 @@ use crate::generator::{Generator, Matrix};
 use crate::ids::{DeviceSeed, Root};
 
 /// Columns of B regenerated per parallel task while recomputing sampled rows.
-const COLUMN_CHUNK: usize = 512;
+const COLUMN_CHUNK: usize = 256;
 
 /// One opened row of the product, as the worker sends it: `n` little-endian entries (i32 for
 /// int8, f32 for the other modes).
@@ -226,54 +227,76 @@ fn entries(bytes: &[u8], mode: Mode) -> impl Iterator<Item = f64> + '_ {
     })
 }
 
+/// B rows regenerated and applied together, so each accumulator row is loaded and stored once
+/// per `K_STEP` rows of B instead of once per row.
+const K_STEP: usize = 4;
+
 /// Recomputes rows `rows` of C = A·B, regenerating B in column chunks on all cores.
 fn reference_rows(generator: &Generator, shape: Shape, rows: &[u32]) -> Reference {
-    let (k, n, s) = (shape.k as usize, shape.n as usize, rows.len());
-    let chunks: Vec<usize> = (0..n).step_by(COLUMN_CHUNK).collect();
     if generator.mode().is_exact() {
-        let mut a = vec![0i8; s * k];
-        for (dst, &r) in a.chunks_exact_mut(k).zip(rows) {
+        let a = a_rows(shape, rows, |r, dst: &mut [i8]| {
             // Exact modes always have integer elements.
             let _ = generator.fill_i8(Matrix::A, r, 0, dst);
-        }
-        let parts: Vec<Vec<i32>> = chunks
-            .par_iter()
-            .map(|&c0| {
-                let w = COLUMN_CHUNK.min(n - c0);
-                let mut acc = vec![0i32; s * w];
-                let mut b = vec![0i8; w];
-                for kk in 0..k {
-                    let _ = generator.fill_i8(Matrix::B, kk as u32, c0 as u32, &mut b);
-                    for (i, acc_row) in acc.chunks_exact_mut(w).enumerate() {
-                        axpy_i32(acc_row, i32::from(a[i * k + kk]), &b);
-                    }
-                }
-                acc
-            })
-            .collect();
-        Reference::Exact(scatter(parts, &chunks, s, n))
+        });
+        Reference::Exact(recompute(shape, rows.len(), &a, |k, c0, b: &mut [i8]| {
+            let _ = generator.fill_i8(Matrix::B, k, c0, b);
+        }, axpy4_i32))
     } else {
-        let mut a = vec![0f32; s * k];
-        for (dst, &r) in a.chunks_exact_mut(k).zip(rows) {
-            generator.fill_f32(Matrix::A, r, 0, dst);
-        }
-        let parts: Vec<Vec<f64>> = chunks
-            .par_iter()
-            .map(|&c0| {
-                let w = COLUMN_CHUNK.min(n - c0);
-                let mut acc = vec![0f64; s * w];
-                let mut b = vec![0f32; w];
-                for kk in 0..k {
-                    generator.fill_f32(Matrix::B, kk as u32, c0 as u32, &mut b);
-                    for (i, acc_row) in acc.chunks_exact_mut(w).enumerate() {
-                        axpy_f64(acc_row, f64::from(a[i * k + kk]), &b);
-                    }
-                }
-                acc
-            })
-            .collect();
-        Reference::Float(scatter(parts, &chunks, s, n))
+        let a = a_rows(shape, rows, |r, dst: &mut [f32]| generator.fill_f32(Matrix::A, r, 0, dst));
+        Reference::Float(recompute(shape, rows.len(), &a, |k, c0, b: &mut [f32]| {
+            generator.fill_f32(Matrix::B, k, c0, b);
+        }, axpy4_f64))
     }
+}
+
+/// The sampled rows of A, row-major `rows × k`.
+fn a_rows<T: Copy + Default>(shape: Shape, rows: &[u32], fill: impl Fn(u32, &mut [T])) -> Vec<T> {
+    let k = shape.k as usize;
+    let mut a = vec![T::default(); rows.len() * k];
+    for (dst, &r) in a.chunks_exact_mut(k).zip(rows) {
+        fill(r, dst);
+    }
+    a
+}
+
+/// `s × n` accumulators of the sampled rows times B, B regenerated chunk by chunk of columns
+/// (one rayon task per chunk) and `K_STEP` rows at a time.
+fn recompute<T, Acc>(
+    shape: Shape,
+    s: usize,
+    a: &[T],
+    fill_b: impl Fn(u32, u32, &mut [T]) + Sync,
+    axpy4: fn(&mut [Acc], [T; K_STEP], [&[T]; K_STEP]),
+) -> Vec<Acc>
+where
+    T: Copy + Default + Send + Sync,
+    Acc: Copy + Default + Send,
+{
+    let (k, n) = (shape.k as usize, shape.n as usize);
+    let chunks: Vec<usize> = (0..n).step_by(COLUMN_CHUNK).collect();
+    let parts: Vec<Vec<Acc>> = chunks
+        .par_iter()
+        .map(|&c0| {
+            let w = COLUMN_CHUNK.min(n - c0);
+            let mut acc = vec![Acc::default(); s * w];
+            let mut b = vec![T::default(); K_STEP * w];
+            for k0 in (0..k).step_by(K_STEP) {
+                let step = K_STEP.min(k - k0);
+                b.fill(T::default());
+                for (j, row) in b.chunks_exact_mut(w).take(step).enumerate() {
+                    fill_b((k0 + j) as u32, c0 as u32, row);
+                }
+                let brows: [&[T]; K_STEP] = std::array::from_fn(|j| &b[j * w..(j + 1) * w]);
+                for (i, acc_row) in acc.chunks_exact_mut(w).enumerate() {
+                    // Rows of B past `k` are zero, so their coefficients do not matter.
+                    let coeff = std::array::from_fn(|j| a.get(i * k + k0 + j).copied().filter(|_| j < step).unwrap_or_default());
+                    axpy4(acc_row, coeff, brows);
+                }
+            }
+            acc
+        })
+        .collect();
+    scatter(parts, &chunks, s, n)
 }
 
 /// Reassembles per-column-chunk `s × w` blocks into one row-major `s × n` matrix.
@@ -288,17 +311,21 @@ fn scatter<T: Copy + Default>(parts: Vec<Vec<T>>, chunks: &[usize], s: usize, n:
     out
 }
 
+/// `acc += Σⱼ a[j] · b[j]` in exact i32.
 #[multiversion(targets("x86_64+avx512f+avx512bw+avx512vl", "x86_64+avx2+fma", "aarch64+neon"))]
-fn axpy_i32(acc: &mut [i32], a: i32, b: &[i8]) {
-    for (d, &x) in acc.iter_mut().zip(b) {
-        *d += a * i32::from(x);
+fn axpy4_i32(acc: &mut [i32], a: [i8; K_STEP], b: [&[i8]; K_STEP]) {
+    let a = a.map(i32::from);
+    for (i, d) in acc.iter_mut().enumerate() {
+        *d += a[0] * i32::from(b[0][i]) + a[1] * i32::from(b[1][i]) + a[2] * i32::from(b[2][i]) + a[3] * i32::from(b[3][i]);
     }
 }
 
+/// `acc += Σⱼ a[j] · b[j]` in f64 (f32 products are exact in f64).
 #[multiversion(targets("x86_64+avx512f+avx512bw+avx512vl", "x86_64+avx2+fma", "aarch64+neon"))]
-fn axpy_f64(acc: &mut [f64], a: f64, b: &[f32]) {
-    for (d, &x) in acc.iter_mut().zip(b) {
-        *d += a * f64::from(x);
+fn axpy4_f64(acc: &mut [f64], a: [f32; K_STEP], b: [&[f32]; K_STEP]) {
+    let a = a.map(f64::from);
+    for (i, d) in acc.iter_mut().enumerate() {
+        *d += a[0] * f64::from(b[0][i]) + a[1] * f64::from(b[1][i]) + a[2] * f64::from(b[2][i]) + a[3] * f64::from(b[3][i]);
     }
 }
 

@@ -32,6 +32,8 @@ pub const PROTOCOL_VERSION: u16 = 1;
 pub const HEADER_LEN: usize = 4;
 /// BLAKE3 `derive_key` context of [`Register::signing_payload`].
 pub const REGISTER_SIGNING_CONTEXT: &str = "veribench 2026-11 register signature v1";
+/// BLAKE3 `derive_key` context of [`Delegation::signing_payload`].
+pub const DELEGATION_SIGNING_CONTEXT: &str = "veribench 2026-11 worker delegation v1";
 /// BLAKE3 `derive_key` context of [`SignedChallenge::signed_bytes`].
 pub const SIGNED_CHALLENGE_CONTEXT: &str = "veribench 2026-11 signed challenge v1";
 
@@ -40,6 +42,8 @@ pub const SIGNED_CHALLENGE_CONTEXT: &str = "veribench 2026-11 signed challenge v
 pub enum Message {
     /// Worker → coordinator, first frame of a connection.
     Register(Register),
+    /// Coordinator → worker, after a registration it accepted.
+    Welcome(Welcome),
     /// Either way, to keep the connection and its liveness measurement alive.
     Heartbeat(Heartbeat),
     /// Coordinator → worker: work for one device.
@@ -61,11 +65,8 @@ pub enum Message {
 pub struct Register {
     /// Human-readable name, for logs and dashboards only.
     pub name: String,
-    /// The miner's hotkey, which is credited with the work.
-    pub miner_hotkey: PublicKey,
-    /// The worker's own key, delegated by the miner hotkey, so the hotkey's secret never has to
-    /// sit on a worker machine.
-    pub worker_key: PublicKey,
+    /// The miner hotkey's permission for this worker's key; the hotkey is credited with the work.
+    pub delegation: Delegation,
     /// What the worker claims to run on; compared against measured throughput.
     pub hardware: HardwareInfo,
     /// One key per compute device offered, each challenged separately.
@@ -75,16 +76,46 @@ pub struct Register {
     pub timestamp: UnixMillis,
     /// Fresh per registration, so a captured one cannot be replayed within the time window.
     pub nonce: u64,
-    /// By `worker_key`, over [`Register::signing_payload`].
+    /// By `delegation.worker_key`, over [`Register::signing_payload`].
     pub signature: Signature,
+}
+
+/// A miner hotkey's permission for one worker key to register and be credited on its behalf,
+/// until `expires_at`.
+///
+/// Workers hold their own key, not the miner hotkey: they run on rented or shared machines, and a
+/// stolen hotkey could register on the subnet, serve axons and, for a validator, set weights,
+/// while a stolen worker key can only register workers for this miner until its delegation
+/// expires. A worker given the hotkey itself delegates to itself.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Delegation {
+    /// The miner's hotkey, which signs.
+    pub miner_hotkey: PublicKey,
+    /// The worker's own key.
+    pub worker_key: PublicKey,
+    /// After this the delegation is void.
+    pub expires_at: UnixMillis,
+    /// By `miner_hotkey`, over [`Delegation::signing_payload`].
+    pub signature: Signature,
+}
+
+impl Delegation {
+    /// The bytes the miner hotkey signs: BLAKE3 `derive_key(DELEGATION_SIGNING_CONTEXT,
+    /// miner_hotkey ‖ worker_key ‖ u64_le(expires_at))`.
+    pub fn signing_payload(&self) -> [u8; 32] {
+        let mut hasher = blake3::Hasher::new_derive_key(DELEGATION_SIGNING_CONTEXT);
+        hasher.update(self.miner_hotkey.as_bytes());
+        hasher.update(self.worker_key.as_bytes());
+        hasher.update(&self.expires_at.0.to_le_bytes());
+        *hasher.finalize().as_bytes()
+    }
 }
 
 /// Every field of [`Register`] but the signature, borrowed: what the signature covers.
 #[derive(Serialize)]
 struct RegisterBody<'a> {
     name: &'a str,
-    miner_hotkey: &'a PublicKey,
-    worker_key: &'a PublicKey,
+    delegation: &'a Delegation,
     hardware: &'a HardwareInfo,
     devices: &'a [DeviceKey],
     timestamp: UnixMillis,
@@ -97,8 +128,7 @@ impl Register {
     pub fn signing_payload(&self) -> [u8; 32] {
         let body = RegisterBody {
             name: &self.name,
-            miner_hotkey: &self.miner_hotkey,
-            worker_key: &self.worker_key,
+            delegation: &self.delegation,
             hardware: &self.hardware,
             devices: &self.devices,
             timestamp: self.timestamp,
@@ -135,6 +165,17 @@ pub struct GpuInfo {
     pub name: String,
     /// Device memory, which bounds the largest shape worth sending it.
     pub memory_bytes: u64,
+}
+
+/// The coordinator's answer to an accepted registration.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Welcome {
+    /// The key that signs every challenge on this connection.
+    pub coordinator: PublicKey,
+    /// How often the worker should send a heartbeat.
+    pub heartbeat_interval_ms: u64,
+    /// The coordinator's clock, so a worker can spot a large skew.
+    pub server_time: UnixMillis,
 }
 
 /// Liveness and round-trip measurement.
@@ -306,6 +347,7 @@ impl Message {
     pub fn kind(&self) -> &'static str {
         match self {
             Message::Register(_) => "register",
+            Message::Welcome(_) => "welcome",
             Message::Heartbeat(_) => "heartbeat",
             Message::Challenge(_) => "challenge",
             Message::Commitment(_) => "commitment",
@@ -359,7 +401,10 @@ impl Message {
                 check_len("multiproof", o.openings.proof.0.len(), limits.max_proof_hashes)
             }
             Message::Error(e) => check_text("error message", &e.message, limits),
-            Message::Heartbeat(_) | Message::Commitment(_) | Message::Verdict(_) => Ok(()),
+            Message::Welcome(_)
+            | Message::Heartbeat(_)
+            | Message::Commitment(_)
+            | Message::Verdict(_) => Ok(()),
         }
     }
 }
@@ -460,8 +505,12 @@ mod tests {
             |(name, miner_hotkey, worker_key, hardware, devices, timestamp, nonce, signature)| {
                 Register {
                     name,
-                    miner_hotkey,
-                    worker_key,
+                    delegation: Delegation {
+                        miner_hotkey,
+                        worker_key,
+                        expires_at: timestamp,
+                        signature,
+                    },
                     hardware,
                     devices,
                     timestamp,
@@ -548,6 +597,11 @@ mod tests {
         let id = any::<u64>().prop_map(ChallengeId);
         prop_oneof![
             register().prop_map(Message::Register),
+            (key(), any::<u64>(), millis()).prop_map(
+                |(coordinator, heartbeat_interval_ms, server_time)| {
+                    Message::Welcome(Welcome { coordinator, heartbeat_interval_ms, server_time })
+                }
+            ),
             (any::<u64>(), millis())
                 .prop_map(|(seq, sent_at)| Message::Heartbeat(Heartbeat { seq, sent_at })),
             (challenge(), device(), key(), sig()).prop_map(
@@ -740,8 +794,12 @@ mod tests {
     fn register_texts_and_lists_are_bounded() {
         let base = Register {
             name: "w".into(),
-            miner_hotkey: PublicKey([1; 32]),
-            worker_key: PublicKey([2; 32]),
+            delegation: Delegation {
+                miner_hotkey: PublicKey([1; 32]),
+                worker_key: PublicKey([2; 32]),
+                expires_at: UnixMillis(9),
+                signature: Signature([4; 64]),
+            },
             hardware: HardwareInfo {
                 cpu_model: "cpu".into(),
                 cpu_cores: 8,
@@ -783,8 +841,12 @@ mod tests {
 
         let register = Register {
             name: "w".into(),
-            miner_hotkey: PublicKey([1; 32]),
-            worker_key: PublicKey([2; 32]),
+            delegation: Delegation {
+                miner_hotkey: PublicKey([1; 32]),
+                worker_key: PublicKey([2; 32]),
+                expires_at: UnixMillis(9),
+                signature: Signature([4; 64]),
+            },
             hardware: HardwareInfo {
                 cpu_model: String::new(),
                 cpu_cores: 1,
@@ -802,10 +864,14 @@ mod tests {
             payload
         );
         assert_ne!(Register { nonce: 7, ..register.clone() }.signing_payload(), payload);
-        assert_ne!(
-            Register { worker_key: PublicKey([3; 32]), ..register }.signing_payload(),
-            payload
-        );
+        let mut other_key = register.clone();
+        other_key.delegation.worker_key = PublicKey([3; 32]);
+        assert_ne!(other_key.signing_payload(), payload);
+        let delegation = register.delegation.clone();
+        let later = Delegation { expires_at: UnixMillis(10), ..delegation.clone() };
+        assert_ne!(later.signing_payload(), delegation.signing_payload());
+        let resigned = Delegation { signature: Signature([8; 64]), ..delegation.clone() };
+        assert_eq!(resigned.signing_payload(), delegation.signing_payload());
     }
 
     #[test]

@@ -4,4 +4,5 @@
 //! the protocol's own verifier; the daemon that serves a coordinator builds on the same parts.
 
 pub mod bench;
+pub mod daemon;
 pub mod select;

@@ -1,9 +1,17 @@
 //! `veribench-worker`: parses the command line and calls into the library.
 
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
 use anyhow::{Context, bail};
-use clap::{Parser, Subcommand};
-use veribench_protocol::{DEFAULT_SAMPLED_ROWS, MAX_DIM, Mode};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use veribench_protocol::{DEFAULT_SAMPLED_ROWS, MAX_DIM, Mode, UnixMillis};
+use veribench_wallet::Wallet;
 use veribench_worker::bench::run_bench;
+use veribench_worker::daemon::{
+    ConfigOverrides, DelegationSource, WorkerConfig, WorkerIdentity, run_worker, wallet_cmd,
+};
 use veribench_worker::select::{BackendChoice, open_backend};
 
 #[derive(Debug, Parser)]
@@ -37,6 +45,108 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Serve a coordinator: connect, register, compute its challenges, reconnect when dropped.
+    ///
+    /// Settings come from --config (TOML), then VERIBENCH_* environment variables
+    /// (VERIBENCH_COORDINATOR, VERIBENCH_COORDINATOR_HOTKEY, VERIBENCH_WORKER_NAME,
+    /// VERIBENCH_HEARTBEAT_SECS, VERIBENCH_TLS_CA, VERIBENCH_BACKEND, VERIBENCH_WALLET_NAME,
+    /// VERIBENCH_WALLET_HOTKEY, VERIBENCH_WALLET_PATH), then these flags.
+    Run(RunArgs),
+    /// Manage worker keys and miner delegations (btcli wallet layout).
+    #[command(subcommand)]
+    Wallet(WalletCommand),
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// TOML configuration file.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Coordinator URL, ws://host:port or wss://host:port.
+    #[arg(long)]
+    coordinator: Option<String>,
+    /// Pin the coordinator key (ss58 or hex); otherwise the key it announces is trusted.
+    #[arg(long = "coordinator.hotkey")]
+    coordinator_hotkey: Option<String>,
+    /// Extra CA certificate(s), PEM, trusted for wss:// besides the webpki roots.
+    #[arg(long)]
+    tls_ca: Option<PathBuf>,
+    /// Worker name shown by the coordinator.
+    #[arg(long)]
+    name: Option<String>,
+    /// Heartbeat interval in seconds (default: the coordinator's, else 30).
+    #[arg(long)]
+    heartbeat_secs: Option<u64>,
+    /// Compute backend.
+    #[arg(long, value_enum)]
+    backend: Option<BackendChoice>,
+    #[command(flatten)]
+    wallet: WalletFlags,
+}
+
+/// btcli's wallet flags, all optional (defaults: name and hotkey `default`,
+/// path ~/.bittensor/wallets).
+#[derive(Debug, Args)]
+struct WalletFlags {
+    /// Wallet name.
+    #[arg(long = "wallet.name")]
+    name: Option<String>,
+    /// Hotkey name (the worker's own key for `run`).
+    #[arg(long = "wallet.hotkey")]
+    hotkey: Option<String>,
+    /// Wallets directory.
+    #[arg(long = "wallet.path")]
+    path: Option<PathBuf>,
+}
+
+/// The wallet flags where a wallet and hotkey must be named.
+#[derive(Debug, Args)]
+struct WalletTarget {
+    /// Wallet name.
+    #[arg(long = "wallet.name")]
+    name: String,
+    /// Hotkey name.
+    #[arg(long = "wallet.hotkey")]
+    hotkey: String,
+    /// Wallets directory [default: ~/.bittensor/wallets].
+    #[arg(long = "wallet.path")]
+    path: Option<PathBuf>,
+}
+
+impl WalletTarget {
+    fn wallet(&self) -> anyhow::Result<Wallet> {
+        let path = self.path.clone().unwrap_or_else(Wallet::default_path);
+        Ok(Wallet::new(path, self.name.clone())?)
+    }
+}
+
+#[derive(Debug, Subcommand)]
+enum WalletCommand {
+    /// Create a hotkey; prints its ss58 address and public key (never the secret).
+    Create {
+        #[command(flatten)]
+        target: WalletTarget,
+        /// Replace an existing hotkey of that name (its key is lost).
+        #[arg(long)]
+        overwrite: bool,
+    },
+    /// Sign, with the miner hotkey --wallet.hotkey, a delegation to the worker key
+    /// --worker.hotkey (created if missing), stored in <wallet>/delegations/.
+    Delegate {
+        #[command(flatten)]
+        target: WalletTarget,
+        /// The worker's hotkey name, in the same wallet.
+        #[arg(long = "worker.hotkey")]
+        worker_hotkey: String,
+        /// Validity in days.
+        #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..=3650))]
+        days: u32,
+    },
+    /// Show a hotkey and its delegation.
+    Show {
+        #[command(flatten)]
+        target: WalletTarget,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -63,5 +173,116 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Run(args) => run(args),
+        Command::Wallet(command) => wallet(command),
     }
+}
+
+/// `run`: configuration, identity, backend, then the daemon until SIGINT or SIGTERM.
+fn run(args: RunArgs) -> anyhow::Result<()> {
+    let mut config = match &args.config {
+        Some(path) => WorkerConfig::from_file(path)?,
+        None => WorkerConfig::default(),
+    };
+    config.apply_env(|key| std::env::var(key).ok())?;
+    config.apply(ConfigOverrides {
+        coordinator: args.coordinator,
+        coordinator_hotkey: args.coordinator_hotkey,
+        name: args.name,
+        heartbeat_secs: args.heartbeat_secs,
+        tls_ca: args.tls_ca,
+        backend: args.backend.map(|b| b.to_string()),
+        wallet_name: args.wallet.name,
+        wallet_hotkey: args.wallet.hotkey,
+        wallet_path: args.wallet.path,
+    });
+    config.validate()?;
+    tracing::info!(config = %serde_json::to_string(&config.redacted())?, "configuration");
+
+    let choice = BackendChoice::from_str(&config.backend, true)
+        .map_err(|e| anyhow::anyhow!("invalid backend {:?}: {e}", config.backend))?;
+    let backend: Arc<dyn veribench_kernels::Backend> =
+        Arc::from(open_backend(choice).context("cannot open the compute backend")?);
+
+    let wallet_path = config.wallet.path.clone().unwrap_or_else(Wallet::default_path);
+    let wallet = Wallet::new(wallet_path, config.wallet.name.clone())?;
+    let ttl = Duration::from_secs(config.self_delegation_hours.saturating_mul(3600));
+    let (identity, source) =
+        WorkerIdentity::load(&wallet, &config.wallet.hotkey, ttl, UnixMillis::now())
+            .context("cannot load the worker identity")?;
+    match source {
+        DelegationSource::File => tracing::info!(
+            worker_key = %identity.keypair.ss58_address(),
+            miner_hotkey = %identity.delegation.miner_hotkey,
+            expires_at = identity.delegation.expires_at.0,
+            "using the miner's delegation to this worker key"
+        ),
+        DelegationSource::SelfDelegated => tracing::warn!(
+            worker_key = %identity.keypair.ss58_address(),
+            "no delegation file: this key is taken to be the miner hotkey and delegates to \
+             itself; prefer a separate worker key (veribench-worker wallet delegate)"
+        ),
+    }
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let result = runtime.block_on(run_worker(config, identity, backend, shutdown_signal()));
+    // Computations still running on blocking threads are abandoned rather than awaited.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    result?;
+    Ok(())
+}
+
+/// Completes on SIGINT (Ctrl-C) or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                term.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!("SIGINT received"),
+        () = term => tracing::info!("SIGTERM received"),
+    }
+}
+
+/// `wallet …`.
+fn wallet(command: WalletCommand) -> anyhow::Result<()> {
+    match command {
+        WalletCommand::Create { target, overwrite } => {
+            let report = wallet_cmd::create(&target.wallet()?, &target.hotkey, overwrite)?;
+            println!("{report}");
+        }
+        WalletCommand::Delegate { target, worker_hotkey, days } => {
+            let report = wallet_cmd::delegate_to_worker(
+                &target.wallet()?,
+                &target.hotkey,
+                &worker_hotkey,
+                days,
+                UnixMillis::now(),
+            )?;
+            println!("{report}");
+        }
+        WalletCommand::Show { target } => {
+            println!("{}", wallet_cmd::show(&target.wallet()?, &target.hotkey, UnixMillis::now())?);
+        }
+    }
+    Ok(())
 }

@@ -1,0 +1,19 @@
+//! The veribench coordinator: accepts workers over WebSocket, challenges every device of a miner
+//! at once, times commitments with its own clock, samples and verifies openings, and persists
+//! every step (SQLite by default, PostgreSQL in production).
+//!
+//! [`server::start`] wires the parts: [`store`] (persistence), [`service`] (the state machine),
+//! [`session`] (one connection), [`http`] (API and metrics), [`config`].
+
+pub mod config;
+pub mod http;
+pub mod metrics;
+pub mod ratelimit;
+pub mod server;
+pub mod service;
+pub mod session;
+pub mod store;
+
+pub use config::CoordinatorConfig;
+pub use server::{Running, ServeError, start};
+pub use service::Coordinator;

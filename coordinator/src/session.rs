@@ -1,0 +1,356 @@
+//! One worker connection: TLS (optional), WebSocket upgrade, registration, then a read loop that
+//! rate-limits, decodes and dispatches frames, measures round trips with pings, and hands the
+//! worker's outbox to a writer task.
+//!
+//! Nothing a peer sends can stall the coordinator: every wait has a timeout (TLS and WebSocket
+//! handshakes, registration, idle reads), frames are size-capped by the WebSocket layer before
+//! they are buffered, floods are dropped by a token bucket, and repeated bad frames close the
+//! connection. Every refusal is logged and persisted.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::timeout;
+use tokio_rustls::TlsAcceptor;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
+use tokio_util::sync::CancellationToken;
+use veribench_protocol::wire::{self, ErrorCode, ErrorMsg, Limits, Message};
+use veribench_protocol::{ProtocolError, PublicKey};
+
+use crate::config::secs;
+use crate::ratelimit::TokenBucket;
+use crate::service::{Coordinator, Outbound, Refusal, Registered};
+
+/// Ping payloads remembered per connection (older unanswered pings are forgotten).
+const PINGS_KEPT: usize = 16;
+
+/// Accepts worker connections until `shutdown`.
+pub async fn accept_loop(
+    coordinator: Arc<Coordinator>,
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((tcp, peer)) => {
+                let _ = tcp.set_nodelay(true);
+                tokio::spawn(connection(
+                    coordinator.clone(),
+                    tcp,
+                    peer,
+                    tls.clone(),
+                    shutdown.clone(),
+                ));
+            }
+            Err(e) => {
+                // Out of file descriptors and similar: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn connection(
+    coordinator: Arc<Coordinator>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    tls: Option<TlsAcceptor>,
+    shutdown: CancellationToken,
+) {
+    coordinator.metrics().connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let peer = peer.to_string();
+    let handshake = secs(coordinator.config().liveness.handshake_timeout_secs);
+    match tls {
+        None => session(coordinator, tcp, peer, shutdown).await,
+        Some(acceptor) => match timeout(handshake, acceptor.accept(tcp)).await {
+            Ok(Ok(stream)) => session(coordinator, stream, peer, shutdown).await,
+            Ok(Err(e)) => coordinator.reject(&peer, None, "tls_handshake", e.to_string()).await,
+            Err(_) => {
+                coordinator
+                    .reject(&peer, None, "handshake_timeout", "TLS handshake timed out".into())
+                    .await
+            }
+        },
+    }
+}
+
+/// The wire limits derived from the configuration.
+fn wire_limits(coordinator: &Coordinator) -> Limits {
+    let l = &coordinator.config().limits;
+    Limits { max_frame_bytes: l.max_frame_bytes, max_dim: l.max_dim, ..Limits::default() }
+}
+
+/// The rejection kind of a frame that failed to decode.
+fn decode_kind(e: &ProtocolError) -> &'static str {
+    match e {
+        ProtocolError::FrameTooLarge { .. } => "frame_too_large",
+        ProtocolError::UnsupportedVersion { .. } => "unsupported_version",
+        _ => "malformed_frame",
+    }
+}
+
+fn error_frame(code: ErrorCode, message: String) -> Vec<u8> {
+    wire::encode(&Message::Error(ErrorMsg { code, message }))
+}
+
+async fn session<S>(
+    coordinator: Arc<Coordinator>,
+    stream: S,
+    peer: String,
+    shutdown: CancellationToken,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let config = coordinator.config().clone();
+    let handshake = secs(config.liveness.handshake_timeout_secs);
+    let max = config.limits.max_frame_bytes;
+    let ws_config =
+        WebSocketConfig::default().max_message_size(Some(max)).max_frame_size(Some(max));
+    let ws = match timeout(
+        handshake,
+        tokio_tungstenite::accept_async_with_config(stream, Some(ws_config)),
+    )
+    .await
+    {
+        Ok(Ok(ws)) => ws,
+        Ok(Err(e)) => return coordinator.reject(&peer, None, "ws_handshake", e.to_string()).await,
+        Err(_) => {
+            return coordinator
+                .reject(&peer, None, "handshake_timeout", "WebSocket upgrade timed out".into())
+                .await;
+        }
+    };
+    let (mut sink, mut frames) = ws.split();
+    let limits = wire_limits(&coordinator);
+
+    // Registration: the first frame, within the handshake timeout.
+    let first = match timeout(handshake, frames.next()).await {
+        Ok(Some(Ok(WsMessage::Binary(bytes)))) => wire::decode(&bytes, &limits),
+        Ok(Some(Ok(other))) => Err(ProtocolError::Malformed(format!(
+            "expected a binary Register frame, got {other:?}"
+        ))),
+        Ok(Some(Err(e))) => Err(ProtocolError::Malformed(e.to_string())),
+        Ok(None) => return,
+        Err(_) => {
+            return coordinator
+                .reject(
+                    &peer,
+                    None,
+                    "handshake_timeout",
+                    "no registration within the handshake timeout".into(),
+                )
+                .await;
+        }
+    };
+    let refused = |kind: &'static str, detail: String| Refusal { kind, detail };
+    let registered = match first {
+        Ok(Message::Register(reg)) => {
+            let worker = reg.delegation.worker_key;
+            coordinator.register(reg, &peer).await.map_err(|r| (Some(worker), r))
+        }
+        Ok(other) => Err((
+            None,
+            refused(
+                "unexpected_message",
+                format!("the first frame must be a Register, got {}", other.kind()),
+            ),
+        )),
+        Err(e) => Err((None, refused(decode_kind(&e), e.to_string()))),
+    };
+    let Registered { conn, worker, outbox } = match registered {
+        Ok(r) => r,
+        Err((worker, refusal)) => {
+            coordinator.reject(&peer, worker, refusal.kind, refusal.detail.clone()).await;
+            let code = if refusal.kind == "malformed_frame" {
+                ErrorCode::Malformed
+            } else {
+                ErrorCode::Unauthorized
+            };
+            let _ = sink.send(WsMessage::binary(error_frame(code, refusal.detail))).await;
+            let _ = sink.close().await;
+            return;
+        }
+    };
+
+    let pinger = coordinator.outbox_of(&worker);
+    let writer = tokio::spawn(write_loop(sink, outbox));
+    read_loop(&coordinator, &mut frames, &worker, &peer, &limits, pinger, &shutdown).await;
+    coordinator.disconnect(&worker, conn).await;
+    // The writer ends once every sender of the outbox is gone; give it a moment to flush a close.
+    let _ = timeout(Duration::from_secs(2), writer).await;
+}
+
+async fn write_loop<W>(mut sink: W, mut outbox: tokio::sync::mpsc::Receiver<Outbound>)
+where
+    W: futures_util::Sink<WsMessage, Error = tungstenite::Error> + Unpin,
+{
+    while let Some(out) = outbox.recv().await {
+        let result = match out {
+            Outbound::Frame(frame) => sink.send(WsMessage::binary(frame)).await,
+            Outbound::Ping(payload) => sink.send(WsMessage::Ping(payload.into())).await,
+            Outbound::Close(reason) => {
+                let frame = CloseFrame { code: CloseCode::Policy, reason: reason.into() };
+                let _ = sink.send(WsMessage::Close(Some(frame))).await;
+                break;
+            }
+        };
+        if result.is_err() {
+            break;
+        }
+    }
+    let _ = sink.close().await;
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn read_loop<R>(
+    coordinator: &Coordinator,
+    frames: &mut R,
+    worker: &PublicKey,
+    peer: &str,
+    limits: &Limits,
+    pinger: Option<tokio::sync::mpsc::Sender<Outbound>>,
+    shutdown: &CancellationToken,
+) where
+    R: futures_util::Stream<Item = Result<WsMessage, tungstenite::Error>> + Unpin,
+{
+    let config = coordinator.config();
+    let idle = secs(config.liveness.offline_after_secs);
+    let mut bucket = TokenBucket::new(config.limits.frames_per_sec, config.limits.frame_burst);
+    let mut ticker = tokio::time::interval(secs(config.liveness.ping_secs));
+    let mut pings: HashMap<u64, Instant> = HashMap::new();
+    let mut ping_seq = 0u64;
+    let mut strikes = 0u32;
+    let mut last_flood_report: Option<Instant> = None;
+    let reply = |code: ErrorCode, message: String| {
+        if let Some(p) = &pinger {
+            let _ = p.try_send(Outbound::Frame(error_frame(code, message)));
+        }
+    };
+
+    loop {
+        let item = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = ticker.tick() => {
+                ping_seq += 1;
+                pings.insert(ping_seq, Instant::now());
+                pings.retain(|seq, _| seq + PINGS_KEPT as u64 > ping_seq);
+                if let Some(p) = &pinger {
+                    let _ = p.try_send(Outbound::Ping(ping_seq.to_le_bytes().to_vec()));
+                }
+                continue;
+            }
+            item = timeout(idle, frames.next()) => item,
+        };
+        let arrived = Instant::now();
+        let msg = match item {
+            Err(_) => {
+                coordinator
+                    .reject(
+                        peer,
+                        Some(*worker),
+                        "idle_timeout",
+                        format!("nothing received for {idle:?}"),
+                    )
+                    .await;
+                break;
+            }
+            Ok(None) | Ok(Some(Ok(WsMessage::Close(_)))) => break,
+            Ok(Some(Err(e))) => {
+                let kind = match &e {
+                    tungstenite::Error::Capacity(_) => "frame_too_large",
+                    tungstenite::Error::Protocol(_) | tungstenite::Error::Utf8(_) => {
+                        "malformed_frame"
+                    }
+                    _ => "connection_error",
+                };
+                coordinator.reject(peer, Some(*worker), kind, e.to_string()).await;
+                break;
+            }
+            Ok(Some(Ok(msg))) => msg,
+        };
+        let bytes = match msg {
+            WsMessage::Binary(bytes) => bytes,
+            WsMessage::Pong(payload) => {
+                if let Ok(seq) = <[u8; 8]>::try_from(payload.as_ref()) {
+                    if let Some(sent) = pings.remove(&u64::from_le_bytes(seq)) {
+                        coordinator.record_rtt(worker, arrived.saturating_duration_since(sent));
+                    }
+                }
+                continue;
+            }
+            WsMessage::Ping(_) | WsMessage::Frame(_) => continue,
+            WsMessage::Text(_) => {
+                strikes += 1;
+                coordinator
+                    .reject(
+                        peer,
+                        Some(*worker),
+                        "malformed_frame",
+                        "text frames are not part of the protocol".into(),
+                    )
+                    .await;
+                reply(ErrorCode::Malformed, "text frames are not part of the protocol".into());
+                if strikes >= config.limits.max_strikes {
+                    break;
+                }
+                continue;
+            }
+            WsMessage::Close(_) => break,
+        };
+        coordinator.metrics().frames.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if !bucket.allow(arrived) {
+            // Dropped. Report (and persist) at most once a second per connection.
+            if last_flood_report.is_none_or(|t| arrived.duration_since(t) >= Duration::from_secs(1))
+            {
+                last_flood_report = Some(arrived);
+                coordinator
+                    .reject(
+                        peer,
+                        Some(*worker),
+                        "rate_limited",
+                        format!("more than {} frames/s", config.limits.frames_per_sec),
+                    )
+                    .await;
+                reply(ErrorCode::RateLimited, "slow down: frames are being dropped".into());
+            } else {
+                coordinator.metrics().rejected("rate_limited");
+            }
+            continue;
+        }
+        let outcome = match wire::decode(&bytes, limits) {
+            Ok(msg) => coordinator.on_message(worker, msg, arrived).await,
+            Err(e) => Err(Refusal { kind: decode_kind(&e), detail: e.to_string() }),
+        };
+        if let Err(refusal) = outcome {
+            strikes += 1;
+            let code = match refusal.kind {
+                "unknown_challenge" => ErrorCode::UnknownChallenge,
+                "internal" => ErrorCode::Internal,
+                "frame_too_large" => ErrorCode::TooLarge,
+                "unsupported_version" => ErrorCode::Unsupported,
+                _ => ErrorCode::Malformed,
+            };
+            reply(code, refusal.detail.clone());
+            coordinator.reject(peer, Some(*worker), refusal.kind, refusal.detail).await;
+            if strikes >= config.limits.max_strikes {
+                if let Some(p) = &pinger {
+                    let _ = p.try_send(Outbound::Close("too many refused frames".into()));
+                }
+                break;
+            }
+        }
+    }
+}

@@ -1,0 +1,240 @@
+//! Persistence of everything the coordinator learns: workers, their devices, every challenge and
+//! each of its state transitions, and every rejected peer input.
+//!
+//! One `Store` over sqlx's `Any` driver serves SQLite (the embedded default, one file created
+//! on first use) and PostgreSQL (production), with a migration set per database. Timestamps are
+//! Unix milliseconds (i64); keys and roots are lowercase hex text.
+
+use veribench_protocol::{ChallengeId, DeviceKey, Mode, PublicKey, Root, Seed, Shape, UnixMillis};
+
+/// Which database a [`Store`] talks to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DbKind {
+    /// `sqlite://path` (created if missing, with its parent directory).
+    Sqlite,
+    /// `postgres://…`.
+    Postgres,
+}
+
+/// The persisted life of a challenge: created → sent → committed → verifying → verified | failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ChallengeStatus {
+    /// Recorded, not yet on the wire.
+    Created,
+    /// Sent to the worker; the coordinator's clock is running.
+    Sent,
+    /// The worker's root arrived; rows are being requested.
+    Committed,
+    /// Openings arrived and are being checked.
+    Verifying,
+    /// Terminal: accepted.
+    Verified,
+    /// Terminal: rejected or abandoned, with a reason.
+    Failed,
+}
+
+impl ChallengeStatus {
+    /// Every status.
+    pub const ALL: [ChallengeStatus; 6] = [
+        ChallengeStatus::Created,
+        ChallengeStatus::Sent,
+        ChallengeStatus::Committed,
+        ChallengeStatus::Verifying,
+        ChallengeStatus::Verified,
+        ChallengeStatus::Failed,
+    ];
+
+    /// The stored and API name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChallengeStatus::Created => "created",
+            ChallengeStatus::Sent => "sent",
+            ChallengeStatus::Committed => "committed",
+            ChallengeStatus::Verifying => "verifying",
+            ChallengeStatus::Verified => "verified",
+            ChallengeStatus::Failed => "failed",
+        }
+    }
+
+    /// Parses [`Self::as_str`].
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|v| v.as_str() == s)
+    }
+
+    /// Whether no transition leaves this status.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, ChallengeStatus::Verified | ChallengeStatus::Failed)
+    }
+}
+
+/// A challenge about to be sent.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewChallenge {
+    /// Credited miner.
+    pub miner_hotkey: PublicKey,
+    /// The worker identity it goes to.
+    pub worker_key: PublicKey,
+    /// The device that must compute it.
+    pub device: DeviceKey,
+    /// Arithmetic.
+    pub mode: Mode,
+    /// Dimensions.
+    pub shape: Shape,
+    /// Fresh seed.
+    pub seed: Seed,
+    /// When it is issued.
+    pub issued_at: UnixMillis,
+    /// Commitment deadline.
+    pub deadline: UnixMillis,
+}
+
+/// One stored challenge.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ChallengeRow {
+    /// Assigned by the database, never reused.
+    pub id: ChallengeId,
+    /// Credited miner.
+    pub miner_hotkey: PublicKey,
+    /// Worker identity.
+    pub worker_key: PublicKey,
+    /// Device.
+    pub device: DeviceKey,
+    /// Arithmetic.
+    pub mode: Mode,
+    /// Dimensions.
+    pub shape: Shape,
+    /// Seed.
+    pub seed: Seed,
+    /// Current status.
+    pub status: ChallengeStatus,
+    /// Failure reason code (`RejectReason::code()` or a coordinator reason such as
+    /// `deadline_missed`, `open_timeout`, `disconnected`, `coordinator_restart`).
+    pub reason: Option<String>,
+    /// Human-readable failure detail.
+    pub detail: Option<String>,
+    /// Issue time.
+    pub issued_at: UnixMillis,
+    /// Deadline.
+    pub deadline: UnixMillis,
+    /// When it went on the wire.
+    pub sent_at: Option<UnixMillis>,
+    /// When the commitment arrived.
+    pub committed_at: Option<UnixMillis>,
+    /// When it reached a terminal status.
+    pub finished_at: Option<UnixMillis>,
+    /// Committed root.
+    pub root: Option<Root>,
+    /// Commitment arrival − send − round trip, by the coordinator's clock.
+    pub compute_ms: Option<f64>,
+    /// Round trip subtracted.
+    pub rtt_ms: Option<f64>,
+    /// 2·m·k·n / compute time.
+    pub gflops: Option<f64>,
+    /// Whether the result counts for the miner (false for a device claimed by two identities).
+    pub credited: bool,
+}
+
+/// A worker as it registered.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WorkerRecord {
+    /// The worker's own key (identity).
+    pub worker_key: PublicKey,
+    /// The miner hotkey that delegated it.
+    pub miner_hotkey: PublicKey,
+    /// Display name.
+    pub name: String,
+    /// Peer address.
+    pub address: String,
+    /// Hardware description as JSON.
+    pub hardware_json: String,
+    /// Devices offered.
+    pub devices: Vec<DeviceKey>,
+}
+
+/// A stored worker.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WorkerRow {
+    /// Registration.
+    pub record: WorkerRecord,
+    /// Connected and heard from within the offline timeout.
+    pub online: bool,
+    /// Last registration.
+    pub connected_at: UnixMillis,
+    /// Last frame or heartbeat.
+    pub last_seen: UnixMillis,
+}
+
+/// Per-miner totals for the API and the devnet table.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MinerRow {
+    /// The hotkey.
+    pub hotkey: PublicKey,
+    /// Registered workers.
+    pub workers: u32,
+    /// Online workers.
+    pub online_workers: u32,
+    /// Credited verified challenges.
+    pub verified: u64,
+    /// Failed challenges.
+    pub failed: u64,
+    /// Mean GFLOP/s (GOP/s for int8) over credited verified challenges, 0 if none.
+    pub mean_gflops: f64,
+}
+
+/// A refused peer input (bad frame, bad signature, flood, …), kept for operators.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Rejection {
+    /// When.
+    pub at: UnixMillis,
+    /// Peer address.
+    pub peer: String,
+    /// The worker identity, when known.
+    pub worker_key: Option<PublicKey>,
+    /// Short stable kind (`malformed_frame`, `frame_too_large`, `rate_limited`, `bad_signature`,
+    /// `unknown_hotkey`, `replayed_registration`, `handshake_timeout`, …).
+    pub kind: String,
+    /// Details.
+    pub detail: String,
+}
+
+/// Storage failures.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database URL is not `sqlite:` or `postgres:`.
+    #[error("unsupported database URL {0:?} (expected sqlite://… or postgres://…)")]
+    UnsupportedUrl(String),
+    /// Connecting, migrating or querying failed.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// Migrations failed.
+    #[error("migration failed: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+    /// A stored value that does not parse (hex key, mode, status).
+    #[error("corrupt stored value in {column}: {value:?}")]
+    Corrupt {
+        /// Column name.
+        column: &'static str,
+        /// The value.
+        value: String,
+    },
+    /// Creating the SQLite file's directory failed.
+    #[error("cannot create database directory {path}: {source}")]
+    Io {
+        /// The directory.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// The coordinator's database.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: sqlx::AnyPool,
+    kind: DbKind,
+}
+
+mod queries;
+mod row;
+#[cfg(test)]
+mod tests;

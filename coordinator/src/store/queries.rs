@@ -1,0 +1,648 @@
+//! `impl Store`: connecting and migrating, and every query the coordinator runs.
+//!
+//! All SQL is written once for both databases: `$n` placeholders (sqlx's SQLite driver accepts
+//! them), `ON CONFLICT … DO UPDATE` with `excluded`, `RETURNING`, `CASE` rather than
+//! `MAX`/`GREATEST`, and aggregates that yield `BIGINT`/`DOUBLE PRECISION` on PostgreSQL (a `SUM`
+//! of integers would be `NUMERIC`, which the `Any` driver cannot decode). State transitions are
+//! single `UPDATE`s whose `WHERE` clause names the allowed previous statuses, so concurrent callers
+//! cannot both move a challenge.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use sqlx::AnyConnection;
+use sqlx::Executor;
+use sqlx::any::AnyPoolOptions;
+use sqlx::migrate::Migrator;
+use veribench_protocol::{ChallengeId, DeviceKey, PublicKey, Root, UnixMillis};
+
+use super::row::{self, CHALLENGE_COLUMNS, REJECTION_COLUMNS, finite, flag, id_param, millis};
+use super::{
+    ChallengeRow, ChallengeStatus, DbKind, MinerRow, NewChallenge, Rejection, Store, StoreError,
+    WorkerRecord, WorkerRow,
+};
+
+/// The SQLite schema.
+static SQLITE_MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
+/// The PostgreSQL schema.
+static POSTGRES_MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// How long an SQLite connection waits for another writer's lock before failing.
+const SQLITE_BUSY_TIMEOUT_MS: u32 = 5_000;
+/// Pool size for an SQLite file (WAL: many readers, one writer at a time).
+const SQLITE_POOL_SIZE: u32 = 8;
+/// Pool size for PostgreSQL.
+const POSTGRES_POOL_SIZE: u32 = 10;
+
+/// The statuses a challenge can still leave, as an SQL list.
+const NON_TERMINAL: &str = "('created', 'sent', 'committed', 'verifying')";
+
+/// Detail stored by [`Store::fail_unfinished`].
+const UNFINISHED_DETAIL: &str = "not finished when the coordinator stopped";
+
+/// Where a `sqlite:` URL points.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum SqliteTarget {
+    /// `sqlite::memory:` or `mode=memory`: one connection, gone when the store closes.
+    Memory {
+        /// The URL handed to sqlx.
+        url: String,
+    },
+    /// A file, created with its directory if missing.
+    File {
+        /// The path as written in the URL.
+        path: String,
+        /// The URL handed to sqlx (`mode=rwc` added unless a mode is given).
+        url: String,
+    },
+}
+
+/// Splits `sqlite:path`, `sqlite://path` or `sqlite:///abs/path` (with an optional `?query`).
+///
+/// The URL given to sqlx is rebuilt as `sqlite:<path>` because `sqlite://dir/file` would make
+/// `dir` a URL host, which the URL parser lower-cases.
+pub(super) fn sqlite_target(url: &str) -> Option<SqliteTarget> {
+    let rest = url.strip_prefix("sqlite:")?;
+    let rest = rest.strip_prefix("//").unwrap_or(rest);
+    let (path, query) = match rest.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (rest, None),
+    };
+    let params: Vec<&str> = query.into_iter().flat_map(|q| q.split('&')).collect();
+    if path == ":memory:" || params.contains(&"mode=memory") {
+        return Some(SqliteTarget::Memory { url: url.to_owned() });
+    }
+    if path.is_empty() {
+        return None;
+    }
+    let mut params = params;
+    if !params.iter().any(|p| p.starts_with("mode=")) {
+        params.push("mode=rwc");
+    }
+    Some(SqliteTarget::File {
+        path: path.to_owned(),
+        url: format!("sqlite:{path}?{}", params.join("&")),
+    })
+}
+
+/// Sets the per-connection SQLite settings (sqlx's defaults already include a busy timeout and
+/// foreign keys; they are set here explicitly so the store does not depend on those defaults).
+async fn sqlite_session(conn: &mut AnyConnection) -> Result<(), sqlx::Error> {
+    conn.execute(format!("PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}").as_str()).await?;
+    conn.execute("PRAGMA foreign_keys = ON").await?;
+    Ok(())
+}
+
+/// The totals of `hotkey` in `miners`, zero when first seen.
+fn miner_entry(
+    miners: &mut BTreeMap<String, MinerRow>,
+    hotkey: String,
+) -> Result<&mut MinerRow, StoreError> {
+    let key = row::parse_key("miner_hotkey", hotkey.clone())?;
+    Ok(miners.entry(hotkey).or_insert_with(|| MinerRow {
+        hotkey: key,
+        workers: 0,
+        online_workers: 0,
+        verified: 0,
+        failed: 0,
+        mean_gflops: 0.0,
+    }))
+}
+
+impl Store {
+    /// Opens (creating if needed) and migrates the database at `url`: `sqlite:path`,
+    /// `sqlite://path`, `sqlite::memory:` or `postgres://…` / `postgresql://…`.
+    ///
+    /// An SQLite file is created with its parent directory and put in WAL mode.
+    pub async fn connect(url: &str) -> Result<Store, StoreError> {
+        sqlx::any::install_default_drivers();
+        let store = if url.starts_with("sqlite:") {
+            let target =
+                sqlite_target(url).ok_or_else(|| StoreError::UnsupportedUrl(url.to_owned()))?;
+            let options = AnyPoolOptions::new()
+                .after_connect(|conn, _| Box::pin(async move { sqlite_session(conn).await }));
+            let pool = match target {
+                SqliteTarget::Memory { url } => {
+                    // Every sqlx connection to `:memory:` is a database of its own: keep one.
+                    options
+                        .max_connections(1)
+                        .min_connections(1)
+                        .idle_timeout(None)
+                        .max_lifetime(None)
+                        .connect(&url)
+                        .await?
+                }
+                SqliteTarget::File { path, url } => {
+                    if let Some(dir) = Path::new(&path).parent()
+                        && !dir.as_os_str().is_empty()
+                    {
+                        std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
+                            path: dir.display().to_string(),
+                            source,
+                        })?;
+                    }
+                    let pool = options.max_connections(SQLITE_POOL_SIZE).connect(&url).await?;
+                    // Persistent in the file; needs no other connection to be writing.
+                    sqlx::query("PRAGMA journal_mode = WAL").fetch_all(&pool).await?;
+                    pool
+                }
+            };
+            Store { pool, kind: DbKind::Sqlite }
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let pool =
+                AnyPoolOptions::new().max_connections(POSTGRES_POOL_SIZE).connect(url).await?;
+            Store { pool, kind: DbKind::Postgres }
+        } else {
+            return Err(StoreError::UnsupportedUrl(url.to_owned()));
+        };
+        store.migrator().run(&store.pool).await?;
+        Ok(store)
+    }
+
+    /// The migration set of this database.
+    pub(super) fn migrator(&self) -> &'static Migrator {
+        match self.kind {
+            DbKind::Sqlite => &SQLITE_MIGRATOR,
+            DbKind::Postgres => &POSTGRES_MIGRATOR,
+        }
+    }
+
+    /// Which database this is.
+    pub fn kind(&self) -> DbKind {
+        self.kind
+    }
+
+    /// Closes every connection, waiting for those in use to be returned.
+    pub async fn close(&self) -> Result<(), StoreError> {
+        self.pool.close().await;
+        Ok(())
+    }
+
+    // ---------------------------------------------------------------- workers
+
+    /// Records a (re-)registration: the worker is online, `connected_at` and `last_seen` are
+    /// `at`, and its device list is replaced by `worker.devices`.
+    pub async fn upsert_worker(
+        &self,
+        worker: &WorkerRecord,
+        at: UnixMillis,
+    ) -> Result<(), StoreError> {
+        let key = worker.worker_key.to_string();
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO workers \
+                 (worker_key, miner_hotkey, name, address, hardware_json, online, connected_at, \
+                  last_seen) \
+             VALUES ($1, $2, $3, $4, $5, 1, $6, $6) \
+             ON CONFLICT (worker_key) DO UPDATE SET \
+                 miner_hotkey = excluded.miner_hotkey, name = excluded.name, \
+                 address = excluded.address, hardware_json = excluded.hardware_json, online = 1, \
+                 connected_at = excluded.connected_at, last_seen = excluded.last_seen",
+        )
+        .bind(&key)
+        .bind(worker.miner_hotkey.to_string())
+        .bind(&worker.name)
+        .bind(&worker.address)
+        .bind(&worker.hardware_json)
+        .bind(millis(at))
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM worker_devices WHERE worker_key = $1")
+            .bind(&key)
+            .execute(&mut *tx)
+            .await?;
+        for (position, device) in (0_i64..).zip(&worker.devices) {
+            sqlx::query(
+                "INSERT INTO worker_devices (worker_key, position, device_key) VALUES ($1, $2, $3)",
+            )
+            .bind(&key)
+            .bind(position)
+            .bind(device.as_str())
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Moves `last_seen` forward to `at` (never backwards). Returns whether the worker is known.
+    /// It does not bring an offline worker back online: only a registration does.
+    pub async fn touch(&self, worker_key: &PublicKey, at: UnixMillis) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE workers SET last_seen = CASE WHEN last_seen < $2 THEN $2 ELSE last_seen END \
+             WHERE worker_key = $1",
+        )
+        .bind(worker_key.to_string())
+        .bind(millis(at))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Marks the worker offline because the connection that started at or before `at` ended.
+    /// A registration newer than `at` (a reconnection that raced the old connection's clean-up) is
+    /// left online. Returns whether a row was updated.
+    pub async fn set_offline(
+        &self,
+        worker_key: &PublicKey,
+        at: UnixMillis,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE workers SET online = 0 WHERE worker_key = $1 AND connected_at <= $2",
+        )
+        .bind(worker_key.to_string())
+        .bind(millis(at))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Marks offline every online worker last seen before `older_than`; returns those workers.
+    pub async fn mark_stale_offline(
+        &self,
+        older_than: UnixMillis,
+    ) -> Result<Vec<PublicKey>, StoreError> {
+        let rows = sqlx::query(
+            "UPDATE workers SET online = 0 WHERE online = 1 AND last_seen < $1 \
+             RETURNING worker_key",
+        )
+        .bind(millis(older_than))
+        .fetch_all(&self.pool)
+        .await?;
+        let mut keys =
+            rows.iter().map(|r| row::key(r, "worker_key")).collect::<Result<Vec<_>, _>>()?;
+        keys.sort();
+        Ok(keys)
+    }
+
+    /// Every worker with its devices, ordered by worker key.
+    pub async fn workers(&self) -> Result<Vec<WorkerRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT w.worker_key, w.miner_hotkey, w.name, w.address, w.hardware_json, w.online, \
+                    w.connected_at, w.last_seen, d.device_key \
+             FROM workers w LEFT JOIN worker_devices d ON d.worker_key = w.worker_key \
+             ORDER BY w.worker_key, d.position",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out: Vec<WorkerRow> = Vec::new();
+        let mut last_key: Option<String> = None;
+        for r in &rows {
+            let key_text = row::text(r, "worker_key")?;
+            if last_key.as_deref() != Some(key_text.as_str()) {
+                out.push(WorkerRow {
+                    record: WorkerRecord {
+                        worker_key: row::parse_key("worker_key", key_text.clone())?,
+                        miner_hotkey: row::key(r, "miner_hotkey")?,
+                        name: row::text(r, "name")?,
+                        address: row::text(r, "address")?,
+                        hardware_json: row::text(r, "hardware_json")?,
+                        devices: Vec::new(),
+                    },
+                    online: row::boolean(r, "online")?,
+                    connected_at: row::time(r, "connected_at")?,
+                    last_seen: row::time(r, "last_seen")?,
+                });
+                last_key = Some(key_text);
+            }
+            if let (Some(device), Some(current)) = (row::opt_text(r, "device_key")?, out.last_mut())
+            {
+                current.record.devices.push(row::parse_device("device_key", device)?);
+            }
+        }
+        Ok(out)
+    }
+
+    // ---------------------------------------------------------------- devices
+
+    /// Records that `worker_key` (delegated by `miner_hotkey`) claims `devices`. Returns, in the
+    /// order given and without repeats, the devices among them that more than one worker identity
+    /// has ever claimed.
+    ///
+    /// The claims are committed before they are counted, so of two identities claiming one device
+    /// at the same moment at least the later one sees the conflict.
+    pub async fn claim_devices(
+        &self,
+        worker_key: &PublicKey,
+        miner_hotkey: &PublicKey,
+        devices: &[DeviceKey],
+        at: UnixMillis,
+    ) -> Result<Vec<DeviceKey>, StoreError> {
+        let mut unique: Vec<&DeviceKey> = Vec::with_capacity(devices.len());
+        for device in devices {
+            if !unique.contains(&device) {
+                unique.push(device);
+            }
+        }
+        let worker = worker_key.to_string();
+        let miner = miner_hotkey.to_string();
+        let mut tx = self.pool.begin().await?;
+        for device in &unique {
+            sqlx::query(
+                "INSERT INTO device_claims \
+                     (device_key, worker_key, miner_hotkey, first_claimed_at, last_claimed_at) \
+                 VALUES ($1, $2, $3, $4, $4) \
+                 ON CONFLICT (device_key, worker_key) DO UPDATE SET \
+                     miner_hotkey = excluded.miner_hotkey, \
+                     last_claimed_at = excluded.last_claimed_at",
+            )
+            .bind(device.as_str())
+            .bind(&worker)
+            .bind(&miner)
+            .bind(millis(at))
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        let mut conflicted = Vec::new();
+        for device in unique {
+            if self.is_conflicted(device).await? {
+                conflicted.push(device.clone());
+            }
+        }
+        Ok(conflicted)
+    }
+
+    /// Whether more than one worker identity has claimed `device`.
+    pub async fn is_conflicted(&self, device: &DeviceKey) -> Result<bool, StoreError> {
+        let r = sqlx::query("SELECT COUNT(*) AS claims FROM device_claims WHERE device_key = $1")
+            .bind(device.as_str())
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row::int(&r, "claims")? > 1)
+    }
+
+    /// Every device claimed by more than one worker identity, sorted.
+    pub async fn conflicted_devices(&self) -> Result<Vec<DeviceKey>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT device_key FROM device_claims GROUP BY device_key HAVING COUNT(*) > 1 \
+             ORDER BY device_key",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|r| row::device(r, "device_key")).collect()
+    }
+
+    // ------------------------------------------------------------- challenges
+
+    /// Stores a new challenge in status `created`; the id comes from the database and is never
+    /// reused.
+    pub async fn insert_challenge(
+        &self,
+        challenge: &NewChallenge,
+        at: UnixMillis,
+    ) -> Result<ChallengeId, StoreError> {
+        // `at` is when the row is written; the challenge carries its own issue time.
+        let _ = at;
+        let r = sqlx::query(
+            "INSERT INTO challenges \
+                 (miner_hotkey, worker_key, device_key, mode, m, k, n, seed, status, issued_at, \
+                  deadline, credited) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'created', $9, $10, 0) \
+             RETURNING id",
+        )
+        .bind(challenge.miner_hotkey.to_string())
+        .bind(challenge.worker_key.to_string())
+        .bind(challenge.device.as_str())
+        .bind(challenge.mode.as_str())
+        .bind(i64::from(challenge.shape.m))
+        .bind(i64::from(challenge.shape.k))
+        .bind(i64::from(challenge.shape.n))
+        .bind(challenge.seed.to_string())
+        .bind(millis(challenge.issued_at))
+        .bind(millis(challenge.deadline))
+        .fetch_one(&self.pool)
+        .await?;
+        let id = row::int(&r, "id")?;
+        u64::try_from(id)
+            .map(ChallengeId)
+            .map_err(|_| StoreError::Corrupt { column: "id", value: id.to_string() })
+    }
+
+    /// created → sent.
+    pub async fn mark_sent(&self, id: ChallengeId, at: UnixMillis) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE challenges SET status = 'sent', sent_at = $2 \
+             WHERE id = $1 AND status = 'created'",
+        )
+        .bind(id_param(id))
+        .bind(millis(at))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// sent → committed, with the root and the coordinator's timing.
+    pub async fn mark_committed(
+        &self,
+        id: ChallengeId,
+        at: UnixMillis,
+        root: Root,
+        compute_ms: f64,
+        rtt_ms: f64,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE challenges SET status = 'committed', committed_at = $2, root = $3, \
+                 compute_ms = $4, rtt_ms = $5 \
+             WHERE id = $1 AND status = 'sent'",
+        )
+        .bind(id_param(id))
+        .bind(millis(at))
+        .bind(root.to_string())
+        .bind(finite(compute_ms))
+        .bind(finite(rtt_ms))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// committed → verifying.
+    pub async fn mark_verifying(
+        &self,
+        id: ChallengeId,
+        at: UnixMillis,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE challenges SET status = 'verifying', verifying_at = $2 \
+             WHERE id = $1 AND status = 'committed'",
+        )
+        .bind(id_param(id))
+        .bind(millis(at))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// verifying → verified (terminal), with the measured rate and whether it counts.
+    pub async fn mark_verified(
+        &self,
+        id: ChallengeId,
+        at: UnixMillis,
+        gflops: f64,
+        credited: bool,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE challenges SET status = 'verified', finished_at = $2, gflops = $3, \
+                 credited = $4 \
+             WHERE id = $1 AND status = 'verifying'",
+        )
+        .bind(id_param(id))
+        .bind(millis(at))
+        .bind(finite(gflops))
+        .bind(flag(credited))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Any non-terminal status → failed (terminal), with a reason code and a detail.
+    pub async fn mark_failed(
+        &self,
+        id: ChallengeId,
+        at: UnixMillis,
+        reason: &str,
+        detail: &str,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(&format!(
+            "UPDATE challenges SET status = 'failed', finished_at = $2, reason = $3, \
+                 detail = $4, credited = 0 \
+             WHERE id = $1 AND status IN {NON_TERMINAL}"
+        ))
+        .bind(id_param(id))
+        .bind(millis(at))
+        .bind(reason)
+        .bind(detail)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Fails every non-terminal challenge with `reason` (at start-up: nothing in flight survived
+    /// the previous process). Returns how many.
+    pub async fn fail_unfinished(&self, at: UnixMillis, reason: &str) -> Result<u64, StoreError> {
+        let done = sqlx::query(&format!(
+            "UPDATE challenges SET status = 'failed', finished_at = $1, reason = $2, \
+                 detail = $3, credited = 0 \
+             WHERE status IN {NON_TERMINAL}"
+        ))
+        .bind(millis(at))
+        .bind(reason)
+        .bind(UNFINISHED_DETAIL)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// One challenge.
+    pub async fn challenge(&self, id: ChallengeId) -> Result<Option<ChallengeRow>, StoreError> {
+        let r = sqlx::query(&format!("SELECT {CHALLENGE_COLUMNS} FROM challenges WHERE id = $1"))
+            .bind(id_param(id))
+            .fetch_optional(&self.pool)
+            .await?;
+        r.as_ref().map(row::challenge).transpose()
+    }
+
+    /// Up to `limit` challenges, newest first, optionally only those in `status`.
+    pub async fn challenges(
+        &self,
+        status: Option<ChallengeStatus>,
+        limit: u32,
+    ) -> Result<Vec<ChallengeRow>, StoreError> {
+        let rows = match status {
+            Some(status) => {
+                sqlx::query(&format!(
+                    "SELECT {CHALLENGE_COLUMNS} FROM challenges WHERE status = $1 \
+                     ORDER BY id DESC LIMIT $2"
+                ))
+                .bind(status.as_str())
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await?
+            }
+            None => {
+                sqlx::query(&format!(
+                    "SELECT {CHALLENGE_COLUMNS} FROM challenges ORDER BY id DESC LIMIT $1"
+                ))
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await?
+            }
+        };
+        rows.iter().map(row::challenge).collect()
+    }
+
+    // ----------------------------------------------------------------- miners
+
+    /// Per-miner totals over workers and challenges, ordered by hotkey. A miner appears when it
+    /// has a registered worker or any challenge.
+    pub async fn miners(&self) -> Result<Vec<MinerRow>, StoreError> {
+        let mut miners: BTreeMap<String, MinerRow> = BTreeMap::new();
+        let worker_rows = sqlx::query(
+            "SELECT miner_hotkey, COUNT(*) AS workers, \
+                    COUNT(CASE WHEN online = 1 THEN 1 END) AS online_workers \
+             FROM workers GROUP BY miner_hotkey",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let challenge_rows = sqlx::query(
+            "SELECT miner_hotkey, \
+                    COUNT(CASE WHEN status = 'verified' AND credited = 1 THEN 1 END) AS verified, \
+                    COUNT(CASE WHEN status = 'failed' THEN 1 END) AS failed, \
+                    AVG(CASE WHEN status = 'verified' AND credited = 1 THEN gflops END) \
+                        AS mean_gflops \
+             FROM challenges GROUP BY miner_hotkey",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let count = |r, column| -> Result<u64, StoreError> {
+            let v = row::int(r, column)?;
+            u64::try_from(v).map_err(|_| StoreError::Corrupt { column, value: v.to_string() })
+        };
+        for r in &worker_rows {
+            let workers = count(r, "workers")?;
+            let online = count(r, "online_workers")?;
+            let miner = miner_entry(&mut miners, row::text(r, "miner_hotkey")?)?;
+            miner.workers = u32::try_from(workers).unwrap_or(u32::MAX);
+            miner.online_workers = u32::try_from(online).unwrap_or(u32::MAX);
+        }
+        for r in &challenge_rows {
+            let verified = count(r, "verified")?;
+            let failed = count(r, "failed")?;
+            let mean = row::opt_float(r, "mean_gflops")?;
+            let miner = miner_entry(&mut miners, row::text(r, "miner_hotkey")?)?;
+            miner.verified = verified;
+            miner.failed = failed;
+            miner.mean_gflops = mean.unwrap_or(0.0);
+        }
+        Ok(miners.into_values().collect())
+    }
+
+    // ------------------------------------------------------------- rejections
+
+    /// Stores one refused peer input.
+    pub async fn record_rejection(&self, rejection: &Rejection) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO rejections (at, peer, worker_key, kind, detail) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(millis(rejection.at))
+        .bind(&rejection.peer)
+        .bind(rejection.worker_key.map(|k| k.to_string()))
+        .bind(&rejection.kind)
+        .bind(&rejection.detail)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Up to `limit` rejections, newest first.
+    pub async fn rejections(&self, limit: u32) -> Result<Vec<Rejection>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {REJECTION_COLUMNS} FROM rejections ORDER BY at DESC, id DESC LIMIT $1"
+        ))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(row::rejection).collect()
+    }
+}

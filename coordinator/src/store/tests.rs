@@ -1,0 +1,966 @@
+//! The store against real databases: every scenario runs once on a fresh SQLite file and once on
+//! a fresh PostgreSQL database (`CREATE DATABASE vb_test_<random>` on the server at
+//! `VERIBENCH_TEST_POSTGRES`, default `postgres://postgres@127.0.0.1:5432/`, dropped afterwards
+//! even when the test fails), so the tests run in parallel.
+
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use sqlx::{AnyConnection, Connection, Row};
+use veribench_protocol::{ChallengeId, DeviceKey, Mode, PublicKey, Root, Seed, Shape, UnixMillis};
+
+use super::queries::{SqliteTarget, sqlite_target};
+use super::{
+    ChallengeRow, ChallengeStatus, DbKind, MinerRow, NewChallenge, Rejection, Store, StoreError,
+    WorkerRecord, WorkerRow,
+};
+
+type TestResult = Result<(), StoreError>;
+
+/// Which database a scenario runs on.
+#[derive(Clone, Copy, Debug)]
+enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// The PostgreSQL server, ending in `/` (a database name is appended).
+fn postgres_base() -> String {
+    let mut base = std::env::var("VERIBENCH_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/".to_owned());
+    if !base.ends_with('/') {
+        base.push('/');
+    }
+    base
+}
+
+/// A database name no other test (or test run) uses.
+fn unique_name() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut h = RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    format!("vb_test_{:016x}", h.finish())
+}
+
+/// Runs one statement on the server's `postgres` database.
+async fn postgres_admin(sql: &str) {
+    sqlx::any::install_default_drivers();
+    let url = format!("{}postgres", postgres_base());
+    let mut conn = AnyConnection::connect(&url)
+        .await
+        .unwrap_or_else(|e| panic!("PostgreSQL at {url} is not reachable: {e}"));
+    sqlx::raw_sql(sql).execute(&mut conn).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let _ = conn.close().await;
+}
+
+/// Drops a PostgreSQL test database when the test ends, passed or not.
+struct DropDatabase(String);
+
+impl Drop for DropDatabase {
+    fn drop(&mut self) {
+        let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.0);
+        // Drop may run inside the test's runtime: use a thread with a runtime of its own.
+        let done = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map(|rt| rt.block_on(postgres_admin(&sql)))
+        })
+        .join();
+        if !matches!(done, Ok(Ok(()))) {
+            eprintln!("could not drop test database {}", self.0);
+        }
+    }
+}
+
+/// A fresh, empty database that [`TestDb::open`] can connect to any number of times.
+struct TestDb {
+    url: String,
+    backend: Backend,
+    _dir: Option<tempfile::TempDir>,
+    _drop: Option<DropDatabase>,
+}
+
+impl TestDb {
+    async fn new(backend: Backend) -> TestDb {
+        match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().expect("temp dir");
+                // A missing sub-directory: `connect` creates it.
+                let path = dir.path().join("data").join("coordinator.db");
+                TestDb {
+                    url: format!("sqlite://{}", path.display()),
+                    backend,
+                    _dir: Some(dir),
+                    _drop: None,
+                }
+            }
+            Backend::Postgres => {
+                let name = unique_name();
+                postgres_admin(&format!("CREATE DATABASE {name}")).await;
+                TestDb {
+                    url: format!("{}{name}", postgres_base()),
+                    backend,
+                    _dir: None,
+                    _drop: Some(DropDatabase(name)),
+                }
+            }
+        }
+    }
+
+    async fn open(&self) -> Store {
+        let store = Store::connect(&self.url).await.expect("connect");
+        let expected = match self.backend {
+            Backend::Sqlite => DbKind::Sqlite,
+            Backend::Postgres => DbKind::Postgres,
+        };
+        assert_eq!(store.kind(), expected);
+        store
+    }
+}
+
+/// Runs each scenario as `sqlite::<name>` and `postgres::<name>`.
+macro_rules! on_both_databases {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() -> super::TestResult {
+                    super::$name(super::Backend::Sqlite).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() -> super::TestResult {
+                    super::$name(super::Backend::Postgres).await
+                }
+            )*
+        }
+    };
+}
+
+on_both_databases!(
+    migrations_on_fresh_database_and_rerun,
+    workers_register_touch_and_go_offline,
+    stale_workers_are_marked_offline,
+    device_conflicts,
+    challenge_state_machine,
+    illegal_transitions_are_refused,
+    fail_unfinished_after_crash,
+    ids_are_never_reused,
+    miners_aggregate_workers_and_credited_challenges,
+    challenges_listing,
+    rejections_newest_first,
+    corrupt_values_are_errors,
+    values_round_trip_exactly,
+    concurrent_writers,
+);
+
+// ----------------------------------------------------------------------------- helpers
+
+fn key(n: u8) -> PublicKey {
+    PublicKey([n; 32])
+}
+
+fn dev(name: &str) -> DeviceKey {
+    DeviceKey::new(name).expect("device key")
+}
+
+fn worker(worker_key: PublicKey, miner: PublicKey, devices: &[&str]) -> WorkerRecord {
+    WorkerRecord {
+        worker_key,
+        miner_hotkey: miner,
+        name: format!("rig-{}", worker_key.0[0]),
+        address: "10.0.0.7:41234".to_owned(),
+        hardware_json: r#"{"gpus":[{"name":"RTX 4090","vram_mb":24564}]}"#.to_owned(),
+        devices: devices.iter().map(|d| dev(d)).collect(),
+    }
+}
+
+fn challenge(miner: PublicKey, worker_key: PublicKey, device: &str, at: u64) -> NewChallenge {
+    NewChallenge {
+        miner_hotkey: miner,
+        worker_key,
+        device: dev(device),
+        mode: Mode::Fp16,
+        shape: Shape { m: 4096, k: 2048, n: 1024 },
+        seed: Seed([at as u8 ^ 0x5a; 32]),
+        issued_at: UnixMillis(at),
+        deadline: UnixMillis(at + 30_000),
+    }
+}
+
+async fn status(store: &Store, id: ChallengeId) -> Result<ChallengeStatus, StoreError> {
+    Ok(store.challenge(id).await?.expect("challenge exists").status)
+}
+
+/// Drives a new challenge to `target` through the legal path.
+async fn challenge_in(
+    store: &Store,
+    target: ChallengeStatus,
+    c: &NewChallenge,
+) -> Result<ChallengeId, StoreError> {
+    let at = c.issued_at.0;
+    let id = store.insert_challenge(c, UnixMillis(at)).await?;
+    let path = [
+        ChallengeStatus::Sent,
+        ChallengeStatus::Committed,
+        ChallengeStatus::Verifying,
+        ChallengeStatus::Verified,
+    ];
+    for step in path.into_iter().take_while(|_| target != ChallengeStatus::Created) {
+        let moved = match step {
+            ChallengeStatus::Sent => store.mark_sent(id, UnixMillis(at + 1)).await?,
+            ChallengeStatus::Committed => {
+                store.mark_committed(id, UnixMillis(at + 2), Root([7; 32]), 10.0, 1.0).await?
+            }
+            ChallengeStatus::Verifying => store.mark_verifying(id, UnixMillis(at + 3)).await?,
+            _ => store.mark_verified(id, UnixMillis(at + 4), 100.0, true).await?,
+        };
+        assert!(moved, "{step:?}");
+        if step == target {
+            break;
+        }
+    }
+    if target == ChallengeStatus::Failed {
+        unreachable!("use mark_failed");
+    }
+    assert_eq!(status(store, id).await?, target);
+    Ok(id)
+}
+
+async fn count(store: &Store, table: &str) -> i64 {
+    let row = sqlx::query(&format!("SELECT COUNT(*) AS n FROM {table}"))
+        .fetch_one(&store.pool)
+        .await
+        .expect("count");
+    row.try_get::<i64, _>("n").expect("count value")
+}
+
+// ----------------------------------------------------------------------------- scenarios
+
+async fn migrations_on_fresh_database_and_rerun(backend: Backend) -> TestResult {
+    let db = TestDb::new(backend).await;
+    let store = db.open().await;
+    let migrations = i64::try_from(store.migrator().iter().count()).expect("few migrations");
+    assert!(migrations >= 1);
+    assert_eq!(count(&store, "_sqlx_migrations").await, migrations);
+    for table in ["workers", "worker_devices", "device_claims", "challenges", "rejections"] {
+        assert_eq!(count(&store, table).await, 0, "{table}");
+    }
+    store.upsert_worker(&worker(key(1), key(9), &["GPU-a"]), UnixMillis(5)).await?;
+    store.close().await?;
+
+    // Connecting again re-runs the migrator: nothing to apply, nothing lost.
+    let store = db.open().await;
+    assert_eq!(count(&store, "_sqlx_migrations").await, migrations);
+    assert_eq!(store.workers().await?.len(), 1);
+    // And running it explicitly once more is a no-op too.
+    store.migrator().run(&store.pool).await?;
+    assert_eq!(count(&store, "_sqlx_migrations").await, migrations);
+    store.close().await
+}
+
+async fn workers_register_touch_and_go_offline(backend: Backend) -> TestResult {
+    let db = TestDb::new(backend).await;
+    let store = db.open().await;
+    assert!(store.workers().await?.is_empty());
+
+    let w1 = worker(key(1), key(9), &["GPU-b", "GPU-a"]);
+    let w2 = worker(key(2), key(9), &[]);
+    store.upsert_worker(&w2, UnixMillis(1_000)).await?;
+    store.upsert_worker(&w1, UnixMillis(1_000)).await?;
+    let row = |record: &WorkerRecord, online, connected_at, last_seen| WorkerRow {
+        record: record.clone(),
+        online,
+        connected_at: UnixMillis(connected_at),
+        last_seen: UnixMillis(last_seen),
+    };
+    // Ordered by key; devices kept in registration order; no devices is fine.
+    assert_eq!(
+        store.workers().await?,
+        vec![row(&w1, true, 1_000, 1_000), row(&w2, true, 1_000, 1_000)]
+    );
+
+    assert!(store.touch(&key(1), UnixMillis(1_500)).await?);
+    assert!(store.touch(&key(1), UnixMillis(1_200)).await?, "known worker");
+    assert!(!store.touch(&key(3), UnixMillis(1_500)).await?, "unknown worker");
+    assert_eq!(
+        store.workers().await?[0],
+        row(&w1, true, 1_000, 1_500),
+        "last_seen never goes back"
+    );
+
+    // A disconnection older than the registration does not take the worker offline.
+    assert!(!store.set_offline(&key(1), UnixMillis(900)).await?);
+    assert!(store.workers().await?[0].online);
+    assert!(store.set_offline(&key(1), UnixMillis(2_000)).await?);
+    assert_eq!(store.workers().await?[0], row(&w1, false, 1_000, 1_500));
+    assert!(!store.set_offline(&key(3), UnixMillis(2_000)).await?);
+    // A heartbeat does not bring it back; a registration does, replacing name, hotkey, devices.
+    store.touch(&key(1), UnixMillis(2_100)).await?;
+    assert!(!store.workers().await?[0].online);
+    let w1b = WorkerRecord {
+        miner_hotkey: key(8),
+        name: "renamed".into(),
+        devices: vec![dev("GPU-c")],
+        ..w1.clone()
+    };
+    store.upsert_worker(&w1b, UnixMillis(3_000)).await?;
+    assert_eq!(
+        store.workers().await?,
+        vec![row(&w1b, true, 3_000, 3_000), row(&w2, true, 1_000, 1_000)]
+    );
+    assert_eq!(count(&store, "worker_devices").await, 1);
+    store.close().await
+}
+
+async fn stale_workers_are_marked_offline(backend: Backend) -> TestResult {
+    let db = TestDb::new(backend).await;
+    let store = db.open().await;
+    for (n, at) in [(1, 1_000), (2, 2_000), (3, 3_000), (4, 500)] {
+        store.upsert_worker(&worker(key(n), key(9), &[]), UnixMillis(at)).await?;
+    }
+    store.set_offline(&key(4), UnixMillis(600)).await?;
+    store.touch(&key(1), UnixMillis(2_400)).await?;
+
+    // Strictly older than the cut-off; already offline workers are not reported again.
+    assert_eq!(store.mark_stale_offline(UnixMillis(2_400)).await?, vec![key(2)]);
+    assert_eq!(store.mark_stale_offline(UnixMillis(2_401)).await?, vec![key(1)]);
+    assert!(store.mark_stale_offline(UnixMillis(2_401)).await?.is_empty());
+    let online: Vec<(PublicKey, bool)> =
+        store.workers().await?.into_iter().map(|w| (w.record.worker_key, w.online)).collect();
+    assert_eq!(online, vec![(key(1), false), (key(2), false), (key(3), true), (key(4), false)]);
+    store.close().await
+}
+
+async fn device_conflicts(backend: Backend) -> TestResult {
+    let db = TestDb::new(backend).await;
+    let store = db.open().await;
+    let (a, b, c) = (dev("GPU-a"), dev("GPU-b"), dev("cpu:machine-1"));
+    let t = UnixMillis(1_000);
+
+    assert!(store.claim_devices(&key(1), &key(9), &[a.clone(), b.clone()], t).await?.is_empty());
+    // The same identity again (even under another hotkey) is no conflict.
+    assert!(store.claim_devices(&key(1), &key(8), &[a.clone(), a.clone()], t).await?.is_empty());
+    assert!(store.conflicted_devices().await?.is_empty());
+
+    // A second identity claiming b: b is conflicted, for it and from then on.
+    let got = store.claim_devices(&key(2), &key(9), &[c.clone(), b.clone(), b.clone()], t).await?;
+    assert_eq!(got, vec![b.clone()]);
+    assert!(store.is_conflicted(&b).await?);
+    assert!(!store.is_conflicted(&a).await?);
+    assert!(!store.is_conflicted(&c).await?);
+    assert!(!store.is_conflicted(&dev("never-seen")).await?);
+    // The first identity claiming again now learns it too.
+    assert_eq!(
+        store.claim_devices(&key(1), &key(9), &[a.clone(), b.clone()], t).await?,
+        vec![b.clone()]
+    );
+    assert_eq!(store.claim_devices(&key(3), &key(7), &[c.clone()], t).await?, vec![c.clone()]);
+    assert_eq!(store.conflicted_devices().await?, vec![b, c]);
+    assert!(store.claim_devices(&key(3), &key(7), &[], t).await?.is_empty());
+    store.close().await
+}
+
+async fn challenge_state_machine(backend: Backend) -> TestResult {
+    let db = TestDb::new(backend).await;
+    let store = db.open().await;
+    let new = challenge(key(9), key(1), "GPU-a", 10_000);
+    let id = store.insert_challenge(&new, UnixMillis(10_000)).await?;
+    let created = ChallengeRow {
+        id,
+        miner_hotkey: new.miner_hotkey,
+        worker_key: new.worker_key,
+        device: new.device.clone(),
+        mode: new.mode,
+        shape: new.shape,
+        seed: new.seed,
+        status: ChallengeStatus::Created,
+        reason: None,
+        detail: None,
+        issued_at: new.issued_at,
+        deadline: new.deadline,
+        sent_at: None,
+        committed_at: None,
+        finished_at: None,
+        root: None,
+        compute_ms: None,
+        rtt_ms: None,
+        gflops: None,
+        credited: false,
+    };
+    assert_eq!(store.challenge(id).await?, Some(created.clone()));
+    assert_eq!(store.challenge(ChallengeId(id.0 + 1000)).await?, None);
+
+    assert!(store.mark_sent(id, UnixMillis(10_005)).await?);
+    let sent = ChallengeRow {
+        status: ChallengeStatus::Sent,
+        sent_at: Some(UnixMillis(10_005)),
+        ..created.clone()
+    };
+    assert_eq!(store.challenge(id).await?, Some(sent.clone()));
+
+    let root = Root([0xab; 32]);
+    assert!(store.mark_committed(id, UnixMillis(10_900), root, 812.25, 3.5).await?);
+    let committed = ChallengeRow {
+        status: ChallengeStatus::Committed,
+        committed_at: Some(UnixMillis(10_900)),
+        root: Some(root),
+        compute_ms: Some(812.25),
+        rtt_ms: Some(3.5),
+        ..sent
+    };
+    assert_eq!(store.challenge(id).await?, Some(committed.clone()));
+
+    assert!(store.mark_verifying(id, UnixMillis(10_950)).await?);
+    let verifying = ChallengeRow { status: ChallengeStatus::Verifying, ..committed };
+    assert_eq!(store.challenge(id).await?, Some(verifying.clone()));
+
+    assert!(store.mark_verified(id, UnixMillis(11_000), 21_154.5, true).await?);
+    let verified = ChallengeRow {
+        status: ChallengeStatus::Verified,
+        finished_at: Some(UnixMillis(11_000)),
+        gflops: Some(21_154.5),
+        credited: true,
+        ..verifying
+    };
+    assert_eq!(store.challenge(id).await?, Some(verified));
+
+    // Every non-terminal status can fail, keeping what was recorded before.
+    for from in [
+        ChallengeStatus::Created,
+        ChallengeStatus::Sent,
+        ChallengeStatus::Committed,
+        ChallengeStatus::Verifying,
+    ] {
+        let id = challenge_in(&store, from, &new).await?;
+        let before = store.challenge(id).await?.expect("exists");
+        assert!(store.mark_failed(id, UnixMillis(12_000), "bad_row", "row 17 differs").await?);
+        let after = store.challenge(id).await?.expect("exists");
+        assert_eq!(
+            after,
+            ChallengeRow {
+                status: ChallengeStatus::Failed,
+                reason: Some("bad_row".into()),
+                detail: Some("row 17 differs".into()),
+                finished_at: Some(UnixMillis(12_000)),
+                ..before
+            }
+        );
+        assert!(!after.credited);
+    }
+    // Verified but not credited (a conflicted device).
+    let id = challenge_in(&store, ChallengeStatus::Verifying, &new).await?;
+    assert!(store.mark_verified(id, UnixMillis(13_000), 5.0, false).await?);
+    let row = store.challenge(id).await?.expect("exists");
+    assert_eq!(
+        (row.status, row.credited, row.gflops),
+        (ChallengeStatus::Verified, false, Some(5.0))
+    );
+    store.close().await
+}
+
+async fn illegal_transitions_are_refused(backend: Backend) -> TestResult {
+    let db = TestDb::new(backend).await;
+    let store = db.open().await;
+    let new = challenge(key(9), key(1), "GPU-a", 1_000);
+    let t = UnixMillis(5_000);
+    let root = Root([1; 32]);
+
+    let created = challenge_in(&store, ChallengeStatus::Created, &new).await?;
+    assert!(!store.mark_committed(created, t, root, 1.0, 1.0).await?, "created→committed");
+    assert!(!store.mark_verifying(created, t).await?, "created→verifying");
+    assert!(!store.mark_verified(created, t, 1.0, true).await?, "created→verified");
+    assert_eq!(store.challenge(created).await?.expect("exists").committed_at, None);
+    assert_eq!(status(&store, created).await?, ChallengeStatus::Created);
+
+    let sent = challenge_in(&store, ChallengeStatus::Sent, &new).await?;
+    assert!(!store.mark_sent(sent, t).await?, "sent→sent");
+    assert!(!store.mark_verifying(sent, t).await?, "sent→verifying");
+    assert!(!store.mark_verified(sent, t, 1.0, true).await?, "sent→verified");
+    assert_eq!(status(&store, sent).await?, ChallengeStatus::Sent);
+
+    let committed = challenge_in(&store, ChallengeStatus::Committed, &new).await?;
+    assert!(!store.mark_sent(committed, t).await?, "committed→sent");
+    assert!(!store.mark_committed(committed, t, Root([2; 32]), 9.0, 9.0).await?);
+    assert!(!store.mark_verified(committed, t, 1.0, true).await?, "committed→verified");
+    let row = store.challenge(committed).await?.expect("exists");
+    assert_eq!((row.status, row.root), (ChallengeStatus::Committed, Some(Root([7; 32]))));
+
+    let verifying = challenge_in(&store, ChallengeStatus::Verifying, &new).await?;
+    assert!(!store.mark_verifying(verifying, t).await?, "verifying→verifying");
+    assert!(!store.mark_committed(verifying, t, root, 1.0, 1.0).await?, "verifying→committed");
+    assert_eq!(status(&store, verifying).await?, ChallengeStatus::Verifying);
+
+    let verified = challenge_in(&store, ChallengeStatus::Verified, &new).await?;
+    let before = store.challenge(verified).await?;
+    assert!(!store.mark_failed(verified, t, "late", "too late").await?, "verified→failed");
+    assert!(!store.mark_verified(verified, t, 1.0, false).await?, "verified→verified");
+    assert!(!store.mark_sent(verified, t).await?, "verified→sent");
+    assert_eq!(store.challenge(verified).await?, before, "untouched");
+
+    let failed = challenge_in(&store, ChallengeStatus::Created, &new).await?;
+    assert!(store.mark_failed(failed, t, "deadline_missed", "no root").await?);
+    let before = store.challenge(failed).await?;
+    assert!(!store.mark_failed(failed, t, "other", "again").await?, "failed→failed");
+    assert!(!store.mark_sent(failed, t).await?, "failed→sent");
+    assert!(!store.mark_committed(failed, t, root, 1.0, 1.0).await?, "failed→committed");
+    assert!(!store.mark_verifying(failed, t).await?, "failed→verifying");
+    assert!(!store.mark_verified(failed, t, 1.0, true).await?, "failed→verified");
+    assert_eq!(store.challenge(failed).await?, before, "untouched");
+
+    let unknown = ChallengeId(999_999);
+    assert!(!store.mark_sent(unknown, t).await?);
+    assert!(!store.mark_failed(unknown, t, "x", "y").await?);
+    assert!(!store.mark_sent(ChallengeId(u64::MAX), t).await?);
+    store.close().await
+}
+
+async fn fail_unfinished_after_crash(backend: Backend) -> TestResult {
+    let db = TestDb::new(backend).await;
+    let mut ids = Vec::new();
+    {
+        let store = db.open().await;
+        let new = challenge(key(9), key(1), "GPU-a", 1_000);
+        for s in [
+            ChallengeStatus::Created,
+            ChallengeStatus::Sent,
+            ChallengeStatus::Committed,
+            ChallengeStatus::Verifying,
+            ChallengeStatus::Verified,
+        ] {
+            ids.push((s, challenge_in(&store, s, &new).await?));
+        }
+        let failed = challenge_in(&store, ChallengeStatus::Created, &new).await?;
+        store.mark_failed(failed, UnixMillis(2_000), "deadline_missed", "late").await?;
+        ids.push((ChallengeStatus::Failed, failed));
+        store.upsert_worker(&worker(key(1), key(9), &["GPU-a"]), UnixMillis(1_000)).await?;
+        // The process dies: no close, the pool is simply dropped.
+        drop(store);
+    }
+
+    let store = db.open().await;
+    for &(s, id) in &ids {
+        assert_eq!(status(&store, id).await?, s, "persisted across the restart");
+    }
+    assert_eq!(store.workers().await?.len(), 1);
+    assert_eq!(store.fail_unfinished(UnixMillis(9_000), "coordinator_restart").await?, 4);
+    for &(s, id) in &ids {
+        let row = store.challenge(id).await?.expect("exists");
+        if s.is_terminal() {
+            assert_eq!(row.status, s);
+            assert_ne!(row.reason.as_deref(), Some("coordinator_restart"));
+        } else {
+            assert_eq!(row.status, ChallengeStatus::Failed);
+            assert_eq!(row.reason.as_deref(), Some("coordinator_restart"));
+            assert!(row.detail.is_some());
+            assert_eq!(row.finished_at, Some(UnixMillis(9_000)));
+            assert!(!row.credited);
+        }
+    }
+    assert_eq!(store.fail_unfinished(UnixMillis(9_500), "coordinator_restart").await?, 0);
+    store.close().await
+}
+
+async fn ids_are_never_reused(backend: Backend) -> TestResult {
+    let db = TestDb::new(backend).await;
+    let new = challenge(key(9), key(1), "GPU-a", 1_000);
+    let mut seen = Vec::new();
+    let store = db.open().await;
+    for _ in 0..3 {
+        seen.push(store.insert_challenge(&new, UnixMillis(1_000)).await?);
+    }
+    store.close().await?;
+
+    // After a restart with nothing deleted: the next id is new.
+    let store = db.open().await;
+    let id = store.insert_challenge(&new, UnixMillis(1_000)).await?;
+    assert!(seen.iter().all(|&old| id > old), "{id:?} after {seen:?}");
+    seen.push(id);
+
+    // Even the newest id, deleted by hand, is not handed out again, before or after a restart.
+    sqlx::query("DELETE FROM challenges WHERE id = $1")
+        .bind(i64::try_from(id.0).expect("small id"))
+        .execute(&store.pool)
+        .await?;
+    let next = store.insert_challenge(&new, UnixMillis(1_000)).await?;
+    assert!(seen.iter().all(|&old| next > old), "{next:?} after {seen:?}");
+    seen.push(next);
+    sqlx::query("DELETE FROM challenges").execute(&store.pool).await?;
+    store.close().await?;
+    let store = db.open().await;
+    let last = store.insert_challenge(&new, UnixMillis(1_000)).await?;
+    assert!(seen.iter().all(|&old| last > old), "{last:?} after {seen:?}");
+    store.close().await
+}
+
+async fn miners_aggregate_workers_and_credited_challenges(backend: Backend) -> TestResult {
+    let db = TestDb::new(backend).await;
+    let store = db.open().await;
+    assert!(store.miners().await?.is_empty());
+    let (m1, m2, m3) = (key(0x10), key(0x20), key(0x30));
+    store.upsert_worker(&worker(key(1), m1, &["GPU-a"]), UnixMillis(1_000)).await?;
+    store.upsert_worker(&worker(key(2), m1, &["GPU-b"]), UnixMillis(1_000)).await?;
+    store.upsert_worker(&worker(key(3), m1, &["GPU-c"]), UnixMillis(1_000)).await?;
+    store.set_offline(&key(3), UnixMillis(2_000)).await?;
+    store.upsert_worker(&worker(key(4), m2, &["GPU-d"]), UnixMillis(1_000)).await?;
+
+    let verify = |miner, w, gflops: f64, credited: bool| {
+        let store = &store;
+        async move {
+            let c = challenge(miner, w, "GPU-a", 1_000);
+            let id = challenge_in(store, ChallengeStatus::Verifying, &c).await?;
+            assert!(store.mark_verified(id, UnixMillis(1_010), gflops, credited).await?);
+            Ok::<_, StoreError>(id)
+        }
+    };
+    verify(m1, key(1), 100.0, true).await?;
+    verify(m1, key(2), 300.0, true).await?;
+    verify(m1, key(2), 10_000.0, false).await?; // uncredited: neither counted nor averaged
+    for _ in 0..2 {
+        let id =
+            store.insert_challenge(&challenge(m1, key(1), "GPU-a", 1_000), UnixMillis(0)).await?;
+        store.mark_failed(id, UnixMillis(1_100), "bad_row", "x").await?;
+    }
+    store.insert_challenge(&challenge(m1, key(1), "GPU-a", 1_000), UnixMillis(0)).await?; // open
+    verify(m2, key(4), 50.0, false).await?;
+    // A miner known only from its challenges (its worker re-registered elsewhere).
+    let id = store.insert_challenge(&challenge(m3, key(5), "GPU-e", 1_000), UnixMillis(0)).await?;
+    store.mark_failed(id, UnixMillis(1_100), "disconnected", "gone").await?;
+
+    assert_eq!(
+        store.miners().await?,
+        vec![
+            MinerRow {
+                hotkey: m1,
+                workers: 3,
+                online_workers: 2,
+                verified: 2,
+                failed: 2,
+                mean_gflops: 200.0
+            },
+            MinerRow {
+                hotkey: m2,
+                workers: 1,
+                online_workers: 1,
+                verified: 0,
+                failed: 0,
+                mean_gflops: 0.0
+            },
+            MinerRow {
+                hotkey: m3,
+                workers: 0,
+                online_workers: 0,
+                verified: 0,
+                failed: 1,
+                mean_gflops: 0.0
+            },
+        ]
+    );
+    store.close().await
+}
+
+async fn challenges_listing(backend: Backend) -> TestResult {
+    let db = TestDb::new(backend).await;
+    let store = db.open().await;
+    assert!(store.challenges(None, 10).await?.is_empty());
+    let new = challenge(key(9), key(1), "GPU-a", 1_000);
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        let target = if i % 2 == 0 { ChallengeStatus::Sent } else { ChallengeStatus::Created };
+        ids.push(challenge_in(&store, target, &new).await?);
+    }
+    let listed = |rows: Vec<ChallengeRow>| rows.into_iter().map(|r| r.id).collect::<Vec<_>>();
+    assert_eq!(
+        listed(store.challenges(None, 100).await?),
+        ids.iter().rev().copied().collect::<Vec<_>>()
+    );
+    assert_eq!(listed(store.challenges(None, 2).await?), vec![ids[5], ids[4]]);
+    assert_eq!(
+        listed(store.challenges(Some(ChallengeStatus::Sent), 100).await?),
+        vec![ids[4], ids[2], ids[0]]
+    );
+    assert_eq!(listed(store.challenges(Some(ChallengeStatus::Created), 1).await?), vec![ids[5]]);
+    assert!(store.challenges(Some(ChallengeStatus::Verified), 100).await?.is_empty());
+    assert!(store.challenges(None, 0).await?.is_empty());
+    store.close().await
+}
+
+async fn rejections_newest_first(backend: Backend) -> TestResult {
+    let db = TestDb::new(backend).await;
+    let store = db.open().await;
+    assert!(store.rejections(10).await?.is_empty());
+    let r = |at, kind: &str, worker_key| Rejection {
+        at: UnixMillis(at),
+        peer: "203.0.113.9:5555".into(),
+        worker_key,
+        kind: kind.into(),
+        detail: format!("{kind} at {at}: it's \"bad\""),
+    };
+    let all = [
+        r(1_000, "malformed_frame", None),
+        r(3_000, "bad_signature", Some(key(1))),
+        r(2_000, "rate_limited", Some(key(2))),
+        r(3_000, "frame_too_large", None),
+    ];
+    for rej in &all {
+        store.record_rejection(rej).await?;
+    }
+    // Newest first; equal times in the order they were recorded, latest first.
+    let expected = vec![all[3].clone(), all[1].clone(), all[2].clone(), all[0].clone()];
+    assert_eq!(store.rejections(10).await?, expected);
+    assert_eq!(store.rejections(2).await?, expected[..2].to_vec());
+    store.close().await
+}
+
+/// The column and value of a [`StoreError::Corrupt`], `None` for anything else.
+fn corrupt_column<T>(r: Result<T, StoreError>) -> Option<(&'static str, String)> {
+    match r {
+        Err(StoreError::Corrupt { column, value }) => Some((column, value)),
+        _ => None,
+    }
+}
+
+async fn corrupt_values_are_errors(backend: Backend) -> TestResult {
+    let db = TestDb::new(backend).await;
+    let store = db.open().await;
+    let new = challenge(key(9), key(1), "GPU-a", 1_000);
+    let id = store.insert_challenge(&new, UnixMillis(1_000)).await?;
+    let id_value = i64::try_from(id.0).expect("small id");
+
+    for (column, bad) in [
+        ("seed", "zz"),
+        ("seed", "AB"),
+        ("miner_hotkey", "not hex"),
+        ("worker_key", &"g".repeat(64)),
+        ("mode", "int9"),
+        ("device_key", ""),
+        ("root", "0123"),
+    ] {
+        // Fresh copy each time.
+        let id = store.insert_challenge(&new, UnixMillis(1_000)).await?;
+        let id_value = i64::try_from(id.0).expect("small id");
+        sqlx::query(&format!("UPDATE challenges SET {column} = $1 WHERE id = $2"))
+            .bind(bad)
+            .bind(id_value)
+            .execute(&store.pool)
+            .await?;
+        assert_eq!(corrupt_column(store.challenge(id).await), Some((column, bad.to_owned())));
+        assert!(corrupt_column(store.challenges(None, 100).await).is_some());
+        sqlx::query("DELETE FROM challenges WHERE id = $1")
+            .bind(id_value)
+            .execute(&store.pool)
+            .await?;
+    }
+    for (column, bad) in [("issued_at", -1_i64), ("m", -5), ("n", 1 << 40), ("credited", 2)] {
+        if column == "credited" {
+            // The CHECK constraint keeps a 2 out on both databases.
+            let r = sqlx::query("UPDATE challenges SET credited = 2 WHERE id = $1")
+                .bind(id_value)
+                .execute(&store.pool)
+                .await;
+            assert!(r.is_err());
+            continue;
+        }
+        sqlx::query(&format!("UPDATE challenges SET {column} = $1 WHERE id = $2"))
+            .bind(bad)
+            .bind(id_value)
+            .execute(&store.pool)
+            .await?;
+        assert_eq!(corrupt_column(store.challenge(id).await), Some((column, bad.to_string())));
+        sqlx::query(&format!("UPDATE challenges SET {column} = 1000 WHERE id = $1"))
+            .bind(id_value)
+            .execute(&store.pool)
+            .await?;
+    }
+    assert!(store.challenge(id).await?.is_some());
+
+    store.upsert_worker(&worker(key(1), key(9), &["GPU-a"]), UnixMillis(1_000)).await?;
+    sqlx::query("UPDATE workers SET miner_hotkey = 'xyz'").execute(&store.pool).await?;
+    assert_eq!(corrupt_column(store.workers().await), Some(("miner_hotkey", "xyz".to_owned())));
+    assert_eq!(corrupt_column(store.miners().await), Some(("miner_hotkey", "xyz".to_owned())));
+    sqlx::query("UPDATE workers SET miner_hotkey = $1")
+        .bind(key(9).to_string())
+        .execute(&store.pool)
+        .await?;
+    sqlx::query("UPDATE workers SET worker_key = 'bad-key'").execute(&store.pool).await.ok();
+    sqlx::query(
+        "INSERT INTO rejections (at, peer, worker_key, kind, detail) VALUES (1, 'p', 'nothex', 'k', 'd')",
+    )
+    .execute(&store.pool)
+    .await?;
+    assert_eq!(
+        corrupt_column(store.rejections(5).await),
+        Some(("worker_key", "nothex".to_owned()))
+    );
+    sqlx::query("INSERT INTO device_claims VALUES ('', $1, $1, 1, 1), ('', $2, $2, 1, 1)")
+        .bind(key(1).to_string())
+        .bind(key(2).to_string())
+        .execute(&store.pool)
+        .await?;
+    assert_eq!(
+        corrupt_column(store.conflicted_devices().await),
+        Some(("device_key", String::new()))
+    );
+    store.close().await
+}
+
+async fn values_round_trip_exactly(backend: Backend) -> TestResult {
+    let db = TestDb::new(backend).await;
+    let store = db.open().await;
+    let mut new = challenge(key(0xfe), key(0x01), "GPU-9f2c4a1e-0000-4000-8000-00000000abcd", 0);
+    new.shape = Shape { m: u32::MAX, k: 1, n: 65_536 };
+    new.mode = Mode::Bf16;
+    new.seed = Seed(std::array::from_fn(|i| i as u8 * 7));
+    new.issued_at = UnixMillis(1_767_225_600_123);
+    new.deadline = UnixMillis(i64::MAX as u64);
+    let id = store.insert_challenge(&new, new.issued_at).await?;
+    store.mark_sent(id, UnixMillis(1_767_225_600_124)).await?;
+    let root = Root(std::array::from_fn(|i| 255 - i as u8));
+    let (compute, rtt) = (std::f64::consts::PI * 1e3, 0.1 + 0.2);
+    store.mark_committed(id, UnixMillis(1_767_225_601_000), root, compute, rtt).await?;
+    store.mark_verifying(id, UnixMillis(1_767_225_601_001)).await?;
+    store.mark_verified(id, UnixMillis(1_767_225_601_002), f64::NAN, true).await?;
+    let row = store.challenge(id).await?.expect("exists");
+    assert_eq!(row.shape, new.shape);
+    assert_eq!(row.mode, Mode::Bf16);
+    assert_eq!(row.seed, new.seed);
+    assert_eq!(row.root, Some(root));
+    assert_eq!(row.deadline, new.deadline);
+    assert_eq!(row.issued_at, new.issued_at);
+    assert_eq!(row.compute_ms.map(f64::to_bits), Some(compute.to_bits()), "bit-exact f64");
+    assert_eq!(row.rtt_ms.map(f64::to_bits), Some(rtt.to_bits()));
+    assert_eq!(row.gflops, None, "non-finite measurements are stored as NULL");
+    assert!(row.credited);
+
+    for mode in Mode::ALL {
+        let id =
+            store.insert_challenge(&NewChallenge { mode, ..new.clone() }, UnixMillis(0)).await?;
+        assert_eq!(store.challenge(id).await?.expect("exists").mode, mode);
+    }
+
+    let mut w = worker(key(0xaa), key(0xbb), &["GPU-1", "cpu:abc", "GPU-1"]);
+    w.name = "Zoë's 'rig' \"one\"; DROP TABLE workers; --".into();
+    w.hardware_json = "{\"unicode\":\"✓\"}".into();
+    store.upsert_worker(&w, UnixMillis(u64::MAX)).await?;
+    let rows = store.workers().await?;
+    assert_eq!(rows[0].record, w, "strings, and repeated devices in order");
+    assert_eq!(rows[0].last_seen, UnixMillis(i64::MAX as u64), "saturated, not wrapped");
+    store.close().await
+}
+
+async fn concurrent_writers(backend: Backend) -> TestResult {
+    let db = TestDb::new(backend).await;
+    let store = db.open().await;
+    let mut tasks = Vec::new();
+    for t in 0..8_u8 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut ids = Vec::new();
+            store.upsert_worker(&worker(key(t), key(9), &["GPU-x"]), UnixMillis(1)).await?;
+            store.claim_devices(&key(t), &key(9), &[dev("GPU-x")], UnixMillis(1)).await?;
+            for i in 0..10 {
+                let id = store
+                    .insert_challenge(&challenge(key(9), key(t), "GPU-x", i), UnixMillis(i))
+                    .await?;
+                assert!(store.mark_sent(id, UnixMillis(i + 1)).await?);
+                store.touch(&key(t), UnixMillis(i + 2)).await?;
+                ids.push(id);
+            }
+            Ok::<_, StoreError>(ids)
+        }));
+    }
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await.expect("task")?);
+    }
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), 80, "unique ids");
+    assert_eq!(store.challenges(Some(ChallengeStatus::Sent), 1_000).await?.len(), 80);
+    assert_eq!(store.conflicted_devices().await?, vec![dev("GPU-x")]);
+    store.close().await
+}
+
+// ------------------------------------------------------------------------ SQLite only
+
+#[tokio::test]
+async fn sqlite_file_directory_wal_and_busy_timeout() -> TestResult {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("a").join("b").join("c.db");
+    let store = Store::connect(&format!("sqlite:{}", path.display())).await?;
+    assert!(path.exists());
+    let mode: String =
+        sqlx::query("PRAGMA journal_mode").fetch_one(&store.pool).await?.try_get(0)?;
+    assert_eq!(mode, "wal");
+    let timeout: i64 =
+        sqlx::query("PRAGMA busy_timeout").fetch_one(&store.pool).await?.try_get(0)?;
+    assert_eq!(timeout, 5_000);
+    let fk: i64 = sqlx::query("PRAGMA foreign_keys").fetch_one(&store.pool).await?.try_get(0)?;
+    assert_eq!(fk, 1);
+    store.close().await?;
+
+    // The same file through the other URL spelling.
+    let store = Store::connect(&format!("sqlite://{}", path.display())).await?;
+    assert_eq!(store.kind(), DbKind::Sqlite);
+    store.close().await
+}
+
+#[tokio::test]
+async fn sqlite_in_memory_keeps_one_database() -> TestResult {
+    let store = Store::connect("sqlite::memory:").await?;
+    store
+        .record_rejection(&Rejection {
+            at: UnixMillis(1),
+            peer: "p".into(),
+            worker_key: None,
+            kind: "k".into(),
+            detail: "d".into(),
+        })
+        .await?;
+    assert_eq!(store.rejections(10).await?.len(), 1);
+    store.close().await
+}
+
+#[tokio::test]
+async fn unsupported_urls_are_refused() {
+    for url in ["mysql://localhost/db", "", "sqlite:", "sqlite://", "file:/tmp/x.db"] {
+        assert!(
+            matches!(Store::connect(url).await, Err(StoreError::UnsupportedUrl(u)) if u == url),
+            "{url}"
+        );
+    }
+}
+
+#[test]
+fn sqlite_urls_are_split() {
+    let file =
+        |path: &str, url: &str| Some(SqliteTarget::File { path: path.into(), url: url.into() });
+    assert_eq!(
+        sqlite_target("sqlite://data/Veri.db"),
+        file("data/Veri.db", "sqlite:data/Veri.db?mode=rwc")
+    );
+    assert_eq!(sqlite_target("sqlite:data/v.db"), file("data/v.db", "sqlite:data/v.db?mode=rwc"));
+    assert_eq!(sqlite_target("sqlite:///abs/v.db"), file("/abs/v.db", "sqlite:/abs/v.db?mode=rwc"));
+    assert_eq!(
+        sqlite_target("sqlite:///abs/v.db?mode=ro&cache=private"),
+        file("/abs/v.db", "sqlite:/abs/v.db?mode=ro&cache=private")
+    );
+    assert_eq!(
+        sqlite_target("sqlite::memory:"),
+        Some(SqliteTarget::Memory { url: "sqlite::memory:".into() })
+    );
+    assert_eq!(sqlite_target("sqlite://"), None);
+    assert_eq!(sqlite_target("postgres://x"), None);
+}

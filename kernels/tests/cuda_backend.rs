@@ -1,0 +1,175 @@
+//! The CUDA backend on machines with and without NVIDIA hardware.
+//!
+//! Runs everywhere:
+//! - every `.cu` file compiles with NVRTC to PTX for sm_80 and sm_90 and defines its kernels
+//!   (needs libnvrtc: `eval "$(scripts/nvrtc-env)"`; `VERIBENCH_SKIP_NVRTC=1` skips it);
+//! - without a driver, `CudaBackend::new()` reports `Unavailable` instead of panicking;
+//! - the constants of `common.cuh` are SPEC §3.1's.
+//!
+//! Runs only where a GPU is present (skipped with a message otherwise): the start-up self-test,
+//! CUDA leaves equal to the CPU backend's for the exact modes, and the bare-GEMM timing.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use veribench_kernels::cuda::{self, CudaBackend, nvrtc};
+use veribench_kernels::{Backend, BackendError, BackendKind, CpuBackend};
+use veribench_protocol::{Challenge, ChallengeId, DeviceSeed, Mode, Seed, Shape, UnixMillis};
+
+/// Architectures the PTX check targets: A100 and H100.
+const ARCHS: [(u32, u32); 2] = [(8, 0), (9, 0)];
+
+#[test]
+fn every_cu_file_compiles_to_ptx_with_its_entry_points() {
+    if !nvrtc::nvrtc_available() {
+        if std::env::var("VERIBENCH_SKIP_NVRTC").as_deref() == Ok("1") {
+            eprintln!("skipped: NVRTC not loadable and VERIBENCH_SKIP_NVRTC=1");
+            return;
+        }
+        panic!("{} (or set VERIBENCH_SKIP_NVRTC=1 to skip this check)", nvrtc::NVRTC_HINT);
+    }
+    for source in nvrtc::SOURCES {
+        for arch in ARCHS {
+            let ptx = nvrtc::compile_ptx(source, arch).unwrap_or_else(|e| panic!("{e}"));
+            let target = format!(".target sm_{}{}", arch.0, arch.1);
+            assert!(ptx.contains(&target), "{}: no `{target}` in the PTX", source.file);
+            let found: BTreeSet<String> = nvrtc::ptx_entries(&ptx).into_iter().collect();
+            let expected: BTreeSet<String> =
+                source.entries.iter().map(|e| (*e).to_owned()).collect();
+            assert_eq!(found, expected, "{} for {arch:?}: .entry names", source.file);
+            // Threefry's state lives in registers: local memory would mean spills or a
+            // dynamically indexed array, i.e. a much slower generator.
+            assert!(
+                !ptx.contains("ld.local") && !ptx.contains("st.local"),
+                "{} for {arch:?} uses local memory",
+                source.file
+            );
+        }
+    }
+}
+
+#[test]
+fn every_cu_file_on_disk_is_compiled() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("cuda");
+    let on_disk: BTreeSet<String> = std::fs::read_dir(&dir)
+        .expect("kernels/cuda exists")
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|name| name.ends_with(".cu"))
+        .collect();
+    let listed: BTreeSet<String> = nvrtc::SOURCES.iter().map(|s| s.file.to_owned()).collect();
+    assert_eq!(on_disk, listed, "kernels/cuda/*.cu and nvrtc::SOURCES differ");
+    for source in nvrtc::SOURCES {
+        let expanded = nvrtc::expand(source);
+        assert!(!expanded.contains("#include \"common.cuh\""), "{}", source.file);
+        assert!(expanded.contains("vb_threefry4x32_13"), "{}: common.cuh not spliced", source.file);
+    }
+}
+
+#[test]
+fn without_a_driver_new_is_unavailable_not_a_panic() {
+    if cuda::driver_available() {
+        eprintln!("skipped: a CUDA driver is present on this machine");
+        return;
+    }
+    match CudaBackend::new() {
+        Err(BackendError::Unavailable(msg)) => {
+            assert!(msg.contains("libcuda"), "message should name the driver library: {msg}");
+        }
+        Err(other) => panic!("expected Unavailable, got {other}"),
+        Ok(backend) => panic!("a backend without a driver: {backend:?}"),
+    }
+}
+
+/// `common.cuh` carries SPEC §3.1's rotation table and key-schedule constant verbatim.
+#[test]
+fn common_cuh_constants_are_the_spec_constants() {
+    let spec =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../protocol/SPEC.md"))
+            .expect("protocol/SPEC.md");
+    let numbers = |s: &str| -> Vec<u32> {
+        s.split(|c: char| !c.is_ascii_digit())
+            .filter(|t| !t.is_empty())
+            .map(|t| t.parse().expect("number"))
+            .collect()
+    };
+    let spec_line = spec.lines().find(|l| l.trim_start().starts_with("R = [[")).expect("R in SPEC");
+    let spec_r = numbers(spec_line.split_once('=').expect("R =").1);
+    let cuh = nvrtc::COMMON_CUH;
+    let start = cuh.find("R[8][2] = {").expect("R table in common.cuh");
+    let end = start + cuh[start..].find("};").expect("end of R table");
+    let cuh_r = numbers(&cuh[start + "R[8][2] = {".len()..end]);
+    assert_eq!(spec_r.len(), 16);
+    assert_eq!(cuh_r, spec_r);
+    assert!(spec.contains("0x1BD11BDA") && cuh.contains("0x1BD11BDAu"));
+    assert!(cuh.contains("#define VB_THREEFRY_ROUNDS 13"));
+}
+
+#[test]
+fn host_helpers() {
+    let mut bytes = [0u8; 32];
+    for (i, b) in bytes.iter_mut().enumerate() {
+        *b = i as u8;
+    }
+    let words = cuda::key_words(&DeviceSeed(bytes));
+    assert_eq!(words[0], 0x0302_0100);
+    assert_eq!(words[7], 0x1f1e_1d1c);
+    let uuid = cuda::format_gpu_uuid(&[
+        0x6b, 0x29, 0xa9, 0x2e, 0x4d, 0x5c, 0x1c, 0x2a, 0x9e, 0x4b, 0x01, 0x23, 0x45, 0x67, 0x89,
+        0xab,
+    ]);
+    assert_eq!(uuid, "GPU-6b29a92e-4d5c-1c2a-9e4b-0123456789ab");
+    assert_eq!(nvrtc::ptx_arch((8, 6)), (8, 6));
+    assert_eq!(nvrtc::ptx_arch((12, 0)), nvrtc::MAX_PTX_ARCH);
+}
+
+fn challenge(mode: Mode, shape: Shape) -> Challenge {
+    Challenge {
+        id: ChallengeId(1),
+        seed: Seed([0x3c; 32]),
+        mode,
+        shape,
+        issued_at: UnixMillis(0),
+        deadline: UnixMillis(u64::MAX),
+    }
+}
+
+/// The backend on a GPU box, or `None` (with the reason printed) elsewhere.
+fn gpu_backend() -> Option<CudaBackend> {
+    if !cuda::driver_available() {
+        eprintln!("skipped: no CUDA driver on this machine");
+        return None;
+    }
+    // With a driver present, failing to start is a real failure (it includes the self-test).
+    Some(CudaBackend::new().unwrap_or_else(|e| panic!("CudaBackend::new: {e}")))
+}
+
+/// For the exact modes, CUDA leaves equal the CPU backend's under the same device key.
+#[test]
+fn gpu_leaves_equal_cpu_leaves() {
+    let Some(cuda) = gpu_backend() else { return };
+    assert_eq!(cuda.kind(), BackendKind::Cuda);
+    for device in cuda.devices() {
+        let cpu = CpuBackend::with_device_key(device.key.clone());
+        for mode in [Mode::Int8, Mode::Fp16, Mode::Bf16] {
+            for shape in [Shape { m: 129, k: 300, n: 203 }, Shape::square(512)] {
+                let ch = challenge(mode, shape);
+                let g = cuda.execute(&device.key, &ch).expect("cuda execute");
+                let c = cpu.execute(&device.key, &ch).expect("cpu execute");
+                assert_eq!(g.leaves, c.leaves, "{mode} {shape} on {}", device.name);
+                assert_eq!(g.product.row_bytes(7).ok(), c.product.row_bytes(7).ok());
+            }
+        }
+    }
+}
+
+/// The bare cuBLAS time is measurable and positive for every mode.
+#[test]
+fn gpu_bare_gemm_timing() {
+    let Some(cuda) = gpu_backend() else { return };
+    let device = &cuda.devices()[0].key;
+    for mode in Mode::ALL {
+        let t = cuda.bare_gemm(device, mode, 2048, 3).expect("bare gemm");
+        assert!(t.best > std::time::Duration::ZERO && t.best <= t.median);
+        eprintln!("{mode} n=2048: best {:?}, {:.1} TOPS", t.best, t.ops_per_second() / 1e12);
+    }
+}

@@ -1,0 +1,277 @@
+//! The real coordinator binary, killed with SIGKILL in the middle of a round and restarted on the
+//! same database and ports: what was verified stays verified, what was in flight is failed as
+//! `coordinator_restart`, and the workers reconnect and are verified again.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::{Behaviour, Identity, PATIENCE, TestWorker, WorkerOptions, eventually, keypair};
+use serde_json::Value;
+use veribench_protocol::UnixMillis;
+use veribench_wallet::Wallet;
+
+/// `target/<profile>/veribench-coordinator`, built (or brought up to date) first.
+fn coordinator_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> → target/<profile>
+    let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>").to_path_buf();
+    let binary = profile_dir.join(format!("veribench-coordinator{}", std::env::consts::EXE_SUFFIX));
+    let target_dir = profile_dir.parent().expect("target dir");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut build = Command::new(cargo);
+    build
+        .args(["build", "--quiet", "-p", "veribench-coordinator", "--bin", "veribench-coordinator"])
+        .arg("--manifest-path")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"))
+        .env("CARGO_TARGET_DIR", target_dir);
+    if profile_dir.file_name().is_some_and(|p| p == "release") {
+        build.arg("--release");
+    }
+    let status = build.status();
+    match status {
+        Ok(s) if s.success() => {}
+        // An up-to-date build cannot be made; a stale binary is better than none, but say so.
+        _ if binary.exists() => eprintln!(
+            "warning: `cargo build -p veribench-coordinator` failed ({status:?}); using the existing {}",
+            binary.display()
+        ),
+        _ => panic!(
+            "cannot build the coordinator binary ({status:?}) and {} is missing",
+            binary.display()
+        ),
+    }
+    binary
+}
+
+/// A loopback port free right now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+/// The coordinator process; killed when dropped.
+struct Process {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Process {
+    fn spawn(binary: &Path, config: &Path, miner: &str, log: &Path) -> Process {
+        let out =
+            std::fs::OpenOptions::new().create(true).append(true).open(log).expect("log file");
+        let mut cmd = Command::new(binary);
+        cmd.arg("run").arg("--config").arg(config).args(["--allow-miner", miner]);
+        for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("VERIBENCH_")) {
+            cmd.env_remove(key);
+        }
+        cmd.env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(out));
+        let child = cmd.spawn().expect("spawn the coordinator");
+        Process { child, log: log.to_owned() }
+    }
+
+    /// SIGKILL (std's `Child::kill` on unix) and reap.
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+
+    /// Waits until `/healthz` answers 200; panics with the log if the process exits or hangs.
+    async fn healthy(&mut self, http: SocketAddr) {
+        let started = std::time::Instant::now();
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("the coordinator exited with {status}:\n{}", self.log_tail());
+            }
+            if let Ok(r) = common::try_http_get(http, "/healthz").await
+                && r.status == 200
+            {
+                return;
+            }
+            if started.elapsed() > Duration::from_secs(30) {
+                panic!("the coordinator did not become healthy:\n{}", self.log_tail());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Every challenge, through the HTTP API, oldest first.
+async fn challenges(http: SocketAddr) -> Vec<Value> {
+    let r = common::http_get(http, "/api/v1/challenges?limit=1000").await;
+    assert_eq!(r.status, 200, "{r:?}");
+    let mut all = r.json().as_array().expect("a JSON array").clone();
+    all.sort_by_key(|c| c["id"].as_u64());
+    all
+}
+
+fn id(c: &Value) -> u64 {
+    c["id"].as_u64().expect("id")
+}
+
+fn is_terminal(c: &Value) -> bool {
+    matches!(c["status"].as_str(), Some("verified" | "failed"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coordinator_killed_mid_round_keeps_results_and_serves_reconnected_workers() {
+    let binary = tokio::task::spawn_blocking(coordinator_binary).await.expect("build");
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let wallets = dir.path().join("wallets");
+    let coordinator_key = Wallet::new(&wallets, "coordinator")
+        .expect("wallet")
+        .create_hotkey("default", false)
+        .expect("coordinator hotkey")
+        .public();
+    let miner = keypair();
+    let (ws_port, http_port) = (free_port(), free_port());
+    let http = SocketAddr::from(([127, 0, 0, 1], http_port));
+    let config = dir.path().join("coordinator.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"ws_listen = "127.0.0.1:{ws_port}"
+http_listen = "127.0.0.1:{http_port}"
+db = "sqlite://{db}"
+
+[wallet]
+name = "coordinator"
+hotkey = "default"
+path = "{wallets}"
+
+[schedule]
+interval_secs = 1.0
+jitter_secs = 0.2
+deadline_secs = 4.0
+open_timeout_secs = 3.0
+mode = "int8"
+cpu_n = 64
+sampled_rows = 32
+
+[liveness]
+heartbeat_secs = 1.0
+offline_after_secs = 10.0
+ping_secs = 0.5
+handshake_timeout_secs = 2.0
+"#,
+            db = dir.path().join("db").join("coordinator.db").display(),
+            wallets = wallets.display(),
+        ),
+    )
+    .expect("write config");
+    let log = dir.path().join("coordinator.log");
+    let miner_hex = miner.public().to_string();
+
+    let mut process = Process::spawn(&binary, &config, &miner_hex, &log);
+    process.healthy(http).await;
+
+    let url = format!("ws://127.0.0.1:{ws_port}/");
+    let reconnect = WorkerOptions { reconnect: true, ..Default::default() };
+    let quick = TestWorker::spawn(
+        &url,
+        Identity::new("quick", &miner, vec![common::unique_device("quick")]),
+        Behaviour::Honest,
+        reconnect,
+    );
+    // Holds its commitments back, so one of its challenges is in flight when the process dies.
+    let slow = TestWorker::spawn(
+        &url,
+        Identity::new("slow", &miner, vec![common::unique_device("slow")]),
+        Behaviour::Honest,
+        WorkerOptions { commit_delay: Duration::from_millis(1500), ..reconnect },
+    );
+    let slow_key = slow.key().to_string();
+    let slow_key = slow_key.as_str();
+    let before = eventually("a verified and an in-flight challenge", PATIENCE, || async move {
+        let all = challenges(http).await;
+        let verified = all.iter().any(|c| c["status"] == "verified");
+        let in_flight = all.iter().any(|c| c["worker_key"] == slow_key && !is_terminal(c));
+        (verified && in_flight).then_some(all)
+    })
+    .await;
+    process.kill();
+    let killed_at = UnixMillis::now();
+    for w in [&quick, &slow] {
+        assert!(w.welcomes().iter().all(|w| w.coordinator == coordinator_key));
+        assert!(w.challenges().iter().all(|(_, signature_ok)| *signature_ok));
+    }
+
+    let mut process = Process::spawn(&binary, &config, &miner_hex, &log);
+    process.healthy(http).await;
+    let after = challenges(http).await;
+    let old: Vec<&Value> = after
+        .iter()
+        .filter(|c| c["issued_at_ms"].as_u64().is_some_and(|t| t <= killed_at.0))
+        .collect();
+    let max_old = old.iter().map(|c| id(c)).max().expect("challenges of the first run");
+    assert!(max_old >= before.iter().map(id).max().expect("some"));
+
+    // What was verified before the kill is still verified, unchanged.
+    for b in before.iter().filter(|c| c["status"] == "verified") {
+        let a = after.iter().find(|a| id(a) == id(b)).expect("still stored");
+        assert_eq!(a["status"], "verified", "{a}");
+        assert_eq!(a["gflops"], b["gflops"]);
+        assert_eq!(a["root"], b["root"]);
+        assert_eq!(a["credited"], true);
+    }
+    // Nothing of the first run is left in flight; what was in flight failed as a restart.
+    for c in &old {
+        assert!(is_terminal(c), "left in flight after the restart: {c}");
+    }
+    let restarted: Vec<&&Value> =
+        old.iter().filter(|c| c["reason"] == "coordinator_restart").collect();
+    assert!(!restarted.is_empty(), "no challenge failed as coordinator_restart: {old:?}");
+    for c in &restarted {
+        assert_eq!(c["status"], "failed");
+        assert_eq!(c["credited"], false);
+    }
+    for b in before.iter().filter(|c| c["worker_key"] == slow_key && !is_terminal(c)) {
+        let a = after.iter().find(|a| id(a) == id(b)).expect("still stored");
+        assert_eq!(a["reason"], "coordinator_restart", "{a}");
+    }
+
+    // Both workers reconnect and are verified again, on new challenges.
+    for w in [&quick, &slow] {
+        let key = w.key().to_string();
+        let key = key.as_str();
+        eventually("a verification after the restart", Duration::from_secs(20), || async move {
+            challenges(http)
+                .await
+                .into_iter()
+                .find(|c| c["worker_key"] == key && c["status"] == "verified" && id(c) > max_old)
+        })
+        .await;
+        assert!(
+            w.welcomes().len() >= 2,
+            "{} registered {} times",
+            w.identity.name,
+            w.welcomes().len()
+        );
+    }
+    let workers = common::http_get(http, "/api/v1/workers").await.json();
+    let workers = workers.as_array().expect("a JSON array");
+    assert_eq!(workers.len(), 2);
+    assert!(workers.iter().all(|w| w["online"] == true), "{workers:?}");
+
+    quick.stop().await;
+    slow.stop().await;
+    process.kill();
+    drop(dir);
+}

@@ -1,0 +1,174 @@
+//! Honest workers, end to end: two miners, three workers, real WebSocket connections, real
+//! verification, persisted results read back through the store and the HTTP API, on SQLite and on
+//! PostgreSQL.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use common::{Db, Harness, PATIENCE, eventually, http_get};
+use veribench_coordinator::store::ChallengeStatus;
+use veribench_protocol::{Mode, Shape, Verdict};
+
+async fn honest_workers_are_verified(db: Db) {
+    let h = Harness::start(db, 2, |_| {}).await;
+    let workers = [h.honest(0, "alpha"), h.honest(0, "beta"), h.honest(1, "gamma")];
+
+    // Every worker gets at least two challenges verified.
+    for w in &workers {
+        let verified = h.verified(&w.key(), 2).await;
+        for c in &verified {
+            assert_eq!(c.status, ChallengeStatus::Verified);
+            assert_eq!(c.mode, Mode::Int8);
+            assert_eq!(c.shape, Shape::square(64));
+            assert_eq!(&c.device, &w.identity.devices[0]);
+            assert_eq!(c.miner_hotkey, w.identity.miner.public());
+            assert!(c.credited, "an honest, unconflicted device is credited: {c:?}");
+            let gflops = c.gflops.expect("a verified challenge has a rate");
+            assert!(gflops.is_finite() && gflops > 0.0, "gflops {gflops}");
+            assert!(c.compute_ms.is_some_and(|ms| ms > 0.0), "compute_ms {:?}", c.compute_ms);
+            assert!(c.root.is_some() && c.sent_at.is_some() && c.committed_at.is_some());
+            assert!(c.finished_at.is_some() && c.reason.is_none());
+        }
+    }
+
+    // What the workers saw: a Welcome from the coordinator's key, correctly signed challenges,
+    // only accepting verdicts, no error frames.
+    for w in &workers {
+        let welcomes = w.welcomes();
+        assert_eq!(welcomes.len(), 1);
+        assert_eq!(welcomes[0].coordinator, h.coordinator_key);
+        let challenges = w.challenges();
+        assert!(
+            challenges.iter().all(|(_, signature_ok)| *signature_ok),
+            "bad challenge signature"
+        );
+        assert!(challenges.iter().all(|(c, _)| c.device == w.identity.devices[0]));
+        let verdicts = w.verdicts();
+        assert!(verdicts.len() >= 2);
+        assert!(verdicts.iter().all(|v| v.verdict == Verdict::Accepted), "{verdicts:?}");
+        assert!(w.errors().is_empty(), "error frames to an honest worker: {:?}", w.errors());
+    }
+
+    // The HTTP API over a real socket.
+    let health = http_get(h.http_addr, "/healthz").await;
+    assert_eq!(health.status, 200, "{health:?}");
+    assert_eq!(health.json()["status"], "ok");
+
+    let listed = http_get(h.http_addr, "/api/v1/challenges?status=verified&limit=1000").await;
+    assert_eq!(listed.status, 200, "{listed:?}");
+    let listed = listed.json();
+    let listed = listed.as_array().expect("a JSON array");
+    assert!(listed.len() >= 6, "{} verified challenges listed", listed.len());
+    for c in listed {
+        assert_eq!(c["status"], "verified");
+        assert_eq!(c["credited"], true);
+        assert!(c["gflops"].as_f64().is_some_and(|g| g > 0.0), "{c}");
+        assert_eq!(c["mode"], "int8");
+    }
+    let all_keys: Vec<String> = workers.iter().map(|w| w.key().to_string()).collect();
+    for key in &all_keys {
+        assert!(listed.iter().any(|c| c["worker_key"] == key.as_str()), "no challenge of {key}");
+    }
+    let bad = http_get(h.http_addr, "/api/v1/challenges?status=bogus").await;
+    assert_eq!(bad.status, 400, "{bad:?}");
+
+    let api_workers = http_get(h.http_addr, "/api/v1/workers").await;
+    assert_eq!(api_workers.status, 200, "{api_workers:?}");
+    let api_workers = api_workers.json();
+    let api_workers = api_workers.as_array().expect("a JSON array");
+    assert_eq!(api_workers.len(), 3);
+    for w in &workers {
+        let row = api_workers
+            .iter()
+            .find(|row| row["worker_key"]["hex"] == w.key().to_string().as_str())
+            .unwrap_or_else(|| panic!("worker {} not listed", w.identity.name));
+        assert_eq!(row["online"], true);
+        assert_eq!(row["name"], w.identity.name.as_str());
+        assert_eq!(row["miner_hotkey"]["hex"], w.identity.miner.public().to_string().as_str());
+        assert_eq!(row["devices"][0], w.identity.devices[0].as_str());
+        assert!(row["worker_key"]["ss58"].as_str().is_some_and(|s| !s.is_empty()));
+    }
+
+    let metrics = http_get(h.http_addr, "/metrics").await;
+    assert_eq!(metrics.status, 200);
+    assert!(metrics.body.contains("veribench_workers_online 3"), "{}", metrics.body);
+    assert!(metrics.body.contains("veribench_challenges_total{status=\"verified\"}"));
+    assert!(metrics.body.contains("veribench_registrations_total 3"), "{}", metrics.body);
+
+    // Disconnect everyone: in-flight challenges end, the totals stop moving.
+    for w in workers.iter() {
+        assert!(!w.welcomes().is_empty());
+    }
+    let keys: Vec<_> = workers.iter().map(|w| (w.key(), w.identity.miner.public())).collect();
+    for w in workers {
+        w.stop().await;
+    }
+    let coordinator = h.coordinator.clone();
+    eventually("all workers gone", PATIENCE, || {
+        let c = coordinator.clone();
+        async move { (c.load() == (0, 0)).then_some(()) }
+    })
+    .await;
+    let store = h.store();
+    let miners = eventually("every worker offline", PATIENCE, || async move {
+        let miners = store.miners().await.expect("miners");
+        miners.iter().all(|m| m.online_workers == 0).then_some(miners)
+    })
+    .await;
+
+    // Per-miner totals agree with the challenges themselves.
+    let challenges = store.challenges(None, 1000).await.expect("challenges");
+    assert!(challenges.iter().all(|c| c.status.is_terminal()), "in flight after disconnect");
+    assert_eq!(miners.len(), 2);
+    let finished = h.coordinator.finished_rounds();
+    for (miner_index, expected_workers) in [(0, 2), (1, 1)] {
+        let miner = h.miners[miner_index].public();
+        let row = miners.iter().find(|m| m.hotkey == miner).expect("miner listed");
+        let ours: Vec<_> = challenges.iter().filter(|c| c.miner_hotkey == miner).collect();
+        let verified: Vec<_> =
+            ours.iter().filter(|c| c.status == ChallengeStatus::Verified && c.credited).collect();
+        let failed = ours.iter().filter(|c| c.status == ChallengeStatus::Failed).count();
+        assert_eq!(row.workers, expected_workers);
+        assert_eq!(row.verified, verified.len() as u64, "{row:?}");
+        assert!(row.verified >= 2 * expected_workers as u64);
+        assert_eq!(row.failed, failed as u64);
+        let mean = verified.iter().filter_map(|c| c.gflops).sum::<f64>() / verified.len() as f64;
+        assert!((row.mean_gflops - mean).abs() <= 1e-6 * mean.max(1.0), "{row:?} vs {mean}");
+    }
+    let mut per_worker: HashMap<_, u64> = HashMap::new();
+    for c in &challenges {
+        *per_worker.entry(c.worker_key).or_default() += 1;
+    }
+    for (key, _) in &keys {
+        assert_eq!(
+            finished.get(key).copied(),
+            per_worker.get(key).copied(),
+            "finished rounds of {key}"
+        );
+    }
+    let stored_workers = store.workers().await.expect("workers");
+    assert_eq!(stored_workers.len(), 3);
+    for (key, miner) in &keys {
+        let w = stored_workers.iter().find(|w| &w.record.worker_key == key).expect("stored");
+        assert_eq!(&w.record.miner_hotkey, miner);
+        assert!(!w.online);
+    }
+    assert!(store.rejections(100).await.expect("rejections").is_empty());
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn honest_workers_are_verified_on_sqlite() {
+    tokio::time::timeout(Duration::from_secs(60), honest_workers_are_verified(Db::Sqlite))
+        .await
+        .expect("test timed out");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn honest_workers_are_verified_on_postgres() {
+    tokio::time::timeout(Duration::from_secs(60), honest_workers_are_verified(Db::Postgres))
+        .await
+        .expect("test timed out");
+}

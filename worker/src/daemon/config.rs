@@ -1,0 +1,412 @@
+//! The daemon's settings: [`WorkerConfig`], read from a TOML file, then overridden by
+//! `VERIBENCH_…` environment variables, then by command-line flags.
+//!
+//! ```toml
+//! coordinator = "wss://validator.example:8443/ws"
+//! coordinator_hotkey = "5F…"          # ss58 or 64 hex digits; unset: trust the Welcome's key
+//! name = "rig-7"
+//! heartbeat_secs = 30                 # unset: the coordinator's interval, else 30 s
+//! tls_ca = "/etc/veribench/test-ca.pem"
+//! backend = "auto"                    # auto, cpu, cuda, wgpu
+//!
+//! [wallet]                            # the worker's own key, btcli layout
+//! name = "miner"
+//! hotkey = "rig-7"
+//! path = "~/.bittensor/wallets"
+//!
+//! [backoff]
+//! base_ms = 1000
+//! factor = 2.0
+//! max_ms = 60000
+//! ```
+//!
+//! Every key is optional. Environment variables: see [`ENV_VARS`].
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use veribench_protocol::PublicKey;
+
+use super::backoff::BackoffConfig;
+use super::guard::{DEFAULT_MAX_FUTURE_SKEW_MS, DEFAULT_RECENT_CAPACITY, GuardPolicy};
+
+/// Heartbeat interval when neither the configuration nor the coordinator names one.
+pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(30);
+
+/// Environment variables read by [`WorkerConfig::apply_env`], and the setting each overrides.
+pub const ENV_VARS: [(&str, &str); 9] = [
+    ("VERIBENCH_COORDINATOR", "coordinator"),
+    ("VERIBENCH_COORDINATOR_HOTKEY", "coordinator_hotkey"),
+    ("VERIBENCH_WORKER_NAME", "name"),
+    ("VERIBENCH_HEARTBEAT_SECS", "heartbeat_secs"),
+    ("VERIBENCH_TLS_CA", "tls_ca"),
+    ("VERIBENCH_BACKEND", "backend"),
+    ("VERIBENCH_WALLET_NAME", "wallet.name"),
+    ("VERIBENCH_WALLET_HOTKEY", "wallet.hotkey"),
+    ("VERIBENCH_WALLET_PATH", "wallet.path"),
+];
+
+/// Why a configuration could not be read or used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for a [`WorkerConfig`].
+    #[error("config file {}: {source}", path.display())]
+    Parse {
+        /// The file (`<string>` when parsed from a string).
+        path: PathBuf,
+        /// The parse error, with its position.
+        source: Box<toml::de::Error>,
+    },
+    /// A setting has a value that cannot be used.
+    #[error("invalid {setting} {value:?}: {reason}")]
+    Invalid {
+        /// The setting.
+        setting: &'static str,
+        /// Its value.
+        value: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// Which wallet key the worker uses (btcli's `--wallet.*` flags).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WalletConfig {
+    /// The wallet's name.
+    pub name: String,
+    /// The worker's hotkey name in that wallet.
+    pub hotkey: String,
+    /// The wallets directory; unset means btcli's default, `~/.bittensor/wallets`.
+    pub path: Option<PathBuf>,
+}
+
+impl Default for WalletConfig {
+    fn default() -> Self {
+        Self { name: "default".into(), hotkey: "default".into(), path: None }
+    }
+}
+
+/// Everything `veribench-worker run` needs besides its key and its backend.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WorkerConfig {
+    /// The coordinator's WebSocket URL, `ws://…` or `wss://…`.
+    pub coordinator: String,
+    /// The coordinator key to trust (ss58 or hex); unset, the key announced in its Welcome is
+    /// trusted for that connection (not pinned: a man in the middle could issue challenges).
+    pub coordinator_hotkey: Option<String>,
+    /// This worker's name in the coordinator's logs and dashboards.
+    pub name: String,
+    /// Heartbeat interval; unset, the coordinator's, else [`DEFAULT_HEARTBEAT`].
+    pub heartbeat_secs: Option<u64>,
+    /// Extra PEM CA certificates trusted for `wss://`, besides the webpki roots.
+    pub tls_ca: Option<PathBuf>,
+    /// Compute backend: `auto`, `cpu`, `cuda` or `wgpu` (used by the binary to open one).
+    pub backend: String,
+    /// The worker's key.
+    pub wallet: WalletConfig,
+    /// Reconnection delays.
+    pub backoff: BackoffConfig,
+    /// Longest TCP + TLS + WebSocket handshake, in seconds.
+    pub connect_timeout_secs: u64,
+    /// Longest wait for the Welcome after the Register, in seconds.
+    pub welcome_timeout_secs: u64,
+    /// Largest accepted clock skew of a challenge's issue time into the future, in seconds.
+    pub max_future_skew_secs: u64,
+    /// How many challenge ids are remembered against replays.
+    pub replay_window: usize,
+    /// Lifetime of a self-delegation (a key with no delegation file), in hours.
+    pub self_delegation_hours: u64,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self {
+            coordinator: "ws://127.0.0.1:8080".into(),
+            coordinator_hotkey: None,
+            name: default_name(),
+            heartbeat_secs: None,
+            tls_ca: None,
+            backend: "auto".into(),
+            wallet: WalletConfig::default(),
+            backoff: BackoffConfig::default(),
+            connect_timeout_secs: 10,
+            welcome_timeout_secs: 10,
+            max_future_skew_secs: DEFAULT_MAX_FUTURE_SKEW_MS / 1000,
+            replay_window: DEFAULT_RECENT_CAPACITY,
+            self_delegation_hours: 24,
+        }
+    }
+}
+
+/// The host name, or `worker`.
+fn default_name() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|s| s.trim().to_owned())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .filter(|s| !s.is_empty())
+        .map(|s| s.chars().take(64).collect())
+        .unwrap_or_else(|| "worker".into())
+}
+
+/// Command-line (or programmatic) overrides; `None` leaves a setting as it is.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ConfigOverrides {
+    /// See [`WorkerConfig::coordinator`].
+    pub coordinator: Option<String>,
+    /// See [`WorkerConfig::coordinator_hotkey`].
+    pub coordinator_hotkey: Option<String>,
+    /// See [`WorkerConfig::name`].
+    pub name: Option<String>,
+    /// See [`WorkerConfig::heartbeat_secs`].
+    pub heartbeat_secs: Option<u64>,
+    /// See [`WorkerConfig::tls_ca`].
+    pub tls_ca: Option<PathBuf>,
+    /// See [`WorkerConfig::backend`].
+    pub backend: Option<String>,
+    /// See [`WalletConfig::name`].
+    pub wallet_name: Option<String>,
+    /// See [`WalletConfig::hotkey`].
+    pub wallet_hotkey: Option<String>,
+    /// See [`WalletConfig::path`].
+    pub wallet_path: Option<PathBuf>,
+}
+
+impl WorkerConfig {
+    /// Parses a TOML configuration; missing keys keep their defaults, unknown keys are errors.
+    pub fn from_toml_str(text: &str) -> Result<Self, ConfigError> {
+        toml::from_str(text)
+            .map_err(|e| ConfigError::Parse { path: "<string>".into(), source: Box::new(e) })
+    }
+
+    /// Reads a TOML configuration file.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        toml::from_str(&text)
+            .map_err(|e| ConfigError::Parse { path: path.into(), source: Box::new(e) })
+    }
+
+    /// Applies the `VERIBENCH_…` variables of [`ENV_VARS`] that `lookup` finds (pass
+    /// `|k| std::env::var(k).ok()` for the process environment). Empty values are ignored.
+    pub fn apply_env(
+        &mut self,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<(), ConfigError> {
+        let get = |key: &str| lookup(key).filter(|v| !v.is_empty());
+        let heartbeat_secs = match get("VERIBENCH_HEARTBEAT_SECS") {
+            Some(v) => {
+                Some(v.parse().map_err(|e: std::num::ParseIntError| ConfigError::Invalid {
+                    setting: "VERIBENCH_HEARTBEAT_SECS",
+                    value: v.clone(),
+                    reason: e.to_string(),
+                })?)
+            }
+            None => None,
+        };
+        self.apply(ConfigOverrides {
+            coordinator: get("VERIBENCH_COORDINATOR"),
+            coordinator_hotkey: get("VERIBENCH_COORDINATOR_HOTKEY"),
+            name: get("VERIBENCH_WORKER_NAME"),
+            heartbeat_secs,
+            tls_ca: get("VERIBENCH_TLS_CA").map(PathBuf::from),
+            backend: get("VERIBENCH_BACKEND"),
+            wallet_name: get("VERIBENCH_WALLET_NAME"),
+            wallet_hotkey: get("VERIBENCH_WALLET_HOTKEY"),
+            wallet_path: get("VERIBENCH_WALLET_PATH").map(PathBuf::from),
+        });
+        Ok(())
+    }
+
+    /// Applies every override that is set.
+    pub fn apply(&mut self, o: ConfigOverrides) {
+        fn set<T>(slot: &mut T, value: Option<T>) {
+            if let Some(v) = value {
+                *slot = v;
+            }
+        }
+        set(&mut self.coordinator, o.coordinator);
+        set(&mut self.coordinator_hotkey, o.coordinator_hotkey.map(Some));
+        set(&mut self.name, o.name);
+        set(&mut self.heartbeat_secs, o.heartbeat_secs.map(Some));
+        set(&mut self.tls_ca, o.tls_ca.map(Some));
+        set(&mut self.backend, o.backend);
+        set(&mut self.wallet.name, o.wallet_name);
+        set(&mut self.wallet.hotkey, o.wallet_hotkey);
+        set(&mut self.wallet.path, o.wallet_path.map(Some));
+    }
+
+    /// Checks the settings the daemon cannot start without: the URL's scheme and the pinned key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.is_tls()?;
+        self.pinned_coordinator()?;
+        if self.name.is_empty() || self.name.len() > 256 {
+            return Err(ConfigError::Invalid {
+                setting: "name",
+                value: self.name.clone(),
+                reason: "must be 1 to 256 bytes".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Whether the coordinator URL is `wss://` (true) or `ws://` (false).
+    pub fn is_tls(&self) -> Result<bool, ConfigError> {
+        let lower = self.coordinator.to_ascii_lowercase();
+        if lower.starts_with("wss://") {
+            Ok(true)
+        } else if lower.starts_with("ws://") {
+            Ok(false)
+        } else {
+            Err(ConfigError::Invalid {
+                setting: "coordinator",
+                value: redact_url(&self.coordinator),
+                reason: "must start with ws:// or wss://".into(),
+            })
+        }
+    }
+
+    /// The pinned coordinator key, if one is configured.
+    pub fn pinned_coordinator(&self) -> Result<Option<PublicKey>, ConfigError> {
+        self.coordinator_hotkey.as_deref().map(parse_public_key).transpose()
+    }
+
+    /// The heartbeat interval: the configured one, else the coordinator's (`welcome_ms`, 0 for
+    /// none), else [`DEFAULT_HEARTBEAT`]; never below 100 ms.
+    pub fn heartbeat_interval(&self, welcome_ms: u64) -> Duration {
+        let chosen = match (self.heartbeat_secs, welcome_ms) {
+            (Some(secs), _) => Duration::from_secs(secs),
+            (None, 0) => DEFAULT_HEARTBEAT,
+            (None, ms) => Duration::from_millis(ms),
+        };
+        chosen.max(Duration::from_millis(100))
+    }
+
+    /// The guard's tunables.
+    pub fn guard_policy(&self) -> GuardPolicy {
+        GuardPolicy {
+            max_future_skew_ms: self.max_future_skew_secs.saturating_mul(1000),
+            recent_capacity: self.replay_window.max(1),
+        }
+    }
+
+    /// A copy fit for logs: credentials and query of the URL are masked.
+    pub fn redacted(&self) -> Self {
+        Self { coordinator: redact_url(&self.coordinator), ..self.clone() }
+    }
+}
+
+/// Parses a public key written as an ss58 address or 64 hex digits (optionally `0x`-prefixed).
+pub fn parse_public_key(text: &str) -> Result<PublicKey, ConfigError> {
+    let hex = text.strip_prefix("0x").unwrap_or(text);
+    if let Some(key) = PublicKey::from_hex(&hex.to_ascii_lowercase()) {
+        return Ok(key);
+    }
+    veribench_wallet::ss58_decode(text).map(|(key, _prefix)| key).map_err(|e| {
+        ConfigError::Invalid {
+            setting: "coordinator_hotkey",
+            value: text.into(),
+            reason: format!("neither 64 hex digits nor an ss58 address ({e})"),
+        }
+    })
+}
+
+/// `url` with any `user:password@` and query string masked, for logs.
+pub fn redact_url(url: &str) -> String {
+    let (scheme, rest) = match url.find("://") {
+        Some(i) => (&url[..i + 3], &url[i + 3..]),
+        None => ("", url),
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let authority = match authority.rfind('@') {
+        Some(at) => format!("***@{}", &authority[at + 1..]),
+        None => authority.to_owned(),
+    };
+    let tail = match tail.find('?') {
+        Some(q) => format!("{}?***", &tail[..q]),
+        None => tail.to_owned(),
+    };
+    format!("{scheme}{authority}{tail}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_then_env_then_flags() {
+        let mut config = WorkerConfig::from_toml_str(
+            r#"
+            coordinator = "ws://file:1"
+            name = "from-file"
+            heartbeat_secs = 5
+            [wallet]
+            name = "w"
+            hotkey = "h"
+            [backoff]
+            max_ms = 9
+            "#,
+        )
+        .expect("parses");
+        assert_eq!(config.wallet.name, "w");
+        assert_eq!(config.backoff.max_ms, 9);
+        assert_eq!(config.backoff.base_ms, 1000, "defaults fill the rest");
+        config
+            .apply_env(|k| match k {
+                "VERIBENCH_COORDINATOR" => Some("wss://env:2".into()),
+                "VERIBENCH_WALLET_HOTKEY" => Some("env-hot".into()),
+                "VERIBENCH_WORKER_NAME" => Some(String::new()),
+                _ => None,
+            })
+            .expect("env");
+        assert_eq!(config.coordinator, "wss://env:2");
+        assert_eq!(config.name, "from-file", "empty variables are ignored");
+        config.apply(ConfigOverrides {
+            wallet_hotkey: Some("flag-hot".into()),
+            ..Default::default()
+        });
+        assert_eq!(config.wallet.hotkey, "flag-hot");
+        assert_eq!(config.coordinator, "wss://env:2");
+        assert!(config.is_tls().expect("scheme"));
+        assert_eq!(config.heartbeat_interval(1234), Duration::from_secs(5));
+        config.heartbeat_secs = None;
+        assert_eq!(config.heartbeat_interval(1234), Duration::from_millis(1234));
+        assert_eq!(config.heartbeat_interval(0), DEFAULT_HEARTBEAT);
+    }
+
+    #[test]
+    fn bad_settings_are_named() {
+        assert!(WorkerConfig::from_toml_str("bogus = 1").is_err());
+        let bad_env = WorkerConfig::default()
+            .apply_env(|k| (k == "VERIBENCH_HEARTBEAT_SECS").then(|| "soon".into()));
+        assert!(bad_env.is_err());
+        let config = WorkerConfig { coordinator: "http://x".into(), ..Default::default() };
+        assert!(config.validate().is_err());
+        let config =
+            WorkerConfig { coordinator_hotkey: Some("not-a-key".into()), ..Default::default() };
+        assert!(config.validate().is_err());
+        let hex = "ab".repeat(32);
+        let config =
+            WorkerConfig { coordinator_hotkey: Some(format!("0x{hex}")), ..Default::default() };
+        assert_eq!(config.pinned_coordinator().expect("hex"), Some(PublicKey([0xab; 32])));
+    }
+
+    #[test]
+    fn urls_are_redacted() {
+        assert_eq!(redact_url("wss://u:p@host:1/ws?token=s"), "wss://***@host:1/ws?***");
+        assert_eq!(redact_url("ws://host:1/ws"), "ws://host:1/ws");
+        assert_eq!(redact_url("ws://host?x=1"), "ws://host?***");
+    }
+}

@@ -1,0 +1,186 @@
+//! The worker daemon (`veribench-worker run`): keeps a connection to a validator's coordinator,
+//! computes the signed challenges it sends on this machine's devices, commits and opens them.
+//!
+//! The conversation on one connection (every frame one binary WebSocket message,
+//! [`veribench_protocol::wire`]):
+//!
+//! ```text
+//! worker                                   coordinator
+//!   Register {delegation, hardware, devices, signature} ─▶
+//!                                       ◀─ Welcome {coordinator key, heartbeat}  (or Error)
+//!   Heartbeat every interval ─▶            ◀─ WebSocket Ping (answered by the reader task)
+//!                                       ◀─ Challenge (signed, for one device)
+//!   Commitment {root}  (or Error: refused) ─▶
+//!                                       ◀─ OpenRequest {rows}
+//!   Openings {rows, multiproof} ─▶
+//!                                       ◀─ Verdict  (or Error naming the challenge)
+//! ```
+//!
+//! Parts: [`config`] (settings), [`identity`] (worker key and delegation — a worker box should
+//! not hold the miner hotkey), [`guard`] (which challenges are computed), [`backoff`]
+//! (reconnection delays), `connection` (one connection's life) and [`wallet_cmd`] (the
+//! `wallet` subcommands).
+//!
+//! Entry point: [`run_worker`], which the binary and in-process devnets call alike.
+
+pub mod backoff;
+pub mod config;
+mod connection;
+pub mod guard;
+pub mod identity;
+pub mod wallet_cmd;
+
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, error, info, info_span, warn};
+use veribench_kernels::{Backend, BackendKind};
+use veribench_protocol::{GpuInfo, HardwareInfo, Limits};
+
+pub use backoff::{Backoff, BackoffConfig};
+pub use config::{ConfigError, ConfigOverrides, WalletConfig, WorkerConfig};
+pub use connection::ConnectionError;
+pub use guard::{ChallengeGuard, GuardPolicy, Refusal};
+pub use identity::{DelegationSource, IdentityError, WorkerIdentity};
+
+use connection::{Ended, Shared};
+
+/// Why the daemon could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// The configuration is unusable.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// TLS could not be set up.
+    #[error(transparent)]
+    Connection(#[from] ConnectionError),
+    /// The backend offers no device.
+    #[error("the {0} backend offers no device")]
+    NoDevice(BackendKind),
+}
+
+/// Runs the worker until `shutdown` completes: connects, serves, reconnects with jittered
+/// exponential backoff. On shutdown it stops taking work, closes the connection with a WebSocket
+/// Close and returns `Ok(())`. Computations still running on blocking threads are abandoned
+/// (the caller's runtime decides whether to wait for them).
+pub async fn run_worker(
+    config: WorkerConfig,
+    identity: WorkerIdentity,
+    backend: Arc<dyn Backend>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), DaemonError> {
+    let token = CancellationToken::new();
+    let serve = run_worker_with_token(config, identity, backend, token.clone());
+    tokio::pin!(serve);
+    tokio::pin!(shutdown);
+    let mut signalled = false;
+    loop {
+        tokio::select! {
+            result = &mut serve => return result,
+            () = &mut shutdown, if !signalled => {
+                signalled = true;
+                token.cancel();
+            }
+        }
+    }
+}
+
+/// [`run_worker`] with a [`CancellationToken`] for shutdown.
+pub async fn run_worker_with_token(
+    config: WorkerConfig,
+    mut identity: WorkerIdentity,
+    backend: Arc<dyn Backend>,
+    shutdown: CancellationToken,
+) -> Result<(), DaemonError> {
+    config.validate()?;
+    let devices: Vec<_> = backend.devices().iter().map(|d| d.key.clone()).collect();
+    if devices.is_empty() {
+        return Err(DaemonError::NoDevice(backend.kind()));
+    }
+    let shared = Shared {
+        pinned: config.pinned_coordinator()?,
+        connector: connection::tls_connector(&config)?,
+        guard: Arc::new(Mutex::new(ChallengeGuard::new(devices.clone(), config.guard_policy()))),
+        hardware: hardware_info(backend.as_ref()),
+        devices,
+        backend,
+        limits: Limits::default(),
+        config,
+    };
+    info!(
+        worker_key = %identity.keypair.ss58_address(),
+        miner_hotkey = %identity.delegation.miner_hotkey,
+        self_delegated = identity.is_self_delegated(),
+        backend = %shared.backend.kind(),
+        devices = ?shared.devices.iter().map(|d| d.as_str()).collect::<Vec<_>>(),
+        "worker starting"
+    );
+
+    let mut backoff = Backoff::new(shared.config.backoff);
+    let url = config::redact_url(&shared.config.coordinator);
+    let mut attempt: u64 = 0;
+    while !shutdown.is_cancelled() {
+        attempt += 1;
+        let mut was_welcomed = false;
+        let span = info_span!("connection", coordinator = %url, attempt);
+        let outcome = connection::serve_connection(&shared, &mut identity, &shutdown, || {
+            was_welcomed = true;
+        })
+        .instrument(span)
+        .await;
+        if was_welcomed {
+            backoff.reset();
+        }
+        match outcome {
+            Ok(Ended::Shutdown) => break,
+            Ok(Ended::Lost(reason)) => warn!(%reason, attempt, "connection lost"),
+            Err(e @ ConnectionError::WrongCoordinator { .. }) => {
+                error!(error = %e, attempt, "refusing coordinator")
+            }
+            Err(e @ ConnectionError::Refused { .. }) => {
+                error!(error = %e, attempt, "registration refused")
+            }
+            Err(e) => warn!(error = %e, attempt, "connection failed"),
+        }
+        let delay = backoff.next_delay(&mut rand::rng());
+        info!(delay_ms = delay.as_millis() as u64, "reconnecting after a delay");
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tokio::time::sleep(delay) => {}
+        }
+    }
+    info!("worker stopped");
+    Ok(())
+}
+
+/// What this machine declares: CPU, memory, and the backend's GPUs.
+pub fn hardware_info(backend: &dyn Backend) -> HardwareInfo {
+    let gpus = backend
+        .devices()
+        .iter()
+        .filter(|d| d.kind != BackendKind::Cpu)
+        .map(|d| GpuInfo {
+            uuid: d.key.as_str().to_owned(),
+            name: truncate(&d.name, 256),
+            memory_bytes: d.memory_bytes,
+        })
+        .collect();
+    HardwareInfo {
+        cpu_model: truncate(&veribench_kernels::cpu::cpu_model(), 256),
+        cpu_cores: std::thread::available_parallelism()
+            .map(|n| u32::try_from(n.get()).unwrap_or(u32::MAX))
+            .unwrap_or(1),
+        memory_bytes: veribench_kernels::cpu::total_memory_bytes(),
+        gpus,
+    }
+}
+
+/// `text` cut to at most `max` bytes on a character boundary (wire texts are bounded).
+fn truncate(text: &str, max: usize) -> String {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_owned()
+}

@@ -1,0 +1,169 @@
+//! The real `veribench-worker` binary: wallet subcommands in a temporary wallet directory,
+//! `run` until SIGTERM, and `bench` unchanged.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use common::{accept, key};
+use veribench_protocol::{Message, UnixMillis};
+use veribench_wallet::{Wallet, verify_delegation};
+
+const BIN: &str = env!("CARGO_BIN_EXE_veribench-worker");
+
+fn worker(args: &[&str]) -> Output {
+    Command::new(BIN).args(args).output().expect("the binary runs")
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn wallet_args<'a>(dir: &'a str, hotkey: &'a str) -> Vec<&'a str> {
+    vec!["--wallet.name", "miner", "--wallet.hotkey", hotkey, "--wallet.path", dir]
+}
+
+#[test]
+fn wallet_create_delegate_show() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().to_str().expect("utf-8 path");
+
+    // create: prints the address and public key, never the secret.
+    let mut args = vec!["wallet", "create"];
+    args.extend(wallet_args(dir, "default"));
+    let out = worker(&args);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = stdout(&out);
+    let wallet = Wallet::new(tmp.path(), "miner").expect("wallet");
+    let miner = wallet.load_hotkey("default").expect("the hotkey was written");
+    assert!(text.contains(&miner.ss58_address()), "{text}");
+    assert!(text.contains(&format!("0x{}", miner.public())), "{text}");
+    let keyfile =
+        std::fs::read_to_string(wallet.hotkey_path("default").expect("path")).expect("read");
+    let seed = keyfile.split("\"secretSeed\":\"").nth(1).expect("seed field");
+    assert!(!text.contains(&seed[..66]), "the secret seed is not printed");
+    let both = format!("{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!both.to_lowercase().contains("secret"), "{both}");
+
+    // Refuses to overwrite unless asked.
+    assert!(!worker(&args).status.success());
+    let mut again = args.clone();
+    again.push("--overwrite");
+    assert!(worker(&again).status.success());
+    let miner = wallet.load_hotkey("default").expect("replaced hotkey");
+
+    // delegate: creates the worker key and writes a valid delegation for it.
+    let mut args = vec!["wallet", "delegate", "--worker.hotkey", "rig-7", "--days", "3"];
+    args.extend(wallet_args(dir, "default"));
+    let out = worker(&args);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let rig = wallet.load_hotkey("rig-7").expect("the worker key was created");
+    let delegation = wallet.load_delegation("rig-7").expect("the delegation was written");
+    assert!(tmp.path().join("miner/delegations/rig-7.json").is_file());
+    assert_eq!(delegation.miner_hotkey, miner.public());
+    assert_eq!(delegation.worker_key, rig.public());
+    verify_delegation(&delegation, UnixMillis::now()).expect("valid now");
+    let in_three_days = UnixMillis::now().0 + 3 * 86_400_000;
+    assert!(delegation.expires_at.0 <= in_three_days);
+    assert!(delegation.expires_at.0 > in_three_days - 60_000);
+    assert!(stdout(&out).contains(&rig.ss58_address()));
+
+    // Delegating again keeps the existing worker key.
+    assert!(worker(&args).status.success());
+    assert_eq!(wallet.load_hotkey("rig-7").expect("still there").public(), rig.public());
+
+    // show: the key and its delegation status.
+    let mut args = vec!["wallet", "show"];
+    args.extend(wallet_args(dir, "rig-7"));
+    let out = worker(&args);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = stdout(&out);
+    assert!(text.contains(&rig.ss58_address()) && text.contains("valid"), "{text}");
+    assert!(text.contains(&miner.ss58_address()), "{text}");
+
+    // A missing miner hotkey is a clear error.
+    let mut args = vec!["wallet", "delegate", "--worker.hotkey", "rig-8"];
+    args.extend(wallet_args(dir, "nope"));
+    let out = worker(&args);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no hotkey file"));
+}
+
+#[test]
+fn bench_still_works() {
+    let out = worker(&["bench", "--backend", "cpu", "--n", "16", "--samples", "4", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_str(stdout(&out).trim()).expect("json");
+    assert_eq!(report["verified"], true);
+}
+
+#[test]
+fn run_refuses_a_bad_url() {
+    let out = worker(&["run", "--coordinator", "http://127.0.0.1:1", "--backend", "cpu"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("ws://"));
+}
+
+fn sigterm(pid: u32) {
+    let status = Command::new("kill").args(["-TERM", &pid.to_string()]).status().expect("kill");
+    assert!(status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_registers_self_delegated_and_exits_zero_on_sigterm() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let wallet = Wallet::new(tmp.path(), "solo").expect("wallet");
+    let own = wallet.create_hotkey("default", false).expect("hotkey");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("ws://{}", listener.local_addr().expect("addr"));
+    let config = tmp.path().join("worker.toml");
+    std::fs::write(&config, format!("coordinator = \"{url}\"\nname = \"from-toml\"\n"))
+        .expect("config");
+
+    let mut child = Command::new(BIN)
+        .args(["run", "--backend", "cpu", "--config"])
+        .arg(&config)
+        .args(["--wallet.name", "solo", "--wallet.path"])
+        .arg(tmp.path())
+        .env("VERIBENCH_WORKER_NAME", "from-env")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+
+    let mut peer = accept(&listener).await;
+    let register = peer.handshake(&key(9), 1_000).await;
+    assert_eq!(register.name, "from-env", "the environment overrides the file");
+    assert_eq!(register.delegation.miner_hotkey, own.public(), "no delegation file: self");
+    assert_eq!(register.delegation.worker_key, own.public());
+    verify_delegation(&register.delegation, UnixMillis::now()).expect("valid self-delegation");
+
+    sigterm(child.id());
+    // The worker says goodbye with a WebSocket Close.
+    assert!(peer.recv().await.is_none());
+    let pid = child.id();
+    let status = tokio::task::spawn_blocking(move || {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                let mut log = String::new();
+                use std::io::Read;
+                let _ = child.stderr.take().map(|mut e| e.read_to_string(&mut log));
+                return (status, log);
+            }
+            assert!(std::time::Instant::now() < deadline, "worker {pid} did not exit");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    })
+    .await
+    .expect("join");
+    let (status, log) = status;
+    assert!(status.success(), "exit status {status:?}\n{log}");
+    assert!(log.contains("delegates to itself"), "{log}");
+    assert!(log.contains("SIGTERM"), "{log}");
+    let _ = Path::new(&config);
+    let _ = Message::kind;
+}
