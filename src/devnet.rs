@@ -76,12 +76,17 @@ pub async fn run(args: DevnetArgs) -> anyhow::Result<()> {
         Some(_) => None,
         None => Some(tempfile::tempdir().context("cannot create a temporary directory")?),
     };
-    let dir = args.dir.clone().or_else(|| temp.as_ref().map(|t| t.path().to_owned())).context("no directory")?;
+    let dir = args
+        .dir
+        .clone()
+        .or_else(|| temp.as_ref().map(|t| t.path().to_owned()))
+        .context("no directory")?;
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let wallet = Wallet::new(dir.join("wallets"), "devnet").context("wallet")?;
     let coordinator_key = load_or_create(&wallet, "coordinator")?;
-    let miners: Vec<Keypair> =
-        (0..args.workers).map(|i| load_or_create(&wallet, &format!("miner{i}"))).collect::<anyhow::Result<_>>()?;
+    let miners: Vec<Keypair> = (0..args.workers)
+        .map(|i| load_or_create(&wallet, &format!("miner{i}")))
+        .collect::<anyhow::Result<_>>()?;
 
     let mut config = CoordinatorConfig::default();
     config.db = format!("sqlite://{}", dir.join("coordinator.db").display());
@@ -95,9 +100,16 @@ pub async fn run(args: DevnetArgs) -> anyhow::Result<()> {
     config.schedule.gpu_n = args.n;
     config.liveness.heartbeat_secs = 5.0;
     config.liveness.offline_after_secs = 30.0;
-    let running = veribench_coordinator::start(config, coordinator_key.clone()).await.context("cannot start the coordinator")?;
+    let running = veribench_coordinator::start(config, coordinator_key.clone())
+        .await
+        .context("cannot start the coordinator")?;
     if !args.json {
-        eprintln!("devnet: coordinator on ws://{} (API http://{}), data in {}", running.ws_addr, running.http_addr, dir.display());
+        eprintln!(
+            "devnet: coordinator on ws://{} (API http://{}), data in {}",
+            running.ws_addr,
+            running.http_addr,
+            dir.display()
+        );
     }
 
     let stop = CancellationToken::new();
@@ -112,7 +124,11 @@ pub async fn run(args: DevnetArgs) -> anyhow::Result<()> {
             backend: "cpu".into(),
             ..WorkerConfig::default()
         };
-        let identity = WorkerIdentity::self_delegated(miner.clone(), Duration::from_secs(24 * 3600), UnixMillis::now());
+        let identity = WorkerIdentity::self_delegated(
+            miner.clone(),
+            Duration::from_secs(24 * 3600),
+            UnixMillis::now(),
+        );
         workers.push(tokio::spawn(run_worker_with_token(config, identity, backend, stop.clone())));
     }
 
@@ -142,7 +158,15 @@ pub async fn run(args: DevnetArgs) -> anyhow::Result<()> {
         workers: args.workers,
         verified: miners.iter().map(|m| m.verified).sum(),
         failed: miners.iter().map(|m| m.failed).sum(),
-        miners: miners.iter().map(|m| MinerSummary { hotkey: ss58(&m.hotkey), verified: m.verified, failed: m.failed, gflops: m.mean_gflops }).collect(),
+        miners: miners
+            .iter()
+            .map(|m| MinerSummary {
+                hotkey: ss58(&m.hotkey),
+                verified: m.verified,
+                failed: m.failed,
+                gflops: m.mean_gflops,
+            })
+            .collect(),
     };
     running.shutdown().await;
     if args.json {
@@ -155,7 +179,9 @@ pub async fn run(args: DevnetArgs) -> anyhow::Result<()> {
 fn load_or_create(wallet: &Wallet, name: &str) -> anyhow::Result<Keypair> {
     match wallet.load_hotkey(name) {
         Ok(k) => Ok(k),
-        Err(_) => wallet.create_hotkey(name, false).with_context(|| format!("cannot create hotkey {name}")),
+        Err(_) => wallet
+            .create_hotkey(name, false)
+            .with_context(|| format!("cannot create hotkey {name}")),
     }
 }
 
@@ -163,11 +189,24 @@ async fn draw_table(running: &veribench_coordinator::Running, finished: &HashMap
     let Ok(miners) = running.coordinator.store().miners().await else { return };
     let (online, pending) = running.coordinator.load();
     let mut out = String::from("\x1b[2J\x1b[H");
-    out += &format!("veribench devnet  ws://{}  http://{}  workers online {online}  in flight {pending}\n\n", running.ws_addr, running.http_addr);
-    out += &format!("{:<50} {:>8} {:>8} {:>8} {:>12}\n", "miner hotkey", "rounds", "verified", "failed", "GFLOP/s");
+    out += &format!(
+        "veribench devnet  ws://{}  http://{}  workers online {online}  in flight {pending}\n\n",
+        running.ws_addr, running.http_addr
+    );
+    out += &format!(
+        "{:<50} {:>8} {:>8} {:>8} {:>12}\n",
+        "miner hotkey", "rounds", "verified", "failed", "GFLOP/s"
+    );
     for m in &miners {
         let rounds = finished.get(&m.hotkey).copied().unwrap_or(0);
-        out += &format!("{:<50} {:>8} {:>8} {:>8} {:>12.1}\n", ss58(&m.hotkey), rounds, m.verified, m.failed, m.mean_gflops);
+        out += &format!(
+            "{:<50} {:>8} {:>8} {:>8} {:>12.1}\n",
+            ss58(&m.hotkey),
+            rounds,
+            m.verified,
+            m.failed,
+            m.mean_gflops
+        );
     }
     out += "\nCtrl-C to stop.\n";
     eprint!("{out}");

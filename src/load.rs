@@ -503,6 +503,8 @@ struct Scrape {
     p50: f64,
     p90: f64,
     p99: f64,
+    flush_p50: f64,
+    flush_p99: f64,
     rejections: BTreeMap<String, f64>,
 }
 
@@ -518,6 +520,8 @@ fn parse_metrics(text: &str) -> Scrape {
             "veribench_heartbeat_handling_seconds{quantile=\"0.5\"}" => s.p50 = value,
             "veribench_heartbeat_handling_seconds{quantile=\"0.9\"}" => s.p90 = value,
             "veribench_heartbeat_handling_seconds{quantile=\"0.99\"}" => s.p99 = value,
+            "veribench_liveness_flush_seconds{quantile=\"0.5\"}" => s.flush_p50 = value,
+            "veribench_liveness_flush_seconds{quantile=\"0.99\"}" => s.flush_p99 = value,
             other => {
                 if let Some(kind) = other
                     .strip_prefix("veribench_rejections_total{kind=\"")
@@ -895,6 +899,8 @@ async fn measure(
         heartbeat_p50_ms: ms(b.p50),
         heartbeat_p90_ms: ms(b.p90),
         heartbeat_p99_ms: ms(b.p99),
+        liveness_flush_p50_ms: ms(b.flush_p50),
+        liveness_flush_p99_ms: ms(b.flush_p99),
         heartbeat_p99_max_ms: ms(all()
             .filter_map(|s| s.scrape.as_ref())
             .map(|s| s.p99)
@@ -959,6 +965,9 @@ struct Report {
     heartbeat_p90_ms: f64,
     heartbeat_p99_ms: f64,
     heartbeat_p99_max_ms: f64,
+    /// Persisting one second's heartbeats in one transaction.
+    liveness_flush_p50_ms: f64,
+    liveness_flush_p99_ms: f64,
     rss_mb_peak: Option<f64>,
     rss_mb_final: Option<f64>,
     coordinator_cpu_percent: Option<f64>,
@@ -1000,6 +1009,10 @@ impl Report {
             (
                 "heartbeat_p99_ms",
                 format!("{:.3} (max seen {:.3})", self.heartbeat_p99_ms, self.heartbeat_p99_max_ms),
+            ),
+            (
+                "liveness flush p50 / p99 (one transaction a second)",
+                format!("{:.2} / {:.2} ms", self.liveness_flush_p50_ms, self.liveness_flush_p99_ms),
             ),
             (
                 "rss_mb peak / final",

@@ -23,7 +23,8 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let quiet = matches!(&cli.command, Command::Devnet(a) if a.json) || matches!(&cli.command, Command::Load(_));
+    let quiet = matches!(&cli.command, Command::Devnet(a) if a.json)
+        || matches!(&cli.command, Command::Load(_));
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

@@ -102,6 +102,8 @@ async fn honest_workers_are_verified(db: Db) {
         assert!(!w.welcomes().is_empty());
     }
     let keys: Vec<_> = workers.iter().map(|w| (w.key(), w.identity.miner.public())).collect();
+    let verdicts: HashMap<_, _> =
+        workers.iter().flat_map(|w| w.verdicts()).map(|v| (v.challenge_id, v.verdict)).collect();
     for w in workers {
         w.stop().await;
     }
@@ -119,8 +121,29 @@ async fn honest_workers_are_verified(db: Db) {
     .await;
 
     // Per-miner totals agree with the challenges themselves.
-    let challenges = store.challenges(None, 1000).await.expect("challenges");
-    assert!(challenges.iter().all(|c| c.status.is_terminal()), "in flight after disconnect");
+    // Challenges in flight when their worker left end as failed (`disconnected`).
+    let settled = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let all = store.challenges(None, 1000).await.expect("challenges");
+            if all.iter().all(|c| c.status.is_terminal()) {
+                return all;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    })
+    .await;
+    let challenges = match settled {
+        Ok(all) => all,
+        Err(_) => {
+            let all = store.challenges(None, 1000).await.expect("challenges");
+            let stuck: Vec<_> = all.iter().filter(|c| !c.status.is_terminal()).collect();
+            let told: Vec<_> = stuck.iter().map(|c| (c.id, verdicts.get(&c.id))).collect();
+            panic!(
+                "challenges left in flight after every worker disconnected: {stuck:#?}\n\
+                 verdicts the workers received for them: {told:?}"
+            );
+        }
+    };
     assert_eq!(miners.len(), 2);
     let finished = h.coordinator.finished_rounds();
     for (miner_index, expected_workers) in [(0, 2), (1, 1)] {

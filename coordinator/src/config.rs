@@ -73,6 +73,8 @@ impl Default for WalletConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ScheduleConfig {
+    /// Whether challenges are issued at all (off for load tests of the connection layer).
+    pub enabled: bool,
     /// Seconds between two challenge rounds of one miner.
     pub interval_secs: f64,
     /// A round starts up to this many seconds early or late, so miners cannot predict it.
@@ -94,6 +96,7 @@ pub struct ScheduleConfig {
 impl Default for ScheduleConfig {
     fn default() -> Self {
         Self {
+            enabled: true,
             interval_secs: 240.0,
             jitter_secs: 30.0,
             deadline_secs: 60.0,

@@ -9,7 +9,11 @@ use veribench_coordinator::CoordinatorConfig;
 use veribench_wallet::Wallet;
 
 #[derive(Debug, Parser)]
-#[command(name = "veribench-coordinator", version, about = "veribench coordinator: challenges workers and verifies their work")]
+#[command(
+    name = "veribench-coordinator",
+    version,
+    about = "veribench coordinator: challenges workers and verifies their work"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -86,7 +90,9 @@ impl RunArgs {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().command {
@@ -98,7 +104,10 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     raise_fd_limit();
     let config = args.config()?;
     tracing::info!("configuration:\n{}", config.redacted());
-    let wallet = Wallet { path: config.wallet.path.clone().unwrap_or_else(Wallet::default_path), name: config.wallet.name.clone() };
+    let wallet = Wallet {
+        path: config.wallet.path.clone().unwrap_or_else(Wallet::default_path),
+        name: config.wallet.name.clone(),
+    };
     let keypair = wallet.load_hotkey(&config.wallet.hotkey).with_context(|| {
         format!(
             "cannot load the coordinator hotkey; create one with `veribench-worker wallet create --wallet.name {} --wallet.hotkey {}`",
@@ -106,9 +115,13 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         )
     })?;
     if config.allowed_miners.is_empty() {
-        tracing::warn!("no miner hotkeys are allowed (allowed_miners / --allow-miner): every registration will be refused");
+        tracing::warn!(
+            "no miner hotkeys are allowed (allowed_miners / --allow-miner): every registration will be refused"
+        );
     }
-    let running = veribench_coordinator::start(config, keypair).await.context("cannot start the coordinator")?;
+    let running = veribench_coordinator::start(config, keypair)
+        .await
+        .context("cannot start the coordinator")?;
     shutdown_signal().await;
     tracing::info!("shutting down");
     running.shutdown().await;
@@ -144,7 +157,8 @@ fn raise_fd_limit() {
         let raised = unsafe {
             libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && {
                 let wanted = libc::rlimit { rlim_cur: limit.rlim_max, rlim_max: limit.rlim_max };
-                limit.rlim_cur >= limit.rlim_max || libc::setrlimit(libc::RLIMIT_NOFILE, &wanted) == 0
+                limit.rlim_cur >= limit.rlim_max
+                    || libc::setrlimit(libc::RLIMIT_NOFILE, &wanted) == 0
             }
         };
         if !raised {

@@ -60,8 +60,10 @@ pub struct Metrics {
     pub frames: AtomicU64,
     /// Heartbeats handled.
     pub heartbeats: AtomicU64,
-    /// Time to handle one heartbeat, receipt to stored.
+    /// Time to handle one heartbeat, from frame receipt to liveness recorded.
     pub heartbeat_latency: Summary,
+    /// Time to persist one batch of liveness updates.
+    pub liveness_flush: Summary,
     /// Time to verify one challenge's openings.
     pub verify_latency: Summary,
     rejections: Mutex<BTreeMap<String, u64>>,
@@ -146,6 +148,11 @@ impl Metrics {
             &mut out,
             "veribench_heartbeat_handling_seconds",
             "Heartbeat handling latency.",
+        );
+        self.liveness_flush.render(
+            &mut out,
+            "veribench_liveness_flush_seconds",
+            "Time to persist one batch of heartbeats.",
         );
         self.verify_latency.render(
             &mut out,

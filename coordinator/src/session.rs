@@ -117,8 +117,12 @@ async fn session<S>(
     let config = coordinator.config().clone();
     let handshake = secs(config.liveness.handshake_timeout_secs);
     let max = config.limits.max_frame_bytes;
-    let ws_config =
-        WebSocketConfig::default().max_message_size(Some(max)).max_frame_size(Some(max));
+    // A small read buffer: tungstenite keeps (and zeroes) the whole buffer per connection, and
+    // its 128 KiB default costs ~150 KB of RSS per idle worker. Large frames still reassemble.
+    let ws_config = WebSocketConfig::default()
+        .read_buffer_size(8 * 1024)
+        .max_message_size(Some(max))
+        .max_frame_size(Some(max));
     let ws = match timeout(
         handshake,
         tokio_tungstenite::accept_async_with_config(stream, Some(ws_config)),

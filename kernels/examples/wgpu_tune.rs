@@ -17,6 +17,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let backend = WgpuBackend::new(WgpuOptions { allow_cpu_adapter: true, ..Default::default() })?;
     let device = backend.devices()[0].clone();
     println!("device: {} [{}]", device.name, device.key);
+    if let Some(max) = backend.max_buffer_bytes(&device.key) {
+        println!("largest matrix buffer: {max} bytes");
+    }
 
     for &n in &sizes {
         for mode in [Mode::Int8, Mode::Fp32] {

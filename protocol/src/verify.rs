@@ -238,14 +238,26 @@ fn reference_rows(generator: &Generator, shape: Shape, rows: &[u32]) -> Referenc
             // Exact modes always have integer elements.
             let _ = generator.fill_i8(Matrix::A, r, 0, dst);
         });
-        Reference::Exact(recompute(shape, rows.len(), &a, |k, c0, b: &mut [i8]| {
-            let _ = generator.fill_i8(Matrix::B, k, c0, b);
-        }, axpy4_i32))
+        Reference::Exact(recompute(
+            shape,
+            rows.len(),
+            &a,
+            |k, c0, b: &mut [i8]| {
+                let _ = generator.fill_i8(Matrix::B, k, c0, b);
+            },
+            axpy4_i32,
+        ))
     } else {
         let a = a_rows(shape, rows, |r, dst: &mut [f32]| generator.fill_f32(Matrix::A, r, 0, dst));
-        Reference::Float(recompute(shape, rows.len(), &a, |k, c0, b: &mut [f32]| {
-            generator.fill_f32(Matrix::B, k, c0, b);
-        }, axpy4_f64))
+        Reference::Float(recompute(
+            shape,
+            rows.len(),
+            &a,
+            |k, c0, b: &mut [f32]| {
+                generator.fill_f32(Matrix::B, k, c0, b);
+            },
+            axpy4_f64,
+        ))
     }
 }
 
@@ -289,7 +301,9 @@ where
                 let brows: [&[T]; K_STEP] = std::array::from_fn(|j| &b[j * w..(j + 1) * w]);
                 for (i, acc_row) in acc.chunks_exact_mut(w).enumerate() {
                     // Rows of B past `k` are zero, so their coefficients do not matter.
-                    let coeff = std::array::from_fn(|j| a.get(i * k + k0 + j).copied().filter(|_| j < step).unwrap_or_default());
+                    let coeff = std::array::from_fn(|j| {
+                        a.get(i * k + k0 + j).copied().filter(|_| j < step).unwrap_or_default()
+                    });
                     axpy4(acc_row, coeff, brows);
                 }
             }
@@ -316,7 +330,10 @@ fn scatter<T: Copy + Default>(parts: Vec<Vec<T>>, chunks: &[usize], s: usize, n:
 fn axpy4_i32(acc: &mut [i32], a: [i8; K_STEP], b: [&[i8]; K_STEP]) {
     let a = a.map(i32::from);
     for (i, d) in acc.iter_mut().enumerate() {
-        *d += a[0] * i32::from(b[0][i]) + a[1] * i32::from(b[1][i]) + a[2] * i32::from(b[2][i]) + a[3] * i32::from(b[3][i]);
+        *d += a[0] * i32::from(b[0][i])
+            + a[1] * i32::from(b[1][i])
+            + a[2] * i32::from(b[2][i])
+            + a[3] * i32::from(b[3][i]);
     }
 }
 
@@ -325,7 +342,10 @@ fn axpy4_i32(acc: &mut [i32], a: [i8; K_STEP], b: [&[i8]; K_STEP]) {
 fn axpy4_f64(acc: &mut [f64], a: [f32; K_STEP], b: [&[f32]; K_STEP]) {
     let a = a.map(f64::from);
     for (i, d) in acc.iter_mut().enumerate() {
-        *d += a[0] * f64::from(b[0][i]) + a[1] * f64::from(b[1][i]) + a[2] * f64::from(b[2][i]) + a[3] * f64::from(b[3][i]);
+        *d += a[0] * f64::from(b[0][i])
+            + a[1] * f64::from(b[1][i])
+            + a[2] * f64::from(b[2][i])
+            + a[3] * f64::from(b[3][i]);
     }
 }
 

@@ -18,7 +18,6 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
-use veribench_coordinator::config::{LivenessConfig, ScheduleConfig};
 use veribench_coordinator::store::{ChallengeRow, ChallengeStatus, Rejection, Store};
 use veribench_coordinator::{Coordinator, CoordinatorConfig, Running};
 use veribench_kernels::{CpuBackend, run_challenge};
@@ -36,7 +35,19 @@ pub const PATIENCE: Duration = Duration::from_secs(15);
 // ------------------------------------------------------------------------------------ polling
 
 /// Polls `probe` every 25 ms until it yields a value; panics naming `what` after `timeout`.
-pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut probe: F) -> T
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    match poll_until(timeout, probe).await {
+        Some(value) => value,
+        None => panic!("timed out after {timeout:?} waiting for {what}"),
+    }
+}
+
+/// Polls `probe` every 25 ms until it yields a value, or `None` after `timeout`.
+pub async fn poll_until<T, F, Fut>(timeout: Duration, mut probe: F) -> Option<T>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
@@ -44,10 +55,10 @@ where
     let started = Instant::now();
     loop {
         if let Some(value) = probe().await {
-            return value;
+            return Some(value);
         }
         if started.elapsed() > timeout {
-            panic!("timed out after {timeout:?} waiting for {what}");
+            return None;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
@@ -167,24 +178,23 @@ pub fn fast_config() -> CoordinatorConfig {
     let mut config = CoordinatorConfig::default();
     config.ws_listen = SocketAddr::from(([127, 0, 0, 1], 0));
     config.http_listen = SocketAddr::from(([127, 0, 0, 1], 0));
-    config.schedule = ScheduleConfig {
-        interval_secs: 1.0,
-        jitter_secs: 0.2,
-        deadline_secs: 3.0,
-        open_timeout_secs: 3.0,
-        mode: Mode::Int8,
-        cpu_n: 64,
-        gpu_n: 1024,
-        // Half of the 64 rows: a worker wrong on half the rows cannot slip through.
-        sampled_rows: 32,
-    };
-    config.liveness = LivenessConfig {
-        heartbeat_secs: 1.0,
-        offline_after_secs: 10.0,
-        ping_secs: 0.5,
-        handshake_timeout_secs: 2.0,
-        max_clock_skew_secs: 300.0,
-    };
+    // Field by field, so settings added later keep their defaults.
+    let s = &mut config.schedule;
+    s.interval_secs = 1.0;
+    s.jitter_secs = 0.2;
+    s.deadline_secs = 3.0;
+    s.open_timeout_secs = 3.0;
+    s.mode = Mode::Int8;
+    s.cpu_n = 64;
+    s.gpu_n = 1024;
+    // Half of the 64 rows: a worker wrong on half the rows cannot slip through.
+    s.sampled_rows = 32;
+    let l = &mut config.liveness;
+    l.heartbeat_secs = 1.0;
+    l.offline_after_secs = 10.0;
+    l.ping_secs = 0.5;
+    l.handshake_timeout_secs = 2.0;
+    l.max_clock_skew_secs = 300.0;
     config
 }
 
@@ -300,7 +310,7 @@ impl Harness {
     /// Waits until `worker` has at least `n` verified challenges and returns them.
     pub async fn verified(&self, worker: &PublicKey, n: usize) -> Vec<ChallengeRow> {
         let store = self.store();
-        eventually(&format!("{n} verified challenges"), PATIENCE, || async move {
+        let found = poll_until(PATIENCE, || async move {
             let verified: Vec<ChallengeRow> = challenges_of(store, worker)
                 .await
                 .into_iter()
@@ -308,7 +318,15 @@ impl Harness {
                 .collect();
             (verified.len() >= n).then_some(verified)
         })
-        .await
+        .await;
+        match found {
+            Some(verified) => verified,
+            None => panic!(
+                "timed out after {PATIENCE:?} waiting for {n} verified challenges of {worker}; \
+                 its challenges: {}",
+                summary(&challenges_of(store, worker).await)
+            ),
+        }
     }
 
     /// Waits until a rejection of `kind` (optionally of `worker`) is stored and returns them all.
@@ -337,6 +355,18 @@ pub async fn challenges_of(store: &Store, worker: &PublicKey) -> Vec<ChallengeRo
         .collect();
     rows.sort_by_key(|c| c.id);
     rows
+}
+
+/// `id:status[:reason]` of each challenge, for failure messages.
+pub fn summary(rows: &[ChallengeRow]) -> String {
+    let items: Vec<String> = rows
+        .iter()
+        .map(|c| match &c.reason {
+            Some(reason) => format!("{}:{}:{reason}", c.id, c.status.as_str()),
+            None => format!("{}:{}", c.id, c.status.as_str()),
+        })
+        .collect();
+    items.join(" ")
 }
 
 /// Every stored rejection of `kind`.

@@ -4,7 +4,10 @@
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use veribench_kernels::{Backend, BackendError, run_challenge};
+use veribench_kernels::wgpu::GemmKernel;
+use veribench_kernels::{
+    Backend, BackendError, CudaBackend, TileConfig, WgpuBackend, run_challenge,
+};
 use veribench_protocol::{
     Challenge, ChallengeId, Mode, Seed, Shape, UnixMillis, Verdict, sample_rows, verify_openings,
 };
@@ -34,6 +37,16 @@ pub struct BenchReport {
     pub overhead_pct: f64,
     /// The protocol verifier's verdict on sampled openings.
     pub verified: bool,
+    /// CUDA only: the bare cuBLAS GEMM of the same mode and size (best of several runs), so the
+    /// challenge's overhead can be read off directly.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bare_gemm_ms: Option<f64>,
+    /// CUDA only: bare GEMM time / challenge GEMM phase, in percent (target ≥ 95).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gemm_vs_bare_pct: Option<f64>,
+    /// CUDA only: (challenge total − bare GEMM) / bare GEMM, in percent (target ≤ 3).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub overhead_vs_bare_pct: Option<f64>,
 }
 
 /// Bench outcome with what the JSON leaves out.
@@ -98,6 +111,9 @@ pub fn run_bench(
         gflops: challenge.shape.ops() / t.gemm.as_secs_f64().max(1e-9) / 1e9,
         overhead_pct: 100.0 * overhead.as_secs_f64() / total.as_secs_f64().max(1e-12),
         verified: verdict.is_accepted(),
+        bare_gemm_ms: None,
+        gemm_vs_bare_pct: None,
+        overhead_vs_bare_pct: None,
     };
     Ok(BenchOutcome { report, verdict, sampled_rows: rows.len(), verify_time })
 }
@@ -132,5 +148,79 @@ impl BenchOutcome {
             ms(self.verify_time),
             self.sampled_rows,
         )
+    }
+}
+
+/// Runs the bench on CUDA and adds the bare cuBLAS comparison to the report.
+pub fn run_cuda_bench(
+    cuda: &CudaBackend,
+    mode: Mode,
+    n: u32,
+    sampled: u32,
+) -> Result<BenchOutcome, BackendError> {
+    let mut outcome = run_bench(cuda, mode, n, sampled)?;
+    let device = cuda
+        .devices()
+        .first()
+        .map(|d| d.key.clone())
+        .ok_or_else(|| BackendError::Unavailable("no CUDA device".into()))?;
+    let bare = ms(cuda.bare_gemm(&device, mode, n, 5)?.best);
+    let r = &mut outcome.report;
+    r.bare_gemm_ms = Some(bare);
+    r.gemm_vs_bare_pct = Some(100.0 * bare / r.gemm_ms.max(1e-9));
+    r.overhead_vs_bare_pct = Some(100.0 * (r.total_ms - bare) / bare.max(1e-9));
+    Ok(outcome)
+}
+
+/// One tile configuration's measured speed.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct TunedTiles {
+    /// `wg_x, wg_y, tm, tn, tile_k`, as the shader sees them.
+    pub tiles: String,
+    /// GFLOP/s (GOP/s for int8) of the GEMM with these tiles.
+    pub gflops: f64,
+}
+
+/// What `bench --tune --json` prints.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct TuneReport {
+    /// Always `wgpu`.
+    pub backend: String,
+    /// Mode tuned.
+    pub mode: String,
+    /// Size tuned at.
+    pub n: u32,
+    /// The fastest configuration that computed correctly.
+    pub best: TunedTiles,
+    /// Every configuration that computed correctly, fastest first.
+    pub candidates: Vec<TunedTiles>,
+}
+
+/// Sweeps the wgpu GEMM's tile sizes at `n` in `mode` and ranks them.
+pub fn run_tune(wgpu: &WgpuBackend, mode: Mode, n: u32) -> Result<TuneReport, BackendError> {
+    let ranked = wgpu.tune(mode, n, &TileConfig::candidates(GemmKernel::for_mode(mode)))?;
+    let candidates: Vec<TunedTiles> =
+        ranked.iter().map(|(t, g)| TunedTiles { tiles: t.to_string(), gflops: *g }).collect();
+    let best = candidates
+        .first()
+        .cloned()
+        .ok_or_else(|| BackendError::Device("no tile configuration computed correctly".into()))?;
+    Ok(TuneReport { backend: "wgpu".into(), mode: mode.to_string(), n, best, candidates })
+}
+
+impl TuneReport {
+    /// The human-readable table.
+    pub fn table(&self) -> String {
+        let mut out = format!("wgpu tile sweep · mode {} · n = {}\n", self.mode, self.n);
+        for c in &self.candidates {
+            out += &format!(
+                "{:>10.2} {}  {}\n",
+                c.gflops,
+                if self.mode == "int8" { "GOP/s  " } else { "GFLOP/s" },
+                c.tiles
+            );
+        }
+        out += &format!("best: {} at {:.2}", self.best.tiles, self.best.gflops);
+        out
     }
 }

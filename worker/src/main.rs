@@ -6,13 +6,14 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use veribench_kernels::CudaBackend;
 use veribench_protocol::{DEFAULT_SAMPLED_ROWS, MAX_DIM, Mode, UnixMillis};
 use veribench_wallet::Wallet;
-use veribench_worker::bench::run_bench;
+use veribench_worker::bench::{run_bench, run_cuda_bench, run_tune};
 use veribench_worker::daemon::{
     ConfigOverrides, DelegationSource, WorkerConfig, WorkerIdentity, run_worker, wallet_cmd,
 };
-use veribench_worker::select::{BackendChoice, open_backend};
+use veribench_worker::select::{BackendChoice, open_backend, open_wgpu_explicit};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -44,6 +45,9 @@ enum Command {
         /// Print exactly one JSON object on stdout.
         #[arg(long)]
         json: bool,
+        /// wgpu only: sweep the GEMM tile sizes at this mode and size and print the best.
+        #[arg(long)]
+        tune: bool,
     },
     /// Serve a coordinator: connect, register, compute its challenges, reconnect when dropped.
     ///
@@ -90,13 +94,13 @@ struct RunArgs {
 struct WalletFlags {
     /// Wallet name.
     #[arg(long = "wallet.name")]
-    name: Option<String>,
+    wallet_name: Option<String>,
     /// Hotkey name (the worker's own key for `run`).
     #[arg(long = "wallet.hotkey")]
-    hotkey: Option<String>,
+    wallet_hotkey: Option<String>,
     /// Wallets directory.
     #[arg(long = "wallet.path")]
-    path: Option<PathBuf>,
+    wallet_path: Option<PathBuf>,
 }
 
 /// The wallet flags where a wallet and hotkey must be named.
@@ -104,19 +108,19 @@ struct WalletFlags {
 struct WalletTarget {
     /// Wallet name.
     #[arg(long = "wallet.name")]
-    name: String,
+    wallet_name: String,
     /// Hotkey name.
     #[arg(long = "wallet.hotkey")]
     hotkey: String,
     /// Wallets directory [default: ~/.bittensor/wallets].
     #[arg(long = "wallet.path")]
-    path: Option<PathBuf>,
+    wallet_path: Option<PathBuf>,
 }
 
 impl WalletTarget {
     fn wallet(&self) -> anyhow::Result<Wallet> {
-        let path = self.path.clone().unwrap_or_else(Wallet::default_path);
-        Ok(Wallet::new(path, self.name.clone())?)
+        let path = self.wallet_path.clone().unwrap_or_else(Wallet::default_path);
+        Ok(Wallet::new(path, self.wallet_name.clone())?)
     }
 }
 
@@ -157,12 +161,30 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().command {
-        Command::Bench { backend, mode, n, samples, json } => {
+        Command::Bench { backend, mode, n, samples, json, tune } => {
             if n == 0 || n > MAX_DIM {
                 bail!("--n must be in 1..={MAX_DIM}, got {n}");
             }
-            let backend = open_backend(backend).context("cannot open the compute backend")?;
-            let outcome = run_bench(backend.as_ref(), mode, n, samples).context("bench failed")?;
+            if tune {
+                if backend != BackendChoice::Wgpu {
+                    bail!("--tune sweeps the wgpu GEMM's tile sizes: use it with --backend wgpu");
+                }
+                let wgpu = open_wgpu_explicit().context("cannot open the wgpu backend")?;
+                let report = run_tune(&wgpu, mode, n).context("tile sweep failed")?;
+                if json {
+                    println!("{}", serde_json::to_string(&report)?);
+                } else {
+                    println!("{}", report.table());
+                }
+                return Ok(());
+            }
+            let outcome = if backend == BackendChoice::Cuda {
+                let cuda = CudaBackend::new().context("cannot open the CUDA backend")?;
+                run_cuda_bench(&cuda, mode, n, samples).context("bench failed")?
+            } else {
+                let backend = open_backend(backend).context("cannot open the compute backend")?;
+                run_bench(backend.as_ref(), mode, n, samples).context("bench failed")?
+            };
             if json {
                 println!("{}", serde_json::to_string(&outcome.report)?);
             } else {
@@ -192,9 +214,9 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         heartbeat_secs: args.heartbeat_secs,
         tls_ca: args.tls_ca,
         backend: args.backend.map(|b| b.to_string()),
-        wallet_name: args.wallet.name,
-        wallet_hotkey: args.wallet.hotkey,
-        wallet_path: args.wallet.path,
+        wallet_name: args.wallet.wallet_name,
+        wallet_hotkey: args.wallet.wallet_hotkey,
+        wallet_path: args.wallet.wallet_path,
     });
     config.validate()?;
     tracing::info!(config = %serde_json::to_string(&config.redacted())?, "configuration");
@@ -285,4 +307,14 @@ fn wallet(command: WalletCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        super::Cli::command().debug_assert();
+    }
 }

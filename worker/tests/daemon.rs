@@ -7,13 +7,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{Peer, accept, challenge, challenge_by, key};
+use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_util::sync::CancellationToken;
-use veribench_kernels::CpuBackend;
+use veribench_kernels::{Backend, BackendError, BackendKind, CpuBackend, DeviceInfo, Execution};
 use veribench_protocol::{
-    CommitmentMsg, DeviceKey, ErrorCode, Message, OpenRequest, Signature, UnixMillis, Verdict,
-    VerdictMsg, verify_openings,
+    Challenge, CommitmentMsg, DeviceKey, ErrorCode, Message, OpenRequest, Signature, UnixMillis,
+    Verdict, VerdictMsg, verify_openings,
 };
 use veribench_wallet::{delegate, verify_delegation};
 use veribench_worker::daemon::{
@@ -24,9 +26,42 @@ fn device() -> DeviceKey {
     DeviceKey::new("cpu:loopback-test").expect("valid key")
 }
 
+/// The CPU backend, taking `delay` longer per challenge: a stand-in for a long GPU run.
+struct SlowBackend {
+    inner: CpuBackend,
+    delay: Duration,
+}
+
+impl Backend for SlowBackend {
+    fn kind(&self) -> BackendKind {
+        self.inner.kind()
+    }
+
+    fn devices(&self) -> &[DeviceInfo] {
+        self.inner.devices()
+    }
+
+    fn execute(
+        &self,
+        device: &DeviceKey,
+        challenge: &Challenge,
+    ) -> Result<Execution, BackendError> {
+        std::thread::sleep(self.delay);
+        self.inner.execute(device, challenge)
+    }
+}
+
 /// Starts a worker (CPU backend, one device) against `ws://addr`, pinned to `pinned` if given.
 async fn start_worker(
     pinned: Option<String>,
+) -> (TcpListener, CancellationToken, JoinHandle<Result<(), DaemonError>>) {
+    start_worker_on(pinned, Duration::ZERO).await
+}
+
+/// [`start_worker`] with a backend that takes `delay` longer per challenge.
+async fn start_worker_on(
+    pinned: Option<String>,
+    delay: Duration,
 ) -> (TcpListener, CancellationToken, JoinHandle<Result<(), DaemonError>>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
@@ -40,7 +75,7 @@ async fn start_worker(
         backoff: BackoffConfig { base_ms: 50, factor: 2.0, max_ms: 200 },
         ..WorkerConfig::default()
     };
-    let backend = Arc::new(CpuBackend::with_device_key(device()));
+    let backend = Arc::new(SlowBackend { inner: CpuBackend::with_device_key(device()), delay });
     let token = CancellationToken::new();
     let handle = tokio::spawn(run_worker_with_token(config, identity, backend, token.clone()));
     (listener, token, handle)
@@ -48,7 +83,10 @@ async fn start_worker(
 
 /// Sends `signed`, expects its commitment, opens three rows and checks them with the protocol's
 /// verifier; returns the commitment.
-async fn compute_and_verify(peer: &mut Peer, signed: &veribench_protocol::SignedChallenge) {
+async fn compute_and_verify<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    peer: &mut Peer<S>,
+    signed: &veribench_protocol::SignedChallenge,
+) {
     peer.send(&Message::Challenge(signed.clone())).await;
     let Message::Commitment(CommitmentMsg { challenge_id, device: got_device, root }) =
         peer.expect().await
@@ -141,7 +179,9 @@ async fn serves_verified_work_and_refuses_bad_challenges() {
     // No commitment for any refused challenge came in between: the next answer is for the next
     // good challenge.
     compute_and_verify(&mut peer, &challenge(7, &device(), &coordinator)).await;
-    assert!(peer.heartbeats > 0, "heartbeats flow at the Welcome's interval");
+    // Heartbeats flow at the Welcome's interval (100 ms), numbered.
+    let seq = peer.expect_heartbeat().await;
+    assert_eq!(peer.expect_heartbeat().await, seq + 1);
 
     // Shutdown: a WebSocket Close, then the daemon returns Ok.
     token.cancel();
@@ -212,4 +252,116 @@ async fn a_refused_registration_is_retried_with_backoff() {
     token.cancel();
     let result = tokio::time::timeout(Duration::from_secs(10), worker).await;
     result.expect("the worker stops").expect("no panic").expect("clean exit");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pings_are_answered_and_the_device_is_busy_while_computing() {
+    let coordinator = key(9);
+    let (listener, token, worker) = start_worker_on(None, Duration::from_millis(1500)).await;
+    let mut peer = accept(&listener).await;
+    peer.handshake(&coordinator, 60_000).await;
+
+    let first = challenge(1, &device(), &coordinator);
+    peer.send(&Message::Challenge(first.clone())).await;
+    // A second challenge for the same device while the first computes.
+    peer.send(&Message::Challenge(challenge(2, &device(), &coordinator))).await;
+    peer.expect_refusal(ErrorCode::Busy, 2).await;
+
+    // The reader keeps polling: a Ping is answered long before the computation ends.
+    peer.ws.send(WsMessage::Ping(b"rtt".to_vec().into())).await.expect("ping");
+    let sent = std::time::Instant::now();
+    loop {
+        let frame = tokio::time::timeout(Duration::from_secs(10), peer.ws.next())
+            .await
+            .expect("a frame in time")
+            .expect("open")
+            .expect("frame");
+        match frame {
+            WsMessage::Pong(payload) => {
+                assert_eq!(&payload[..], b"rtt");
+                break;
+            }
+            WsMessage::Binary(_) => panic!("the pong must come before the commitment"),
+            _ => {}
+        }
+    }
+    assert!(sent.elapsed() < Duration::from_millis(1000), "pong after {:?}", sent.elapsed());
+
+    let Message::Commitment(c) = peer.expect().await else { panic!("expected the commitment") };
+    assert_eq!(c.challenge_id, first.challenge.id);
+    // Free again once the computation has ended.
+    compute_and_verify(&mut peer, &challenge(3, &device(), &coordinator)).await;
+
+    token.cancel();
+    let result = tokio::time::timeout(Duration::from_secs(10), worker).await;
+    result.expect("the worker stops").expect("no panic").expect("clean exit");
+}
+
+/// A TLS acceptor serving the fixture certificate for `localhost` / `127.0.0.1`.
+fn tls_acceptor() -> tokio_rustls::TlsAcceptor {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let certs: Vec<_> = CertificateDer::pem_file_iter(dir.join("server.pem"))
+        .expect("server.pem")
+        .collect::<Result<_, _>>()
+        .expect("certificates");
+    let key = PrivateKeyDer::from_pem_file(dir.join("server-key.pem")).expect("server key");
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("protocol versions")
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .expect("server config");
+    tokio_rustls::TlsAcceptor::from(Arc::new(config))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wss_with_a_test_ca() {
+    let coordinator = key(9);
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (miner, worker) = (key(1), key(2));
+    let delegation = delegate(&miner, worker.public(), UnixMillis(UnixMillis::now().0 + 3_600_000));
+    let ca = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/test-ca.pem");
+    let config = |tls_ca| WorkerConfig {
+        coordinator: format!("wss://localhost:{}", addr.port()),
+        tls_ca,
+        backoff: BackoffConfig { base_ms: 50, factor: 2.0, max_ms: 200 },
+        ..WorkerConfig::default()
+    };
+    let acceptor = tls_acceptor();
+
+    // Without the test CA the worker does not trust the server.
+    let identity = WorkerIdentity::new(worker.clone(), delegation.clone()).expect("identity");
+    let backend = Arc::new(CpuBackend::with_device_key(device()));
+    let token = CancellationToken::new();
+    let untrusting =
+        tokio::spawn(run_worker_with_token(config(None), identity, backend, token.clone()));
+    let (tcp, _) = listener.accept().await.expect("accept");
+    assert!(acceptor.accept(tcp).await.is_err(), "the worker refuses an unknown issuer");
+    token.cancel();
+    untrusting.await.expect("no panic").expect("clean exit");
+
+    // With it, the whole conversation runs over TLS.
+    let identity = WorkerIdentity::new(worker, delegation).expect("identity");
+    let backend = Arc::new(CpuBackend::with_device_key(device()));
+    let token = CancellationToken::new();
+    let trusting =
+        tokio::spawn(run_worker_with_token(config(Some(ca)), identity, backend, token.clone()));
+    let tls = loop {
+        let (tcp, _) = listener.accept().await.expect("accept");
+        // Skip any retry of the untrusting worker that raced in before it stopped.
+        if let Ok(tls) = acceptor.accept(tcp).await {
+            break tls;
+        }
+    };
+    let ws = tokio_tungstenite::accept_async(tls).await.expect("WebSocket over TLS");
+    let mut peer = common::Peer { ws, heartbeats: 0 };
+    peer.handshake(&coordinator, 60_000).await;
+    compute_and_verify(&mut peer, &challenge(1, &device(), &coordinator)).await;
+    token.cancel();
+    assert!(peer.recv().await.is_none());
+    trusting.await.expect("no panic").expect("clean exit");
 }

@@ -234,6 +234,7 @@ pub struct Store {
     kind: DbKind,
 }
 
+mod liveness;
 mod queries;
 mod row;
 #[cfg(test)]

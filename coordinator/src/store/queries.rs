@@ -37,6 +37,10 @@ const POSTGRES_POOL_SIZE: u32 = 10;
 /// The statuses a challenge can still leave, as an SQL list.
 const NON_TERMINAL: &str = "('created', 'sent', 'committed', 'verifying')";
 
+/// Moves a worker's `last_seen` forward, never backwards.
+const TOUCH: &str = "UPDATE workers \
+     SET last_seen = CASE WHEN last_seen < $2 THEN $2 ELSE last_seen END WHERE worker_key = $1";
+
 /// Detail stored by [`Store::fail_unfinished`].
 const UNFINISHED_DETAIL: &str = "not finished when the coordinator stopped";
 
@@ -228,14 +232,11 @@ impl Store {
     /// Moves `last_seen` forward to `at` (never backwards). Returns whether the worker is known.
     /// It does not bring an offline worker back online: only a registration does.
     pub async fn touch(&self, worker_key: &PublicKey, at: UnixMillis) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "UPDATE workers SET last_seen = CASE WHEN last_seen < $2 THEN $2 ELSE last_seen END \
-             WHERE worker_key = $1",
-        )
-        .bind(worker_key.to_string())
-        .bind(millis(at))
-        .execute(&self.pool)
-        .await?;
+        let done = sqlx::query(TOUCH)
+            .bind(worker_key.to_string())
+            .bind(millis(at))
+            .execute(&self.pool)
+            .await?;
         Ok(done.rows_affected() > 0)
     }
 
@@ -310,6 +311,8 @@ impl Store {
                 current.record.devices.push(row::parse_device("device_key", device)?);
             }
         }
+        // The SQL order only groups a worker's rows; sort by key bytes whatever the collation.
+        out.sort_by(|a, b| a.record.worker_key.cmp(&b.record.worker_key));
         Ok(out)
     }
 
@@ -372,15 +375,18 @@ impl Store {
         Ok(row::int(&r, "claims")? > 1)
     }
 
-    /// Every device claimed by more than one worker identity, sorted.
+    /// Every device claimed by more than one worker identity, sorted by key.
     pub async fn conflicted_devices(&self) -> Result<Vec<DeviceKey>, StoreError> {
         let rows = sqlx::query(
-            "SELECT device_key FROM device_claims GROUP BY device_key HAVING COUNT(*) > 1 \
-             ORDER BY device_key",
+            "SELECT device_key FROM device_claims GROUP BY device_key HAVING COUNT(*) > 1",
         )
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(|r| row::device(r, "device_key")).collect()
+        let mut devices =
+            rows.iter().map(|r| row::device(r, "device_key")).collect::<Result<Vec<_>, _>>()?;
+        // Byte order on both databases, whatever PostgreSQL's collation.
+        devices.sort();
+        Ok(devices)
     }
 
     // ------------------------------------------------------------- challenges

@@ -300,6 +300,13 @@ async fn workers_register_touch_and_go_offline(backend: Backend) -> TestResult {
         row(&w1, true, 1_000, 1_500),
         "last_seen never goes back"
     );
+    // Batched heartbeats: one transaction, unknown workers skipped, never backwards either.
+    assert_eq!(store.touch_many(&[]).await?, 0);
+    let batch =
+        [(key(2), UnixMillis(1_700)), (key(3), UnixMillis(1_700)), (key(1), UnixMillis(1_100))];
+    assert_eq!(store.touch_many(&batch).await?, 2);
+    let seen: Vec<UnixMillis> = store.workers().await?.into_iter().map(|w| w.last_seen).collect();
+    assert_eq!(seen, vec![UnixMillis(1_500), UnixMillis(1_700)]);
 
     // A disconnection older than the registration does not take the worker offline.
     assert!(!store.set_offline(&key(1), UnixMillis(900)).await?);
@@ -319,7 +326,7 @@ async fn workers_register_touch_and_go_offline(backend: Backend) -> TestResult {
     store.upsert_worker(&w1b, UnixMillis(3_000)).await?;
     assert_eq!(
         store.workers().await?,
-        vec![row(&w1b, true, 3_000, 3_000), row(&w2, true, 1_000, 1_000)]
+        vec![row(&w1b, true, 3_000, 3_000), row(&w2, true, 1_000, 1_700)]
     );
     assert_eq!(count(&store, "worker_devices").await, 1);
     store.close().await
@@ -367,7 +374,10 @@ async fn device_conflicts(backend: Backend) -> TestResult {
         store.claim_devices(&key(1), &key(9), &[a.clone(), b.clone()], t).await?,
         vec![b.clone()]
     );
-    assert_eq!(store.claim_devices(&key(3), &key(7), &[c.clone()], t).await?, vec![c.clone()]);
+    assert_eq!(
+        store.claim_devices(&key(3), &key(7), std::slice::from_ref(&c), t).await?,
+        vec![c.clone()]
+    );
     assert_eq!(store.conflicted_devices().await?, vec![b, c]);
     assert!(store.claim_devices(&key(3), &key(7), &[], t).await?.is_empty());
     store.close().await
@@ -794,7 +804,18 @@ async fn corrupt_values_are_errors(backend: Backend) -> TestResult {
         .bind(key(9).to_string())
         .execute(&store.pool)
         .await?;
-    sqlx::query("UPDATE workers SET worker_key = 'bad-key'").execute(&store.pool).await.ok();
+    sqlx::query(
+        "INSERT INTO workers (worker_key, miner_hotkey, name, address, hardware_json, online, \
+             connected_at, last_seen) VALUES ('bad-key', $1, 'n', 'a', '{}', 1, 1, 1)",
+    )
+    .bind(key(9).to_string())
+    .execute(&store.pool)
+    .await?;
+    assert_eq!(corrupt_column(store.workers().await), Some(("worker_key", "bad-key".to_owned())));
+    assert_eq!(
+        corrupt_column(store.mark_stale_offline(UnixMillis(10)).await),
+        Some(("worker_key", "bad-key".to_owned()))
+    );
     sqlx::query(
         "INSERT INTO rejections (at, peer, worker_key, kind, detail) VALUES (1, 'p', 'nothex', 'k', 'd')",
     )

@@ -38,12 +38,13 @@ struct Alarms {
 }
 
 impl Alarms {
+    /// A lost device stays lost (every later call fails); an uncaptured error is reported once.
     fn check(&self) -> Result<(), BackendError> {
-        for (what, slot) in [("device lost", &self.lost), ("uncaptured error", &self.uncaptured)] {
-            let message = slot.lock().map(|mut s| s.take()).unwrap_or(None);
-            if let Some(message) = message {
-                return Err(BackendError::Device(format!("{what}: {message}")));
-            }
+        if let Some(message) = self.lost.lock().ok().and_then(|s| s.clone()) {
+            return Err(BackendError::Device(format!("device lost: {message}")));
+        }
+        if let Some(message) = self.uncaptured.lock().ok().and_then(|mut s| s.take()) {
+            return Err(BackendError::Device(format!("uncaptured error: {message}")));
         }
         Ok(())
     }

@@ -270,6 +270,13 @@ impl WgpuBackend {
         }
     }
 
+    /// The largest matrix buffer `device` can bind, in bytes: a challenge whose A, B or C
+    /// (4 bytes per entry; int8 inputs 1 byte) is larger is refused with
+    /// [`BackendError::OutOfMemory`]. `None` for a device this backend does not own.
+    pub fn max_buffer_bytes(&self, device: &DeviceKey) -> Option<u64> {
+        self.gpu(device).ok().map(Gpu::max_binding)
+    }
+
     /// Whether the first device is a software adapter (lavapipe and the like).
     pub fn is_software(&self) -> bool {
         self.gpus[0].info.device_type == ::wgpu::DeviceType::Cpu

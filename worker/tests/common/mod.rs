@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
@@ -55,9 +56,9 @@ pub fn challenge(id: u64, device: &DeviceKey, coordinator: &Keypair) -> SignedCh
 
 pub const TIMEOUT: Duration = Duration::from_secs(30);
 
-/// One side of the in-test coordinator.
-pub struct Peer {
-    pub ws: WebSocketStream<TcpStream>,
+/// One side of the in-test coordinator, over plain TCP or TLS.
+pub struct Peer<S = TcpStream> {
+    pub ws: WebSocketStream<S>,
     pub heartbeats: u64,
 }
 
@@ -71,7 +72,7 @@ pub async fn accept(listener: &TcpListener) -> Peer {
     Peer { ws, heartbeats: 0 }
 }
 
-impl Peer {
+impl<S: AsyncRead + AsyncWrite + Unpin> Peer<S> {
     pub async fn send(&mut self, msg: &Message) {
         self.ws.send(WsMessage::binary(wire::encode(msg))).await.expect("send");
     }
@@ -97,6 +98,26 @@ impl Peer {
                     }
                 }
                 Some(Ok(_)) => {}
+            }
+        }
+    }
+
+    /// Waits for the next heartbeat, failing on any other message; returns its sequence number.
+    pub async fn expect_heartbeat(&mut self) -> u64 {
+        loop {
+            let frame = tokio::time::timeout(TIMEOUT, self.ws.next())
+                .await
+                .expect("a heartbeat arrives in time")
+                .expect("connection open")
+                .expect("frame");
+            if let WsMessage::Binary(bytes) = frame {
+                match wire::decode(&bytes, &Limits::default()).expect("worker frames decode") {
+                    Message::Heartbeat(h) => {
+                        self.heartbeats += 1;
+                        return h.seq;
+                    }
+                    other => panic!("expected a heartbeat, got {other:?}"),
+                }
             }
         }
     }
