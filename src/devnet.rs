@@ -14,6 +14,7 @@ use anyhow::Context;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 use veribench_coordinator::CoordinatorConfig;
+use veribench_coordinator::config::{LivenessConfig, ScheduleConfig};
 use veribench_kernels::CpuBackend;
 use veribench_protocol::{DeviceKey, Mode, PublicKey, UnixMillis};
 use veribench_wallet::{BITTENSOR_SS58_PREFIX, Keypair, Wallet, ss58_encode};
@@ -88,18 +89,27 @@ pub async fn run(args: DevnetArgs) -> anyhow::Result<()> {
         .map(|i| load_or_create(&wallet, &format!("miner{i}")))
         .collect::<anyhow::Result<_>>()?;
 
-    let mut config = CoordinatorConfig::default();
-    config.db = format!("sqlite://{}", dir.join("coordinator.db").display());
-    config.ws_listen = "127.0.0.1:0".parse()?;
-    config.http_listen = "127.0.0.1:0".parse()?;
-    config.allowed_miners = miners.iter().map(|k| k.public().to_string()).collect();
-    config.schedule.interval_secs = args.interval_secs;
-    config.schedule.jitter_secs = args.interval_secs * 0.1;
-    config.schedule.mode = args.mode;
-    config.schedule.cpu_n = args.n;
-    config.schedule.gpu_n = args.n;
-    config.liveness.heartbeat_secs = 5.0;
-    config.liveness.offline_after_secs = 30.0;
+    let defaults = CoordinatorConfig::default();
+    let config = CoordinatorConfig {
+        db: format!("sqlite://{}", dir.join("coordinator.db").display()),
+        ws_listen: "127.0.0.1:0".parse()?,
+        http_listen: "127.0.0.1:0".parse()?,
+        allowed_miners: miners.iter().map(|k| k.public().to_string()).collect(),
+        schedule: ScheduleConfig {
+            interval_secs: args.interval_secs,
+            jitter_secs: args.interval_secs * 0.1,
+            mode: args.mode,
+            cpu_n: args.n,
+            gpu_n: args.n,
+            ..defaults.schedule.clone()
+        },
+        liveness: LivenessConfig {
+            heartbeat_secs: 5.0,
+            offline_after_secs: 30.0,
+            ..defaults.liveness.clone()
+        },
+        ..defaults
+    };
     let running = veribench_coordinator::start(config, coordinator_key.clone())
         .await
         .context("cannot start the coordinator")?;
@@ -143,10 +153,10 @@ pub async fn run(args: DevnetArgs) -> anyhow::Result<()> {
         if !args.json {
             draw_table(&running, &finished).await;
         }
-        if let Some(r) = args.rounds {
-            if worker_keys.iter().all(|k| finished.get(k).copied().unwrap_or(0) >= r) {
-                break;
-            }
+        if let Some(r) = args.rounds
+            && worker_keys.iter().all(|k| finished.get(k).copied().unwrap_or(0) >= r)
+        {
+            break;
         }
     }
     stop.cancel();

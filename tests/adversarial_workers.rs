@@ -191,9 +191,12 @@ async fn refused(h: &Harness, reg: veribench_protocol::Register, kind: &str) {
     assert!(conn.closed_within(Duration::from_secs(5)).await, "connection left open");
     let stored = h.rejection(kind, Some(&worker)).await;
     assert_eq!(stored.len(), 1, "{stored:?}");
-    assert!(
-        h.store().workers().await.expect("workers").iter().all(|w| w.record.worker_key != worker)
-    );
+}
+
+/// Asserts that `worker` was never recorded as registered.
+async fn never_registered(h: &Harness, worker: &veribench_protocol::PublicKey) {
+    let workers = h.store().workers().await.expect("workers");
+    assert!(workers.iter().all(|w| &w.record.worker_key != worker), "{workers:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -203,6 +206,7 @@ async fn registration_with_a_bad_signature_is_refused() {
     let mut reg = identity.register();
     sign_register(&mut reg, &keypair()); // signed by someone else
     refused(&h, reg, "bad_signature").await;
+    never_registered(&h, &identity.public()).await;
     // A valid signature over other contents is as bad.
     let mut reg = identity.register();
     reg.name = "renamed after signing".into();
@@ -234,6 +238,7 @@ async fn registration_from_an_unknown_hotkey_is_refused() {
     let stranger = keypair();
     let identity = Identity::new("stranger", &stranger, vec![unique_device("stranger")]);
     refused(&h, identity.register(), "unknown_hotkey").await;
+    never_registered(&h, &identity.public()).await;
     h.shutdown().await;
 }
 
@@ -245,8 +250,17 @@ async fn replayed_registration_is_refused() {
     let mut first = RawConn::connect(&h.ws_url).await;
     first.send(&Message::Register(reg.clone())).await.expect("send Register");
     assert!(matches!(first.next(Duration::from_secs(5)).await, Next::Msg(Message::Welcome(_))));
+    let first_addr = match first.ws.get_ref() {
+        tokio_tungstenite::MaybeTlsStream::Plain(tcp) => tcp.local_addr().expect("local address"),
+        _ => unreachable!("plain ws://"),
+    };
     // The same frame again, as an eavesdropper would replay it.
     refused(&h, reg, "replayed_registration").await;
+    // The stored registration is still the first connection's.
+    let workers = h.store().workers().await.expect("workers");
+    let stored = workers.iter().find(|w| w.record.worker_key == identity.public()).expect("stored");
+    assert_eq!(stored.record.address, first_addr.to_string());
+    assert!(stored.online);
     // The legitimate connection is untouched: it is still challenged.
     let challenged = loop {
         match first.next(Duration::from_secs(5)).await {
@@ -265,6 +279,7 @@ async fn expired_delegation_is_refused() {
     let mut identity = h.identity(0, "expired");
     identity.expires_at = UnixMillis(UnixMillis::now().0 - 60_000);
     refused(&h, identity.register(), "bad_delegation").await;
+    never_registered(&h, &identity.public()).await;
     // A delegation signed by another key than the hotkey it names is refused the same way.
     let identity = h.identity(0, "misdelegated");
     let mut reg = identity.register();

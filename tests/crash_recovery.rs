@@ -31,7 +31,9 @@ fn coordinator_binary() -> PathBuf {
     if profile_dir.file_name().is_some_and(|p| p == "release") {
         build.arg("--release");
     }
+    let started = std::time::Instant::now();
     let status = build.status();
+    eprintln!("cargo build -p veribench-coordinator: {status:?} in {:?}", started.elapsed());
     match status {
         Ok(s) if s.success() => {}
         // An up-to-date build cannot be made; a stale binary is better than none, but say so.

@@ -212,10 +212,15 @@ impl CoordinatorConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let s = &self.schedule;
         let bad = |what: &str| Err(ConfigError::Invalid(what.to_owned()));
-        if !(s.interval_secs > 0.0) || !(s.deadline_secs > 0.0) || !(s.open_timeout_secs > 0.0) {
+        // Written as "not positive" so NaN is refused too.
+        let positive = |x: f64| x > 0.0;
+        if !positive(s.interval_secs)
+            || !positive(s.deadline_secs)
+            || !positive(s.open_timeout_secs)
+        {
             return bad("schedule intervals and timeouts must be positive");
         }
-        if !(s.jitter_secs >= 0.0) || s.jitter_secs >= s.interval_secs {
+        if !(0.0..s.interval_secs).contains(&s.jitter_secs) {
             return bad("schedule.jitter_secs must be in [0, interval_secs)");
         }
         for n in [s.cpu_n, s.gpu_n] {
@@ -233,7 +238,7 @@ impl CoordinatorConfig {
             return bad("tls_cert and tls_key must be given together");
         }
         let l = &self.liveness;
-        if !(l.offline_after_secs > l.heartbeat_secs) || !(l.ping_secs > 0.0) {
+        if !positive(l.offline_after_secs - l.heartbeat_secs) || !positive(l.ping_secs) {
             return bad("liveness.offline_after_secs must exceed heartbeat_secs, ping_secs be > 0");
         }
         self.allowed_miner_keys()?;
@@ -298,11 +303,10 @@ mod tests {
         let mut c = CoordinatorConfig::default();
         c.schedule.cpu_n = 0;
         assert!(c.validate().is_err());
-        let mut c = CoordinatorConfig::default();
-        c.tls_cert = Some("cert.pem".into());
+        let c = CoordinatorConfig { tls_cert: Some("cert.pem".into()), ..Default::default() };
         assert!(c.validate().is_err());
-        let mut c = CoordinatorConfig::default();
-        c.allowed_miners = vec!["not a key".into()];
+        let c =
+            CoordinatorConfig { allowed_miners: vec!["not a key".into()], ..Default::default() };
         assert!(c.validate().is_err());
     }
 

@@ -564,10 +564,10 @@ impl Coordinator {
     /// closed rather than buffered without bound.
     fn send(&self, worker: &PublicKey, msg: &Message) {
         let frame = veribench_protocol::wire::encode(msg);
-        if let Some(c) = self.state().workers.get(worker) {
-            if c.outbox.try_send(Outbound::Frame(frame)).is_err() {
-                let _ = c.outbox.try_send(Outbound::Close("not reading its frames".into()));
-            }
+        if let Some(c) = self.state().workers.get(worker)
+            && c.outbox.try_send(Outbound::Frame(frame)).is_err()
+        {
+            let _ = c.outbox.try_send(Outbound::Close("not reading its frames".into()));
         }
     }
 

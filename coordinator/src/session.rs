@@ -288,10 +288,10 @@ async fn read_loop<R>(
         let bytes = match msg {
             WsMessage::Binary(bytes) => bytes,
             WsMessage::Pong(payload) => {
-                if let Ok(seq) = <[u8; 8]>::try_from(payload.as_ref()) {
-                    if let Some(sent) = pings.remove(&u64::from_le_bytes(seq)) {
-                        coordinator.record_rtt(worker, arrived.saturating_duration_since(sent));
-                    }
+                if let Ok(seq) = <[u8; 8]>::try_from(payload.as_ref())
+                    && let Some(sent) = pings.remove(&u64::from_le_bytes(seq))
+                {
+                    coordinator.record_rtt(worker, arrived.saturating_duration_since(sent));
                 }
                 continue;
             }

@@ -9,6 +9,7 @@
 pub mod backend;
 pub mod cpu;
 pub mod cuda;
+mod host;
 pub mod prover;
 pub mod wgpu;
 

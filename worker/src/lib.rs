@@ -1,7 +1,9 @@
-//! The veribench worker: computes challenges on this machine's devices.
+//! The veribench worker: computes a coordinator's challenges on this machine's devices.
 //!
-//! Today it offers `bench`, which runs one challenge end to end on a backend and checks it with
-//! the protocol's own verifier; the daemon that serves a coordinator builds on the same parts.
+//! - [`daemon`]: `veribench-worker run` — connect, register with a delegated key, verify and
+//!   compute signed challenges, commit, open sampled rows, reconnect; and the `wallet` commands.
+//! - [`bench`]: one challenge end to end on a backend, checked by the protocol's verifier.
+//! - [`select`]: the `--backend auto|cpu|cuda|wgpu` choice.
 
 pub mod bench;
 pub mod daemon;

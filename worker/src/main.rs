@@ -219,7 +219,6 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         wallet_path: args.wallet.wallet_path,
     });
     config.validate()?;
-    tracing::info!(config = %serde_json::to_string(&config.redacted())?, "configuration");
 
     let choice = BackendChoice::from_str(&config.backend, true)
         .map_err(|e| anyhow::anyhow!("invalid backend {:?}: {e}", config.backend))?;

@@ -312,7 +312,7 @@ impl Store {
             }
         }
         // The SQL order only groups a worker's rows; sort by key bytes whatever the collation.
-        out.sort_by(|a, b| a.record.worker_key.cmp(&b.record.worker_key));
+        out.sort_by_key(|w| w.record.worker_key);
         Ok(out)
     }
 

@@ -13,13 +13,12 @@ pub mod int8;
 use std::time::Instant;
 
 use rayon::prelude::*;
-use veribench_protocol::{
-    Challenge, DeviceKey, DeviceSeed, Generator, Leaf, MAX_DIM, Matrix, Mode, leaf_hash,
-};
+use veribench_protocol::{Challenge, DeviceKey, Generator, MAX_DIM, Matrix, Mode};
 
 use crate::backend::{
-    Backend, BackendError, BackendKind, DeviceInfo, Execution, PhaseTimings, RowSource, try_zeroed,
+    Backend, BackendError, BackendKind, DeviceInfo, Execution, PhaseTimings, try_zeroed,
 };
+use crate::host::HostProduct;
 
 /// The host's CPU as one device.
 #[derive(Debug)]
@@ -100,71 +99,9 @@ fn check_memory(bytes: u64) -> Result<(), BackendError> {
     }
 }
 
-/// The product as computed, in the mode's output type.
-enum Product {
-    Int(Vec<i32>),
-    Float(Vec<f32>),
-}
-
-/// A product kept for openings.
-struct CpuProduct {
-    n: usize,
-    rows: u32,
-    data: Product,
-}
-
-impl RowSource for CpuProduct {
-    fn row_bytes(&self, row: u32) -> Result<Vec<u8>, BackendError> {
-        if row >= self.rows {
-            return Err(BackendError::RowOutOfRange { row, rows: self.rows });
-        }
-        let at = row as usize * self.n..(row as usize + 1) * self.n;
-        Ok(match &self.data {
-            Product::Int(c) => c[at].iter().flat_map(|v| v.to_le_bytes()).collect(),
-            Product::Float(c) => c[at].iter().flat_map(|v| v.to_le_bytes()).collect(),
-        })
-    }
-}
-
 /// Fills a row-major `rows × cols` matrix from the generator, rows in parallel.
 fn generate<T: Send>(out: &mut [T], cols: usize, fill: impl Fn(u32, &mut [T]) + Sync) {
     out.par_chunks_mut(cols).enumerate().for_each(|(row, dst)| fill(row as u32, dst));
-}
-
-/// Hashes every row of a row-major product to its leaf, rows in parallel.
-fn hash_rows<T: bytemuck::Pod + Sync + ToLeBytes>(
-    c: &[T],
-    n: usize,
-    seed: &DeviceSeed,
-) -> Vec<Leaf> {
-    c.par_chunks(n)
-        .enumerate()
-        .map(|(row, values)| {
-            if cfg!(target_endian = "little") {
-                leaf_hash(seed, row as u32, bytemuck::cast_slice(values))
-            } else {
-                let bytes: Vec<u8> = values.iter().flat_map(|v| v.le_bytes()).collect();
-                leaf_hash(seed, row as u32, &bytes)
-            }
-        })
-        .collect()
-}
-
-/// Little-endian bytes of a product entry (only used on big-endian hosts).
-trait ToLeBytes {
-    fn le_bytes(&self) -> [u8; 4];
-}
-
-impl ToLeBytes for i32 {
-    fn le_bytes(&self) -> [u8; 4] {
-        self.to_le_bytes()
-    }
-}
-
-impl ToLeBytes for f32 {
-    fn le_bytes(&self) -> [u8; 4] {
-        self.to_le_bytes()
-    }
 }
 
 /// C = A·B in f32 through the `gemm` crate, all row-major.
@@ -226,7 +163,7 @@ impl Backend for CpuBackend {
         check_memory((m64 * k64 + k64 * n64) * input_bytes + m64 * n64 * 4)?;
 
         let started = Instant::now();
-        let (data, leaves) = if challenge.mode == Mode::Int8 {
+        if challenge.mode == Mode::Int8 {
             let mut a = try_zeroed::<i8>(m * k)?;
             let mut b = try_zeroed::<i8>(k * n)?;
             let mut c = try_zeroed::<i32>(m * n)?;
@@ -243,11 +180,8 @@ impl Backend for CpuBackend {
             let t = Instant::now();
             int8::gemm_i8(m, k, n, &a, &b, &mut c, false);
             timings.gemm = t.elapsed();
-            drop((a, b));
-            let t = Instant::now();
-            let leaves = hash_rows(&c, n, &seed);
-            timings.hash = t.elapsed();
-            (Product::Int(c), leaves)
+            drop((a, b)); // hashing runs with only C resident
+            Ok(HostProduct::new(c, n, shape.m).into_execution(&seed, timings))
         } else {
             let mut a = try_zeroed::<f32>(m * k)?;
             let mut b = try_zeroed::<f32>(k * n)?;
@@ -259,11 +193,7 @@ impl Backend for CpuBackend {
             gemm_f32(m, k, n, &a, &b, &mut c);
             timings.gemm = t.elapsed();
             drop((a, b));
-            let t = Instant::now();
-            let leaves = hash_rows(&c, n, &seed);
-            timings.hash = t.elapsed();
-            (Product::Float(c), leaves)
-        };
-        Ok(Execution { leaves, timings, product: Box::new(CpuProduct { n, rows: shape.m, data }) })
+            Ok(HostProduct::new(c, n, shape.m).into_execution(&seed, timings))
+        }
     }
 }

@@ -27,16 +27,14 @@ mod tiles;
 
 use std::time::Instant;
 
-use rayon::prelude::*;
-use veribench_protocol::{
-    Challenge, DeviceKey, DeviceSeed, Leaf, MAX_DIM, Mode, Shape, fp32_tolerance, leaf_hash,
-};
+use veribench_protocol::{Challenge, DeviceKey, DeviceSeed, MAX_DIM, Mode, Shape, fp32_tolerance};
 
 use self::gpu::{Footprint, Gpu};
 pub use self::tiles::{GemmKernel, TileConfig};
 use crate::backend::{
-    Backend, BackendError, BackendKind, DeviceInfo, Execution, PhaseTimings, RowSource, try_zeroed,
+    Backend, BackendError, BackendKind, DeviceInfo, Execution, PhaseTimings, try_zeroed,
 };
+use crate::host::HostProduct;
 
 /// How [`WgpuBackend::new`] picks adapters.
 #[derive(Clone, Debug, Default)]
@@ -467,40 +465,6 @@ impl WgpuBackend {
     }
 }
 
-/// A product kept on the host for openings: C's entries as raw little-endian u32 words (i32 for
-/// int8, f32 bits otherwise), which are exactly the canonical row bytes.
-struct WgpuProduct {
-    n: usize,
-    rows: u32,
-    words: Vec<u32>,
-}
-
-impl RowSource for WgpuProduct {
-    fn row_bytes(&self, row: u32) -> Result<Vec<u8>, BackendError> {
-        if row >= self.rows {
-            return Err(BackendError::RowOutOfRange { row, rows: self.rows });
-        }
-        let at = row as usize * self.n..(row as usize + 1) * self.n;
-        Ok(self.words[at].iter().flat_map(|w| w.to_le_bytes()).collect())
-    }
-}
-
-/// Hashes every row of a row-major product to its leaf, rows in parallel.
-fn hash_rows(words: &[u32], n: usize, seed: &DeviceSeed) -> Vec<Leaf> {
-    words
-        .par_chunks(n)
-        .enumerate()
-        .map(|(row, values)| {
-            if cfg!(target_endian = "little") {
-                leaf_hash(seed, row as u32, bytemuck::cast_slice(values))
-            } else {
-                let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-                leaf_hash(seed, row as u32, &bytes)
-            }
-        })
-        .collect()
-}
-
 impl Backend for WgpuBackend {
     fn kind(&self) -> BackendKind {
         BackendKind::Wgpu
@@ -544,12 +508,8 @@ impl Backend for WgpuBackend {
             gpu.read_words(&c, c_bytes, &mut words)?;
             Ok(started)
         })?;
-        let leaves = hash_rows(&words, n, &seed);
+        // The hash phase counts the read-back of C, then hashing it on the host.
         timings.hash = hash_started.elapsed();
-        Ok(Execution {
-            leaves,
-            timings,
-            product: Box::new(WgpuProduct { n, rows: shape.m, words }),
-        })
+        Ok(HostProduct::new(words, n, shape.m).into_execution(&seed, timings))
     }
 }

@@ -94,6 +94,8 @@ pub async fn run_worker_with_token(
     shutdown: CancellationToken,
 ) -> Result<(), DaemonError> {
     config.validate()?;
+    let redacted = serde_json::to_string(&config.redacted()).unwrap_or_default();
+    info!(config = %redacted, "configuration");
     let devices: Vec<_> = backend.devices().iter().map(|d| d.key.clone()).collect();
     if devices.is_empty() {
         return Err(DaemonError::NoDevice(backend.kind()));
