@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::{Db, Harness, PATIENCE, eventually, http_get};
 use veribench_coordinator::store::ChallengeStatus;
-use veribench_protocol::{Mode, Shape, Verdict};
+use veribench_protocol::{ChallengeId, Mode, Shape, Verdict};
 
 async fn honest_workers_are_verified(db: Db) {
     let h = Harness::start(db, 2, |_| {}).await;
@@ -132,16 +132,18 @@ async fn honest_workers_are_verified(db: Db) {
         }
     })
     .await;
-    let challenges = match settled {
-        Ok(all) => all,
+    // Checked last, so that everything else is checked too when this fails.
+    let (challenges, stuck) = match settled {
+        Ok(all) => (all, String::new()),
         Err(_) => {
             let all = store.challenges(None, 1000).await.expect("challenges");
             let stuck: Vec<_> = all.iter().filter(|c| !c.status.is_terminal()).collect();
             let told: Vec<_> = stuck.iter().map(|c| (c.id, verdicts.get(&c.id))).collect();
-            panic!(
+            let message = format!(
                 "challenges left in flight after every worker disconnected: {stuck:#?}\n\
                  verdicts the workers received for them: {told:?}"
             );
+            (all, message)
         }
     };
     assert_eq!(miners.len(), 2);
@@ -180,6 +182,66 @@ async fn honest_workers_are_verified(db: Db) {
     }
     assert!(store.rejections(100).await.expect("rejections").is_empty());
     h.shutdown().await;
+    assert!(stuck.is_empty(), "{stuck}");
+}
+
+/// Every challenge a worker was told was accepted is stored as verified (not left behind in an
+/// earlier status by a transition that raced the worker's answer).
+async fn every_accepted_verdict_is_stored_as_verified(db: Db) {
+    let h = Harness::start(db, 1, |_| {}).await;
+    let workers: Vec<_> = (0..3).map(|i| h.honest(0, &format!("w{i}"))).collect();
+    let all = &workers;
+    eventually("three accepted verdicts per worker", PATIENCE, || async move {
+        all.iter().all(|w| w.verdicts().len() >= 3).then_some(())
+    })
+    .await;
+    let accepted: Vec<ChallengeId> = workers
+        .iter()
+        .flat_map(|w| w.verdicts())
+        .filter(|v| v.verdict == Verdict::Accepted)
+        .map(|v| v.challenge_id)
+        .collect();
+    assert!(accepted.len() >= 9);
+    for w in workers {
+        w.stop().await;
+    }
+    let store = h.store();
+    let accepted = &accepted;
+    let consistent = common::poll_until(Duration::from_secs(3), || async move {
+        let rows = store.challenges(None, 1000).await.expect("challenges");
+        accepted
+            .iter()
+            .all(|id| rows.iter().any(|c| c.id == *id && c.status == ChallengeStatus::Verified))
+            .then_some(())
+    })
+    .await;
+    if consistent.is_none() {
+        let rows = store.challenges(None, 1000).await.expect("challenges");
+        let wrong: Vec<String> = accepted
+            .iter()
+            .filter_map(|id| rows.iter().find(|c| c.id == *id))
+            .filter(|c| c.status != ChallengeStatus::Verified)
+            .map(|c| format!("{}:{}", c.id, c.status.as_str()))
+            .collect();
+        h.shutdown().await;
+        panic!(
+            "{} of {} challenges whose workers were sent an Accepted verdict are not stored as \
+             verified: {wrong:?}",
+            wrong.len(),
+            accepted.len()
+        );
+    }
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_accepted_verdict_is_stored_as_verified_on_sqlite() {
+    every_accepted_verdict_is_stored_as_verified(Db::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_accepted_verdict_is_stored_as_verified_on_postgres() {
+    every_accepted_verdict_is_stored_as_verified(Db::Postgres).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
