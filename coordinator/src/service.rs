@@ -450,9 +450,7 @@ impl Coordinator {
         }
         let stored =
             self.store.mark_committed(c.challenge_id, now, c.root, ms(compute), ms(rtt)).await;
-        if let Err(e) = stored {
-            tracing::error!(error = %e, "cannot persist a commitment");
-        }
+        log_transition(c.challenge_id, "committed", stored);
         tracing::debug!(challenge = %c.challenge_id, %shape, compute_ms = ms(compute), rtt_ms = ms(rtt), "commitment received");
         self.send(worker, &Message::OpenRequest(request));
         Ok(())
@@ -480,9 +478,7 @@ impl Coordinator {
             (p.challenge.clone(), p.seed, root, rows, compute, p.device.clone())
         };
         let id = challenge.id;
-        if let Err(e) = self.store.mark_verifying(id, UnixMillis::now()).await {
-            tracing::error!(error = %e, "cannot persist a verifying transition");
-        }
+        log_transition(id, "verifying", self.store.mark_verifying(id, UnixMillis::now()).await);
         let started = Instant::now();
         let verdict = {
             let _permit = self.verifiers.acquire().await;
@@ -506,18 +502,20 @@ impl Coordinator {
             Verdict::Accepted => {
                 let gflops = challenge.shape.ops() / compute.as_secs_f64() / 1e9;
                 let credited = !self.store.is_conflicted(&device).await.unwrap_or(true);
-                if let Err(e) = self.store.mark_verified(id, now, gflops, credited).await {
-                    tracing::error!(error = %e, "cannot persist a verified challenge");
-                }
+                log_transition(
+                    id,
+                    "verified",
+                    self.store.mark_verified(id, now, gflops, credited).await,
+                );
                 self.metrics.challenge("verified");
                 tracing::info!(challenge = %id, worker = %worker, gflops, credited, "challenge verified");
             }
             Verdict::Rejected(reason) => {
-                if let Err(e) =
-                    self.store.mark_failed(id, now, reason.code(), &reason.to_string()).await
-                {
-                    tracing::error!(error = %e, "cannot persist a failed challenge");
-                }
+                log_transition(
+                    id,
+                    "failed",
+                    self.store.mark_failed(id, now, reason.code(), &reason.to_string()).await,
+                );
                 self.metrics.challenge("failed");
                 tracing::warn!(challenge = %id, worker = %worker, reason = %reason, "challenge failed verification");
             }
@@ -555,9 +553,11 @@ impl Coordinator {
     async fn fail(&self, id: ChallengeId, reason: &'static str, detail: &str) {
         self.metrics.challenge("failed");
         tracing::warn!(challenge = %id, reason, detail, "challenge failed");
-        if let Err(e) = self.store.mark_failed(id, UnixMillis::now(), reason, detail).await {
-            tracing::error!(error = %e, "cannot persist a failed challenge");
-        }
+        log_transition(
+            id,
+            "failed",
+            self.store.mark_failed(id, UnixMillis::now(), reason, detail).await,
+        );
     }
 
     /// Queues a frame for a worker; a full outbox means a peer that does not read, which is
@@ -687,47 +687,57 @@ impl Coordinator {
                 Err(e) => tracing::error!(error = %e, "cannot persist a new challenge"),
             }
         }
+        // Persist `sent` for the whole round before any frame leaves: a fast worker's commitment
+        // may arrive before an await after the send would have run, and the state machine only
+        // accepts a commitment for a challenge stored as sent.
+        let now = UnixMillis::now();
+        let mut ready = Vec::with_capacity(prepared.len());
+        for (worker, signed) in prepared {
+            let id = signed.challenge.id;
+            if log_transition(id, "sent", self.store.mark_sent(id, now).await) {
+                ready.push((worker, signed));
+            }
+        }
         // Everything is stored and signed: send all frames now, back to back.
         let sent_at = Instant::now();
         let deadline_at = sent_at + secs(self.config.schedule.deadline_secs);
-        let mut sent = Vec::with_capacity(prepared.len());
+        let mut unsent = Vec::new();
         {
             let mut s = self.state();
-            for (worker, signed) in prepared {
+            for (worker, signed) in ready {
                 let id = signed.challenge.id;
-                let Some(c) = s.workers.get_mut(&worker) else { continue };
-                let Some(slot) =
-                    c.devices.iter_mut().find(|d| d.key == signed.device && d.busy.is_none())
-                else {
-                    continue;
-                };
                 let frame = veribench_protocol::wire::encode(&Message::Challenge(signed.clone()));
-                if c.outbox.try_send(Outbound::Frame(frame)).is_err() {
+                let queued = s.workers.get_mut(&worker).and_then(|c| {
+                    let slot = c
+                        .devices
+                        .iter_mut()
+                        .find(|d| d.key == signed.device && d.busy.is_none())?;
+                    c.outbox.try_send(Outbound::Frame(frame)).ok()?;
+                    slot.busy = Some(id);
+                    Some(())
+                });
+                if queued.is_none() {
+                    unsent.push(id);
                     continue;
                 }
-                slot.busy = Some(id);
                 let seed = signed.challenge.device_seed(&signed.device);
-                s.pending.insert(
-                    id,
-                    Pending {
-                        worker,
-                        device: signed.device,
-                        challenge: signed.challenge,
-                        seed,
-                        sent: sent_at,
-                        deadline: deadline_at,
-                        phase: Phase::Sent,
-                    },
-                );
-                sent.push(id);
+                let pending = Pending {
+                    worker,
+                    device: signed.device,
+                    challenge: signed.challenge,
+                    seed,
+                    sent: sent_at,
+                    deadline: deadline_at,
+                    phase: Phase::Sent,
+                };
+                s.pending.insert(id, pending);
+                self.metrics.challenge("sent");
             }
         }
-        let now = UnixMillis::now();
-        for id in sent {
-            self.metrics.challenge("sent");
-            if let Err(e) = self.store.mark_sent(id, now).await {
-                tracing::error!(error = %e, "cannot persist a sent challenge");
-            }
+        // The worker left or its device got busy between storing and sending.
+        for id in unsent {
+            self.fail(id, "not_sent", "the worker or its device was gone when the round was sent")
+                .await;
         }
     }
 
@@ -764,6 +774,22 @@ impl Coordinator {
         };
         signed.signature = self.keypair.sign(&signed.signed_bytes());
         signed
+    }
+}
+
+/// Logs a transition the store could not write or refused (the stored challenge was not in a
+/// state that allows it); returns whether it was applied.
+fn log_transition(id: ChallengeId, to: &'static str, result: Result<bool, StoreError>) -> bool {
+    match result {
+        Ok(true) => true,
+        Ok(false) => {
+            tracing::error!(challenge = %id, to, "stored challenge was not in a state allowing this transition");
+            false
+        }
+        Err(e) => {
+            tracing::error!(challenge = %id, to, error = %e, "cannot persist a challenge transition");
+            false
+        }
     }
 }
 

@@ -102,6 +102,28 @@ fn decode_kind(e: &ProtocolError) -> &'static str {
     }
 }
 
+/// The error code a peer is told for a refusal of `kind`; refused registrations are
+/// `Unauthorized`.
+fn error_code(kind: &str) -> ErrorCode {
+    match kind {
+        "unknown_challenge" => ErrorCode::UnknownChallenge,
+        "internal" => ErrorCode::Internal,
+        "frame_too_large" => ErrorCode::TooLarge,
+        "unsupported_version" => ErrorCode::Unsupported,
+        "malformed_frame" | "unexpected_message" => ErrorCode::Malformed,
+        _ => ErrorCode::Unauthorized,
+    }
+}
+
+/// The rejection kind of a WebSocket-level read error.
+fn ws_error_kind(e: &tungstenite::Error) -> &'static str {
+    match e {
+        tungstenite::Error::Capacity(_) => "frame_too_large",
+        tungstenite::Error::Protocol(_) | tungstenite::Error::Utf8(_) => "malformed_frame",
+        _ => "connection_error",
+    }
+}
+
 fn error_frame(code: ErrorCode, message: String) -> Vec<u8> {
     wire::encode(&Message::Error(ErrorMsg { code, message }))
 }
@@ -142,11 +164,13 @@ async fn session<S>(
 
     // Registration: the first frame, within the handshake timeout.
     let first = match timeout(handshake, frames.next()).await {
-        Ok(Some(Ok(WsMessage::Binary(bytes)))) => wire::decode(&bytes, &limits),
-        Ok(Some(Ok(other))) => Err(ProtocolError::Malformed(format!(
-            "expected a binary Register frame, got {other:?}"
-        ))),
-        Ok(Some(Err(e))) => Err(ProtocolError::Malformed(e.to_string())),
+        Ok(Some(Ok(WsMessage::Binary(bytes)))) => wire::decode(&bytes, &limits)
+            .map_err(|e| Refusal { kind: decode_kind(&e), detail: e.to_string() }),
+        Ok(Some(Ok(other))) => Err(Refusal {
+            kind: "malformed_frame",
+            detail: format!("expected a binary Register frame, got {other:?}"),
+        }),
+        Ok(Some(Err(e))) => Err(Refusal { kind: ws_error_kind(&e), detail: e.to_string() }),
         Ok(None) => return,
         Err(_) => {
             return coordinator
@@ -172,17 +196,13 @@ async fn session<S>(
                 format!("the first frame must be a Register, got {}", other.kind()),
             ),
         )),
-        Err(e) => Err((None, refused(decode_kind(&e), e.to_string()))),
+        Err(refusal) => Err((None, refusal)),
     };
     let Registered { conn, worker, outbox } = match registered {
         Ok(r) => r,
         Err((worker, refusal)) => {
             coordinator.reject(&peer, worker, refusal.kind, refusal.detail.clone()).await;
-            let code = if refusal.kind == "malformed_frame" {
-                ErrorCode::Malformed
-            } else {
-                ErrorCode::Unauthorized
-            };
+            let code = error_code(refusal.kind);
             let _ = sink.send(WsMessage::binary(error_frame(code, refusal.detail))).await;
             let _ = sink.close().await;
             return;
@@ -273,13 +293,7 @@ async fn read_loop<R>(
             }
             Ok(None) | Ok(Some(Ok(WsMessage::Close(_)))) => break,
             Ok(Some(Err(e))) => {
-                let kind = match &e {
-                    tungstenite::Error::Capacity(_) => "frame_too_large",
-                    tungstenite::Error::Protocol(_) | tungstenite::Error::Utf8(_) => {
-                        "malformed_frame"
-                    }
-                    _ => "connection_error",
-                };
+                let kind = ws_error_kind(&e);
                 coordinator.reject(peer, Some(*worker), kind, e.to_string()).await;
                 break;
             }
@@ -340,13 +354,7 @@ async fn read_loop<R>(
         };
         if let Err(refusal) = outcome {
             strikes += 1;
-            let code = match refusal.kind {
-                "unknown_challenge" => ErrorCode::UnknownChallenge,
-                "internal" => ErrorCode::Internal,
-                "frame_too_large" => ErrorCode::TooLarge,
-                "unsupported_version" => ErrorCode::Unsupported,
-                _ => ErrorCode::Malformed,
-            };
+            let code = error_code(refusal.kind);
             reply(code, refusal.detail.clone());
             coordinator.reject(peer, Some(*worker), refusal.kind, refusal.detail).await;
             if strikes >= config.limits.max_strikes {

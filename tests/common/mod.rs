@@ -175,9 +175,11 @@ impl Drop for TestDb {
 /// Settings that make a round last about a second: small CPU challenges, frequent rounds, short
 /// timeouts, both listeners on loopback port 0.
 pub fn fast_config() -> CoordinatorConfig {
-    let mut config = CoordinatorConfig::default();
-    config.ws_listen = SocketAddr::from(([127, 0, 0, 1], 0));
-    config.http_listen = SocketAddr::from(([127, 0, 0, 1], 0));
+    let mut config = CoordinatorConfig {
+        ws_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        http_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        ..CoordinatorConfig::default()
+    };
     // Field by field, so settings added later keep their defaults.
     let s = &mut config.schedule;
     s.interval_secs = 1.0;
@@ -485,10 +487,13 @@ pub struct Tamper {
     pub zero_odd_rows: bool,
 }
 
+/// Opens the asked rows of a commitment.
+type Opener = Box<dyn Fn(&[u32]) -> Openings + Send + Sync>;
+
 /// A commitment kept until its rows are asked for.
 struct Prepared {
     root: Root,
-    open: Box<dyn Fn(&[u32]) -> Openings + Send + Sync>,
+    open: Opener,
 }
 
 /// Per-worker memory across challenges and reconnections.
@@ -896,6 +901,7 @@ impl Session<'_> {
 
 /// What [`RawConn::next`] read.
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // short-lived, matched in place
 pub enum Next {
     /// A decoded frame.
     Msg(Message),
