@@ -67,12 +67,14 @@ fn ms(d: Duration) -> f64 {
 }
 
 /// Runs one fresh `n × n × n` challenge in `mode` on the backend's first device, opens
-/// `sampled` random rows and verifies them.
+/// `sampled` random rows and verifies them. `warmup` untimed challenges of the same size run
+/// first, so the numbers are a running worker's (buffers and kernels already set up).
 pub fn run_bench(
     backend: &dyn Backend,
     mode: Mode,
     n: u32,
     sampled: u32,
+    warmup: u32,
 ) -> Result<BenchOutcome, BackendError> {
     let device = backend
         .devices()
@@ -89,6 +91,10 @@ pub fn run_bench(
         issued_at: now,
         deadline: UnixMillis(now.0.saturating_add(600_000)),
     };
+    for _ in 0..warmup {
+        let fresh = Challenge { seed: Seed(rand::random()), ..challenge.clone() };
+        run_challenge(backend, &device, &fresh)?;
+    }
     let run = run_challenge(backend, &device, &challenge)?;
     let rows = sample_rows(&mut rand::rng(), n, sampled);
     let openings = run.open(&rows)?;
@@ -157,8 +163,9 @@ pub fn run_cuda_bench(
     mode: Mode,
     n: u32,
     sampled: u32,
+    warmup: u32,
 ) -> Result<BenchOutcome, BackendError> {
-    let mut outcome = run_bench(cuda, mode, n, sampled)?;
+    let mut outcome = run_bench(cuda, mode, n, sampled, warmup)?;
     let device = cuda
         .devices()
         .first()

@@ -48,6 +48,9 @@ enum Command {
         /// wgpu only: sweep the GEMM tile sizes at this mode and size and print the best.
         #[arg(long)]
         tune: bool,
+        /// Untimed challenges run first, so the report shows a running worker's steady state.
+        #[arg(long, default_value_t = 1)]
+        warmup: u32,
     },
     /// Serve a coordinator: connect, register, compute its challenges, reconnect when dropped.
     ///
@@ -161,7 +164,7 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().command {
-        Command::Bench { backend, mode, n, samples, json, tune } => {
+        Command::Bench { backend, mode, n, samples, json, tune, warmup } => {
             if n == 0 || n > MAX_DIM {
                 bail!("--n must be in 1..={MAX_DIM}, got {n}");
             }
@@ -180,10 +183,10 @@ fn main() -> anyhow::Result<()> {
             }
             let outcome = if backend == BackendChoice::Cuda {
                 let cuda = CudaBackend::new().context("cannot open the CUDA backend")?;
-                run_cuda_bench(&cuda, mode, n, samples).context("bench failed")?
+                run_cuda_bench(&cuda, mode, n, samples, warmup).context("bench failed")?
             } else {
                 let backend = open_backend(backend).context("cannot open the compute backend")?;
-                run_bench(backend.as_ref(), mode, n, samples).context("bench failed")?
+                run_bench(backend.as_ref(), mode, n, samples, warmup).context("bench failed")?
             };
             if json {
                 println!("{}", serde_json::to_string(&outcome.report)?);

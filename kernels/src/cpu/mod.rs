@@ -24,6 +24,49 @@ use crate::host::HostProduct;
 #[derive(Debug)]
 pub struct CpuBackend {
     devices: Vec<DeviceInfo>,
+    /// A and B of the last challenge, reused by the next: first-touch page faults on fresh
+    /// buffers cost as much as generating them (~20 ms for fp32 n = 4096).
+    scratch_i8: Scratch<i8>,
+    scratch_f32: Scratch<f32>,
+}
+
+/// A small pool of operand buffers.
+#[derive(Debug)]
+struct Scratch<T>(std::sync::Mutex<Vec<Vec<T>>>);
+
+impl<T> Default for Scratch<T> {
+    fn default() -> Self {
+        Self(std::sync::Mutex::new(Vec::new()))
+    }
+}
+
+impl<T: bytemuck::Zeroable + Copy + Default> Scratch<T> {
+    /// Buffers kept: A and B of one challenge.
+    const KEEP: usize = 2;
+
+    /// A buffer of `len` elements (contents unspecified: the generator overwrites all of it).
+    fn take(&self, len: usize) -> Result<Vec<T>, BackendError> {
+        let reused = self.0.lock().ok().and_then(|mut pool| {
+            let at = pool.iter().position(|v| v.capacity() >= len)?;
+            Some(pool.swap_remove(at))
+        });
+        match reused {
+            Some(mut v) => {
+                v.resize(len, T::default());
+                Ok(v)
+            }
+            None => try_zeroed(len),
+        }
+    }
+
+    /// Returns buffers for the next challenge.
+    fn give(&self, buffers: [Vec<T>; 2]) {
+        if let Ok(mut pool) = self.0.lock() {
+            pool.extend(buffers);
+            pool.sort_by_key(|v| std::cmp::Reverse(v.capacity()));
+            pool.truncate(Self::KEEP);
+        }
+    }
 }
 
 impl CpuBackend {
@@ -53,7 +96,11 @@ impl CpuBackend {
             memory_bytes: total_memory_bytes(),
             kind: BackendKind::Cpu,
         };
-        Self { devices: vec![device] }
+        Self {
+            devices: vec![device],
+            scratch_i8: Scratch::default(),
+            scratch_f32: Scratch::default(),
+        }
     }
 }
 
@@ -164,8 +211,8 @@ impl Backend for CpuBackend {
 
         let started = Instant::now();
         if challenge.mode == Mode::Int8 {
-            let mut a = try_zeroed::<i8>(m * k)?;
-            let mut b = try_zeroed::<i8>(k * n)?;
+            let mut a = self.scratch_i8.take(m * k)?;
+            let mut b = self.scratch_i8.take(k * n)?;
             let mut c = try_zeroed::<i32>(m * n)?;
             let generator = &generator;
             let fill = |matrix| {
@@ -180,11 +227,11 @@ impl Backend for CpuBackend {
             let t = Instant::now();
             int8::gemm_i8(m, k, n, &a, &b, &mut c, false);
             timings.gemm = t.elapsed();
-            drop((a, b)); // hashing runs with only C resident
+            self.scratch_i8.give([a, b]);
             Ok(HostProduct::new(c, n, shape.m).into_execution(&seed, timings))
         } else {
-            let mut a = try_zeroed::<f32>(m * k)?;
-            let mut b = try_zeroed::<f32>(k * n)?;
+            let mut a = self.scratch_f32.take(m * k)?;
+            let mut b = self.scratch_f32.take(k * n)?;
             let mut c = try_zeroed::<f32>(m * n)?;
             generate(&mut a, k, |row, dst| generator.fill_f32(Matrix::A, row, 0, dst));
             generate(&mut b, n, |row, dst| generator.fill_f32(Matrix::B, row, 0, dst));
@@ -192,7 +239,7 @@ impl Backend for CpuBackend {
             let t = Instant::now();
             gemm_f32(m, k, n, &a, &b, &mut c);
             timings.gemm = t.elapsed();
-            drop((a, b));
+            self.scratch_f32.give([a, b]);
             Ok(HostProduct::new(c, n, shape.m).into_execution(&seed, timings))
         }
     }
