@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use veribench_protocol::{DEFAULT_SAMPLED_ROWS, MAX_DIM, Mode, PublicKey};
+pub use veribench_wallet::WalletConfig;
 
 /// Everything the coordinator can be told.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -48,24 +49,6 @@ impl Default for CoordinatorConfig {
             liveness: LivenessConfig::default(),
             limits: InputLimits::default(),
         }
-    }
-}
-
-/// btcli-style wallet selection.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct WalletConfig {
-    /// `--wallet.name`.
-    pub name: String,
-    /// `--wallet.hotkey`.
-    pub hotkey: String,
-    /// `--wallet.path`; `~/.bittensor/wallets` when unset.
-    pub path: Option<PathBuf>,
-}
-
-impl Default for WalletConfig {
-    fn default() -> Self {
-        Self { name: "default".into(), hotkey: "default".into(), path: None }
     }
 }
 

@@ -6,7 +6,6 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use veribench_coordinator::CoordinatorConfig;
-use veribench_wallet::Wallet;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -104,11 +103,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     raise_fd_limit();
     let config = args.config()?;
     tracing::info!("configuration:\n{}", config.redacted());
-    let wallet = Wallet {
-        path: config.wallet.path.clone().unwrap_or_else(Wallet::default_path),
-        name: config.wallet.name.clone(),
-    };
-    let keypair = wallet.load_hotkey(&config.wallet.hotkey).with_context(|| {
+    let keypair = config.wallet.load_hotkey().with_context(|| {
         format!(
             "cannot load the coordinator hotkey; create one with `veribench-worker wallet create --wallet.name {} --wallet.hotkey {}`",
             config.wallet.name, config.wallet.hotkey

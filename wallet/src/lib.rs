@@ -21,10 +21,12 @@ mod delegation;
 mod error;
 mod keyfile;
 mod keypair;
+mod selection;
 mod ss58;
 
 pub use delegation::{delegate, verify_delegation};
 pub use error::{Result, WalletError};
 pub use keyfile::Wallet;
 pub use keypair::{Keypair, SIGNING_CONTEXT, verify};
+pub use selection::WalletConfig;
 pub use ss58::{BITTENSOR_SS58_PREFIX, ss58_decode, ss58_encode};

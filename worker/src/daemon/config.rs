@@ -27,6 +27,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use veribench_protocol::PublicKey;
+pub use veribench_wallet::WalletConfig;
 
 use super::backoff::BackoffConfig;
 use super::guard::{DEFAULT_MAX_FUTURE_SKEW_MS, DEFAULT_RECENT_CAPACITY, GuardPolicy};
@@ -76,24 +77,6 @@ pub enum ConfigError {
         /// What is wrong.
         reason: String,
     },
-}
-
-/// Which wallet key the worker uses (btcli's `--wallet.*` flags).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct WalletConfig {
-    /// The wallet's name.
-    pub name: String,
-    /// The worker's hotkey name in that wallet.
-    pub hotkey: String,
-    /// The wallets directory; unset means btcli's default, `~/.bittensor/wallets`.
-    pub path: Option<PathBuf>,
-}
-
-impl Default for WalletConfig {
-    fn default() -> Self {
-        Self { name: "default".into(), hotkey: "default".into(), path: None }
-    }
 }
 
 /// Everything `veribench-worker run` needs besides its key and its backend.
