@@ -145,8 +145,9 @@ fn gpu_backend() -> Option<CudaBackend> {
 
 /// For the exact modes, CUDA leaves equal the CPU backend's under the same device key.
 #[test]
+#[ignore = "needs an NVIDIA GPU: run with --include-ignored on a GPU box"]
 fn gpu_leaves_equal_cpu_leaves() {
-    let Some(cuda) = gpu_backend() else { return };
+    let cuda = gpu_backend().expect("this test needs an NVIDIA GPU with its driver and cuBLAS");
     assert_eq!(cuda.kind(), BackendKind::Cuda);
     for device in cuda.devices() {
         let cpu = CpuBackend::with_device_key(device.key.clone());
@@ -164,8 +165,9 @@ fn gpu_leaves_equal_cpu_leaves() {
 
 /// The bare cuBLAS time is measurable and positive for every mode.
 #[test]
+#[ignore = "needs an NVIDIA GPU: run with --include-ignored on a GPU box"]
 fn gpu_bare_gemm_timing() {
-    let Some(cuda) = gpu_backend() else { return };
+    let cuda = gpu_backend().expect("this test needs an NVIDIA GPU with its driver and cuBLAS");
     let device = &cuda.devices()[0].key;
     for mode in Mode::ALL {
         let t = cuda.bare_gemm(device, mode, 2048, 3).expect("bare gemm");
@@ -177,8 +179,9 @@ fn gpu_bare_gemm_timing() {
 /// Every GPU of a multi-GPU box computes at the same time, each from its own thread, and each
 /// answer verifies.
 #[test]
+#[ignore = "needs an NVIDIA GPU: run with --include-ignored on a GPU box"]
 fn gpu_devices_run_concurrently() {
-    let Some(cuda) = gpu_backend() else { return };
+    let cuda = gpu_backend().expect("this test needs an NVIDIA GPU with its driver and cuBLAS");
     if cuda.devices().len() < 2 {
         eprintln!("skipped: fewer than two GPUs");
         return;
