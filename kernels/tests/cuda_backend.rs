@@ -6,8 +6,9 @@
 //! - without a driver, `CudaBackend::new()` reports `Unavailable` instead of panicking;
 //! - the constants of `common.cuh` are SPEC §3.1's.
 //!
-//! Runs only where a GPU is present (skipped with a message otherwise): the start-up self-test,
-//! CUDA leaves equal to the CPU backend's for the exact modes, and the bare-GEMM timing.
+//! Ignored unless asked for with `--include-ignored` on a GPU box (where they fail loudly if no GPU
+//! is found): the start-up self-test, CUDA leaves equal to the CPU backend's for the exact modes,
+//! several GPUs at once, and the bare-GEMM timing.
 
 use std::collections::BTreeSet;
 use std::path::Path;
