@@ -9,6 +9,7 @@ pub mod config;
 pub mod http;
 pub mod metrics;
 pub mod ratelimit;
+pub mod scoring;
 pub mod server;
 pub mod service;
 pub mod session;

@@ -1,0 +1,120 @@
+//! Pure scoring and weight math: per-worker performance over a sliding window, per-miner
+//! challenge and lease parts, and the u16 weight vector submitted on chain.
+//!
+//! Nothing here touches a database, the network or the clock: every function takes its inputs
+//! (and `now`) explicitly, so the same inputs always give the same scores. The model follows
+//! ByteLeap's (see `SCORING.md` in the crate root for the formulas, the deviations and the
+//! worked examples that the unit tests check).
+//!
+//! - [`worker_performance`]: mean verified GFLOP/s in the window × participation × availability.
+//! - [`miner_scores`]: challenge part (top workers, normalised by the best miner), lease part,
+//!   weighted total.
+//! - [`to_weights`]: scores → u16 weights, largest = 65535.
+
+mod miner;
+mod weights;
+mod window;
+
+#[cfg(test)]
+mod tests;
+
+use serde::{Deserialize, Serialize};
+
+pub use miner::{MinerInputs, MinerScore, miner_scores};
+pub use weights::{WEIGHT_MAX, to_weights};
+pub use window::{WorkerInputs, WorkerScore, verified_from_rows, worker_performance};
+
+/// Every constant of the scoring model. `Default` gives the ByteLeap values.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ScoringConfig {
+    /// Sliding window of verified challenges that count, in minutes (180).
+    pub window_minutes: u64,
+    /// Verified challenges in the window needed for full participation (36).
+    pub participation_baseline: u32,
+    /// 5-minute buckets in the availability horizon: 169 h × 12 = 2028.
+    pub availability_buckets: u32,
+    /// Factor applied to availability per observed IP change (0.5: halved).
+    pub ip_change_factor: f64,
+    /// Availability below this is treated as 0 (0.1).
+    pub min_availability: f64,
+    /// Workers per miner whose performance counts towards the challenge part (100); also the cap
+    /// of the lease denominator.
+    pub top_workers: usize,
+    /// Weight of the lease part in the total (0.70).
+    pub lease_weight: f64,
+    /// Weight of the challenge part in the total (0.30).
+    pub challenge_weight: f64,
+}
+
+impl Default for ScoringConfig {
+    fn default() -> Self {
+        Self {
+            window_minutes: 180,
+            participation_baseline: 36,
+            availability_buckets: 2028,
+            ip_change_factor: 0.5,
+            min_availability: 0.1,
+            top_workers: 100,
+            lease_weight: 0.70,
+            challenge_weight: 0.30,
+        }
+    }
+}
+
+/// Why a [`ScoringConfig`] was refused.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum ScoringConfigError {
+    /// A count or duration that must be positive is 0.
+    #[error("scoring.{0} must be greater than 0")]
+    Zero(&'static str),
+    /// A factor outside `[0, 1]` (or not finite).
+    #[error("scoring.{0} must be within [0, 1], got {1}")]
+    OutOfRange(&'static str, f64),
+    /// `lease_weight + challenge_weight` is not 1.
+    #[error("scoring.lease_weight + scoring.challenge_weight must be 1, got {0}")]
+    WeightSum(f64),
+}
+
+impl ScoringConfig {
+    /// The window in milliseconds.
+    pub fn window_ms(&self) -> u64 {
+        self.window_minutes.saturating_mul(60_000)
+    }
+
+    /// Checks the invariants the formulas rely on.
+    pub fn validate(&self) -> Result<(), ScoringConfigError> {
+        if self.window_minutes == 0 {
+            return Err(ScoringConfigError::Zero("window_minutes"));
+        }
+        if self.participation_baseline == 0 {
+            return Err(ScoringConfigError::Zero("participation_baseline"));
+        }
+        if self.availability_buckets == 0 {
+            return Err(ScoringConfigError::Zero("availability_buckets"));
+        }
+        if self.top_workers == 0 {
+            return Err(ScoringConfigError::Zero("top_workers"));
+        }
+        for (name, v) in [
+            ("ip_change_factor", self.ip_change_factor),
+            ("min_availability", self.min_availability),
+            ("lease_weight", self.lease_weight),
+            ("challenge_weight", self.challenge_weight),
+        ] {
+            if !(0.0..=1.0).contains(&v) {
+                return Err(ScoringConfigError::OutOfRange(name, v));
+            }
+        }
+        let sum = self.lease_weight + self.challenge_weight;
+        if (sum - 1.0).abs() > 1e-9 {
+            return Err(ScoringConfigError::WeightSum(sum));
+        }
+        Ok(())
+    }
+}
+
+/// `v` if it is finite and positive, else 0: the one rule for NaN, ±∞ and negative inputs.
+pub(crate) fn sanitize(v: f64) -> f64 {
+    if v.is_finite() && v > 0.0 { v } else { 0.0 }
+}

@@ -1,0 +1,345 @@
+//! The worked examples of `SCORING.md`, one test per table row.
+
+use veribench_protocol::{ChallengeId, DeviceKey, Mode, PublicKey, Seed, Shape, UnixMillis};
+
+use super::*;
+use crate::store::{ChallengeRow, ChallengeStatus};
+
+const NOW: UnixMillis = UnixMillis(100_000_000);
+const MIN: u64 = 60_000;
+
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() <= 1e-9 * b.abs().max(1.0)
+}
+
+/// `n` verified results at `gflops`, finished `age_min` minutes before [`NOW`].
+fn results(n: usize, gflops: f64, age_min: u64) -> Vec<(UnixMillis, f64)> {
+    vec![(UnixMillis(NOW.0 - age_min * MIN), gflops); n]
+}
+
+fn worker(verified: Vec<(UnixMillis, f64)>, online_buckets: u32, ip_changes: u32) -> WorkerInputs {
+    WorkerInputs { verified, online_buckets, ip_changes, leased: false }
+}
+
+/// Checks one row of table 1: (mean_gflops, participation, availability, performance).
+fn check_worker(inputs: WorkerInputs, expected: [f64; 4]) {
+    let s = worker_performance(&inputs, NOW, &ScoringConfig::default());
+    let got = [s.mean_gflops, s.participation, s.availability, s.performance];
+    for (g, e) in got.iter().zip(expected) {
+        assert!(close(*g, e), "got {got:?}, expected {expected:?}");
+    }
+}
+
+// Table 1: worker performance.
+
+#[test]
+fn scoring_w1_full_worker() {
+    check_worker(worker(results(36, 1000.0, 10), 2028, 0), [1000.0, 1.0, 1.0, 1000.0]);
+}
+
+#[test]
+fn scoring_w2_participation_below_baseline() {
+    check_worker(worker(results(18, 1000.0, 10), 2028, 0), [1000.0, 0.5, 1.0, 500.0]);
+}
+
+#[test]
+fn scoring_w3_results_outside_window_ignored() {
+    let mut v = results(9, 500.0, 179);
+    v.extend(results(36, 1000.0, 180));
+    v.extend(results(5, 9999.0, 0).into_iter().map(|(t, g)| (UnixMillis(t.0 + MIN), g)));
+    check_worker(worker(v, 2028, 0), [500.0, 0.25, 1.0, 125.0]);
+}
+
+#[test]
+fn scoring_w4_zero_availability() {
+    check_worker(worker(results(36, 1000.0, 10), 0, 0), [1000.0, 1.0, 0.0, 0.0]);
+}
+
+#[test]
+fn scoring_w5_ip_churn_one_change() {
+    check_worker(worker(results(36, 1000.0, 10), 2028, 1), [1000.0, 1.0, 0.5, 500.0]);
+}
+
+#[test]
+fn scoring_w6_ip_churn_two_changes() {
+    check_worker(worker(results(36, 1000.0, 10), 2028, 2), [1000.0, 1.0, 0.25, 250.0]);
+}
+
+#[test]
+fn scoring_w7_availability_below_threshold() {
+    // 200 / 2028 = 0.0986 < 0.1.
+    check_worker(worker(results(36, 1000.0, 10), 200, 0), [1000.0, 1.0, 0.0, 0.0]);
+}
+
+#[test]
+fn scoring_w8_availability_just_above_threshold() {
+    // 203 / 2028 = 0.1001.
+    check_worker(
+        worker(results(36, 1000.0, 10), 203, 0),
+        [1000.0, 1.0, 203.0 / 2028.0, 1000.0 * 203.0 / 2028.0],
+    );
+}
+
+#[test]
+fn scoring_w9_half_online_two_changes_kept() {
+    check_worker(worker(results(36, 1000.0, 10), 1014, 2), [1000.0, 1.0, 0.125, 125.0]);
+}
+
+#[test]
+fn scoring_w10_half_online_three_changes_below_threshold() {
+    // 0.5 · 0.5³ = 0.0625 < 0.1.
+    check_worker(worker(results(36, 1000.0, 10), 1014, 3), [1000.0, 1.0, 0.0, 0.0]);
+}
+
+#[test]
+fn scoring_w11_buckets_capped_at_horizon() {
+    check_worker(worker(results(36, 1000.0, 10), 5000, 0), [1000.0, 1.0, 1.0, 1000.0]);
+}
+
+#[test]
+fn scoring_w12_leased_worker_not_challenged() {
+    let mut w = worker(results(36, 1000.0, 10), 2028, 0);
+    w.leased = true;
+    check_worker(w, [0.0, 0.0, 1.0, 0.0]);
+}
+
+#[test]
+fn scoring_w13_nan_inf_negative_gflops_dropped() {
+    let mut v = results(18, 1000.0, 10);
+    v.extend(results(6, f64::NAN, 10));
+    v.extend(results(6, f64::INFINITY, 10));
+    v.extend(results(6, -5.0, 10));
+    check_worker(worker(v, 2028, 0), [1000.0, 0.5, 1.0, 500.0]);
+}
+
+#[test]
+fn scoring_w14_no_results() {
+    check_worker(worker(Vec::new(), 2028, 0), [0.0, 0.0, 1.0, 0.0]);
+}
+
+#[test]
+fn scoring_w15_huge_ip_churn() {
+    check_worker(worker(results(36, 1000.0, 10), 2028, u32::MAX), [1000.0, 1.0, 0.0, 0.0]);
+}
+
+// Table 2: miner scores. One population, scored together.
+
+fn perf(p: f64) -> WorkerScore {
+    WorkerScore { performance: p, ..WorkerScore::default() }
+}
+
+fn miner(
+    hotkey: &'static str,
+    perfs: &[f64],
+    lease_scores: &[f64],
+    online: bool,
+) -> MinerInputs<&'static str> {
+    MinerInputs {
+        hotkey,
+        workers: perfs.iter().copied().map(perf).collect(),
+        lease_scores: lease_scores.to_vec(),
+        online,
+    }
+}
+
+fn population() -> Vec<MinerInputs<&'static str>> {
+    let mut big = vec![100.0; 50];
+    big.extend(vec![20.0; 100]);
+    vec![
+        miner("A", &[1000.0, 500.0], &[], true),
+        miner("B", &[3000.0], &[], true),
+        miner("BIG", &big, &[0.5; 150], true),
+        miner("OFF", &[10_000.0], &[1.0], false),
+        miner("LEASED", &[0.0; 4], &[1.0, 1.0], true),
+        miner("MIXED", &[0.0, 1500.0], &[1.0], true),
+        miner("NAN", &[f64::NAN, 600.0, -3.0], &[f64::NAN, -1.0, 2.0], true),
+        miner("EMPTY", &[], &[1.0], true),
+    ]
+}
+
+/// Checks one row of table 2: (challenge, lease, total).
+fn check_miner(hotkey: &str, expected: [f64; 3]) {
+    let scores = miner_scores(&population(), &ScoringConfig::default());
+    let s = scores.iter().find(|s| s.hotkey == hotkey).expect("miner in population");
+    let got = [s.challenge, s.lease, s.total];
+    for (g, e) in got.iter().zip(expected) {
+        assert!(close(*g, e), "{hotkey}: got {got:?}, expected {expected:?}");
+    }
+}
+
+#[test]
+fn scoring_m1_two_workers() {
+    check_miner("A", [0.25, 0.0, 0.075]);
+}
+
+#[test]
+fn scoring_m2_one_strong_worker() {
+    check_miner("B", [0.5, 0.0, 0.15]);
+}
+
+#[test]
+fn scoring_m3_more_than_100_workers_top_100_count() {
+    // Top 100 = 50·100 + 50·20 = 6000 (all 150 would be 7000); it is the best, so 1.
+    // Lease: 150·0.5 / min(100, 150) = 0.75.
+    check_miner("BIG", [1.0, 0.75, 0.825]);
+}
+
+#[test]
+fn scoring_m4_offline_miner_zero_and_not_the_best() {
+    check_miner("OFF", [0.0, 0.0, 0.0]);
+}
+
+#[test]
+fn scoring_m5_leased_workers_lease_only() {
+    check_miner("LEASED", [0.0, 0.5, 0.35]);
+}
+
+#[test]
+fn scoring_m6_leased_and_challenged() {
+    check_miner("MIXED", [0.25, 0.5, 0.425]);
+}
+
+#[test]
+fn scoring_m7_nan_and_negative_inputs() {
+    // Challenge 600 / 6000; lease (0 + 0 + 1) / 3.
+    check_miner("NAN", [0.1, 1.0 / 3.0, 0.7 / 3.0 + 0.03]);
+}
+
+#[test]
+fn scoring_m8_no_workers() {
+    check_miner("EMPTY", [0.0, 0.0, 0.0]);
+}
+
+#[test]
+fn scoring_m9_order_kept() {
+    let order: Vec<_> = miner_scores(&population(), &ScoringConfig::default())
+        .into_iter()
+        .map(|s| s.hotkey)
+        .collect();
+    assert_eq!(order, ["A", "B", "BIG", "OFF", "LEASED", "MIXED", "NAN", "EMPTY"]);
+}
+
+#[test]
+fn scoring_m10_nobody_performs() {
+    let miners = vec![miner("X", &[0.0], &[], true), miner("Y", &[5.0], &[], false)];
+    let scores = miner_scores(&miners, &ScoringConfig::default());
+    assert!(scores.iter().all(|s| s.challenge == 0.0 && s.lease == 0.0 && s.total == 0.0));
+}
+
+// Table 3: weights.
+
+#[test]
+fn scoring_t1_proportional() {
+    assert_eq!(to_weights(&[(0, 1.0), (1, 0.5), (2, 0.25)]), [(0, 65535), (1, 32768), (2, 16384)]);
+}
+
+#[test]
+fn scoring_t2_ties() {
+    assert_eq!(to_weights(&[(3, 0.4), (1, 0.4), (2, 0.2)]), [(3, 65535), (1, 65535), (2, 32768)]);
+}
+
+#[test]
+fn scoring_t3_zeros_kept() {
+    assert_eq!(to_weights(&[(0, 0.0), (1, 2.0)]), [(0, 0), (1, 65535)]);
+}
+
+#[test]
+fn scoring_t4_all_zero() {
+    assert_eq!(to_weights(&[(0, 0.0), (1, 0.0)]), [(0, 0), (1, 0)]);
+}
+
+#[test]
+fn scoring_t5_nan_negative_infinite() {
+    assert_eq!(
+        to_weights(&[(0, f64::NAN), (1, -1.0), (2, f64::INFINITY), (3, 0.5)]),
+        [(0, 0), (1, 0), (2, 0), (3, 65535)]
+    );
+}
+
+#[test]
+fn scoring_t6_all_nan() {
+    assert_eq!(to_weights(&[(0, f64::NAN), (1, f64::NAN)]), [(0, 0), (1, 0)]);
+}
+
+#[test]
+fn scoring_t7_empty() {
+    assert!(to_weights(&[]).is_empty());
+}
+
+#[test]
+fn scoring_t8_tiny_rounds_to_zero() {
+    assert_eq!(to_weights(&[(0, 1.0), (1, 1e-6)]), [(0, 65535), (1, 0)]);
+}
+
+#[test]
+fn scoring_t9_end_to_end_population() {
+    let scores = miner_scores(&population(), &ScoringConfig::default());
+    let by_uid: Vec<(u16, f64)> = (0u16..).zip(scores.iter().map(|s| s.total)).collect();
+    // Totals: .075 .15 .825 0 .35 .425 .2633… 0 → ÷ .825 · 65535, rounded.
+    assert_eq!(
+        to_weights(&by_uid),
+        [(0, 5958), (1, 11915), (2, 65535), (3, 0), (4, 27803), (5, 33760), (6, 20918), (7, 0)]
+    );
+}
+
+// Config and row helpers.
+
+#[test]
+fn scoring_config_defaults_and_serde() {
+    let cfg = ScoringConfig::default();
+    assert_eq!(cfg.validate(), Ok(()));
+    assert_eq!(cfg.window_ms(), 180 * MIN);
+    let partial: ScoringConfig =
+        serde_json::from_str(r#"{"window_minutes": 60, "top_workers": 10}"#).expect("parses");
+    assert_eq!(partial, ScoringConfig { window_minutes: 60, top_workers: 10, ..cfg.clone() });
+    assert!(serde_json::from_str::<ScoringConfig>(r#"{"windw": 1}"#).is_err());
+    let bad = ScoringConfig { lease_weight: 0.8, ..cfg.clone() };
+    assert!(matches!(bad.validate(), Err(ScoringConfigError::WeightSum(_))));
+    let bad = ScoringConfig { participation_baseline: 0, ..cfg.clone() };
+    assert_eq!(bad.validate(), Err(ScoringConfigError::Zero("participation_baseline")));
+    let bad = ScoringConfig { ip_change_factor: f64::NAN, ..cfg };
+    assert!(matches!(bad.validate(), Err(ScoringConfigError::OutOfRange("ip_change_factor", _))));
+}
+
+fn row(
+    status: ChallengeStatus,
+    credited: bool,
+    finished: Option<u64>,
+    gflops: Option<f64>,
+) -> ChallengeRow {
+    ChallengeRow {
+        id: ChallengeId(1),
+        miner_hotkey: PublicKey([1; 32]),
+        worker_key: PublicKey([2; 32]),
+        device: DeviceKey::new("GPU-a").expect("device key"),
+        mode: Mode::Fp16,
+        shape: Shape { m: 1024, k: 1024, n: 1024 },
+        seed: Seed([3; 32]),
+        status,
+        reason: None,
+        detail: None,
+        issued_at: UnixMillis(1),
+        deadline: UnixMillis(2),
+        sent_at: None,
+        committed_at: None,
+        finished_at: finished.map(UnixMillis),
+        root: None,
+        compute_ms: None,
+        rtt_ms: None,
+        gflops,
+        credited,
+    }
+}
+
+#[test]
+fn scoring_rows_verified_and_credited_only() {
+    let rows = [
+        row(ChallengeStatus::Verified, true, Some(10), Some(900.0)),
+        row(ChallengeStatus::Verified, false, Some(11), Some(800.0)),
+        row(ChallengeStatus::Failed, true, Some(12), Some(700.0)),
+        row(ChallengeStatus::Verified, true, None, Some(600.0)),
+        row(ChallengeStatus::Verified, true, Some(13), None),
+        row(ChallengeStatus::Committed, true, None, None),
+    ];
+    assert_eq!(verified_from_rows(&rows), [(UnixMillis(10), 900.0)]);
+}
