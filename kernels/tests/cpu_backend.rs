@@ -4,7 +4,7 @@ use rand::{Rng, SeedableRng, rngs::StdRng};
 use veribench_kernels::{Backend, BackendError, CpuBackend, run_challenge};
 use veribench_protocol::{
     Challenge, ChallengeId, DeviceKey, Generator, Matrix, Mode, Seed, Shape, UnixMillis, Verdict,
-    fp32_tolerance, sample_rows, verify_openings,
+    fp32_tolerance, row_entries, sample_rows, verify_openings,
 };
 
 fn device() -> DeviceKey {
@@ -50,20 +50,6 @@ fn naive_product(c: &Challenge) -> Vec<f64> {
     out
 }
 
-fn decode_row(bytes: &[u8], mode: Mode) -> Vec<f64> {
-    bytes
-        .chunks_exact(4)
-        .map(|c| {
-            let raw = [c[0], c[1], c[2], c[3]];
-            if mode == Mode::Int8 {
-                f64::from(i32::from_le_bytes(raw))
-            } else {
-                f64::from(f32::from_le_bytes(raw))
-            }
-        })
-        .collect()
-}
-
 #[test]
 fn backend_rows_equal_the_naive_reference_on_awkward_sizes() {
     let mut rng = StdRng::seed_from_u64(42);
@@ -86,7 +72,7 @@ fn backend_rows_equal_the_naive_reference_on_awkward_sizes() {
             let want = naive_product(&c);
             let bound = fp32_tolerance(shape.k);
             for (opening, want) in openings.rows.iter().zip(want.chunks_exact(shape.n as usize)) {
-                let got = decode_row(&opening.bytes, mode);
+                let got: Vec<f64> = row_entries(&opening.bytes, mode).collect();
                 for (j, (g, w)) in got.iter().zip(want).enumerate() {
                     if mode.is_exact() {
                         assert_eq!(g, w, "{mode} {shape} row {} col {j}", opening.row);

@@ -14,7 +14,7 @@ use veribench_kernels::{
 };
 use veribench_protocol::{
     Challenge, ChallengeId, DeviceKey, DeviceSeed, Generator, Matrix, Mode, Seed, Shape,
-    UnixMillis, Verdict, fp32_tolerance, sample_rows, verify_openings,
+    UnixMillis, Verdict, fp32_tolerance, row_entries, sample_rows, verify_openings,
 };
 
 fn open(fault: Fault) -> WgpuBackend {
@@ -75,20 +75,6 @@ fn cpu_matrices(seed: &DeviceSeed, mode: Mode, shape: Shape) -> (Vec<f32>, Vec<f
         g.fill_f32(Matrix::B, r as u32, 0, row);
     }
     (a, b)
-}
-
-fn decode_row(bytes: &[u8], mode: Mode) -> Vec<f64> {
-    bytes
-        .chunks_exact(4)
-        .map(|c| {
-            let raw = [c[0], c[1], c[2], c[3]];
-            if mode == Mode::Int8 {
-                f64::from(i32::from_le_bytes(raw))
-            } else {
-                f64::from(f32::from_le_bytes(raw))
-            }
-        })
-        .collect()
 }
 
 #[test]
@@ -160,7 +146,8 @@ fn float_products_match_the_reference() {
             let run = backend.execute(&key, &c).expect("runs");
             let bound = fp32_tolerance(shape.k);
             for i in 0..m {
-                let got = decode_row(&run.product.row_bytes(i as u32).expect("row"), mode);
+                let bytes = run.product.row_bytes(i as u32).expect("row");
+                let got: Vec<f64> = row_entries(&bytes, mode).collect();
                 for (j, g) in got.iter().enumerate() {
                     // f64 sums of exact f32 products: exact for fp16/bf16 (|C| ≤ 2^24).
                     let want: f64 =

@@ -23,7 +23,9 @@ pub use error::ProtocolError;
 pub use generator::{Generator, Matrix};
 pub use ids::{ChallengeId, DeviceKey, DeviceSeed, Leaf, PublicKey, Root, Seed, Signature};
 pub use sampling::{DEFAULT_SAMPLED_ROWS, sample_rows};
-pub use verify::{Openings, RejectReason, RowOpening, Verdict, fp32_tolerance, verify_openings};
+pub use verify::{
+    Openings, RejectReason, RowOpening, Verdict, fp32_tolerance, row_entries, verify_openings,
+};
 pub use wire::{
     CommitmentMsg, Delegation, ErrorCode, ErrorMsg, GpuInfo, HardwareInfo, Heartbeat, Limits,
     Message, OpenRequest, OpeningsMsg, PROTOCOL_VERSION, Register, SignedChallenge, VerdictMsg,

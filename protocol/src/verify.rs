@@ -178,7 +178,7 @@ pub fn verify_openings(
     match reference_rows(&generator, shape, sampled) {
         Reference::Exact(expected) => {
             for (opening, want) in openings.rows.iter().zip(expected.chunks_exact(n)) {
-                let got = entries(&opening.bytes, mode);
+                let got = row_entries(&opening.bytes, mode);
                 if let Some((col, (g, &w))) =
                     got.zip(want).enumerate().find(|(_, (g, w))| *g != f64::from(**w))
                 {
@@ -194,7 +194,7 @@ pub fn verify_openings(
         Reference::Float(expected) => {
             let bound = fp32_tolerance(shape.k);
             for (opening, want) in openings.rows.iter().zip(expected.chunks_exact(n)) {
-                let got = entries(&opening.bytes, mode);
+                let got = row_entries(&opening.bytes, mode);
                 let outside = |g: f64, w: f64| {
                     let err = (g - w).abs();
                     err.is_nan() || err > bound
@@ -216,8 +216,9 @@ pub fn verify_openings(
     Verdict::Accepted
 }
 
-/// The entries of a row's canonical bytes as f64 (exact for i32 and f32).
-fn entries(bytes: &[u8], mode: Mode) -> impl Iterator<Item = f64> + '_ {
+/// The entries of a row's canonical bytes (i32 for int8, f32 otherwise, little-endian) as f64,
+/// which represents both exactly.
+pub fn row_entries(bytes: &[u8], mode: Mode) -> impl Iterator<Item = f64> + '_ {
     bytes.chunks_exact(4).map(move |c| {
         let raw = [c[0], c[1], c[2], c[3]];
         match mode {
