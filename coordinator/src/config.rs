@@ -238,12 +238,7 @@ impl CoordinatorConfig {
 
 /// Parses a public key given as SS58 or as 64 hex digits.
 pub fn parse_public_key(s: &str) -> Result<PublicKey, ConfigError> {
-    let s = s.trim();
-    PublicKey::from_hex(s.strip_prefix("0x").unwrap_or(s))
-        .or_else(|| veribench_wallet::ss58_decode(s).ok().map(|(key, _)| key))
-        .ok_or_else(|| {
-            ConfigError::Invalid(format!("{s:?} is neither an SS58 address nor 64 hex digits"))
-        })
+    veribench_wallet::parse_public_key(s).map_err(|e| ConfigError::Invalid(e.to_string()))
 }
 
 /// `postgres://user:secret@host/db` → `postgres://user:***@host/db`.

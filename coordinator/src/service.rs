@@ -225,7 +225,7 @@ impl Coordinator {
             miner_hotkey: miner,
             name: reg.name.clone(),
             address: peer.to_owned(),
-            hardware_json: hardware_json(&reg),
+            hardware_json: serde_json::to_string(&reg.hardware).unwrap_or_default(),
             devices: reg.devices.clone(),
         };
         let stored = async {
@@ -801,18 +801,6 @@ fn device_class(key: &DeviceKey, reg: &Register) -> DeviceClass {
     let memory =
         reg.hardware.gpus.iter().find(|g| g.uuid == key.as_str()).map_or(0, |g| g.memory_bytes);
     DeviceClass::Gpu { memory }
-}
-
-fn hardware_json(reg: &Register) -> String {
-    let h = &reg.hardware;
-    let gpus: Vec<serde_json::Value> = h
-        .gpus
-        .iter()
-        .map(
-            |g| serde_json::json!({"uuid": g.uuid, "name": g.name, "memory_bytes": g.memory_bytes}),
-        )
-        .collect();
-    serde_json::json!({"cpu_model": h.cpu_model, "cpu_cores": h.cpu_cores, "memory_bytes": h.memory_bytes, "gpus": gpus}).to_string()
 }
 
 fn median(samples: &VecDeque<Duration>) -> Duration {

@@ -29,4 +29,4 @@ pub use error::{Result, WalletError};
 pub use keyfile::Wallet;
 pub use keypair::{Keypair, SIGNING_CONTEXT, verify};
 pub use selection::WalletConfig;
-pub use ss58::{BITTENSOR_SS58_PREFIX, ss58_decode, ss58_encode};
+pub use ss58::{BITTENSOR_SS58_PREFIX, parse_public_key, ss58_decode, ss58_encode};

@@ -51,6 +51,20 @@ pub fn ss58_encode(public: &PublicKey, prefix: u16) -> Result<String> {
     Ok(ss58_encode_one_byte(public, prefix))
 }
 
+/// A public key written as 64 hex digits (optionally `0x`-prefixed, either case) or as an SS58
+/// address: the two forms operators paste into configuration files and flags.
+pub fn parse_public_key(text: &str) -> Result<PublicKey> {
+    let text = text.trim();
+    let hex = text.strip_prefix("0x").unwrap_or(text);
+    if let Some(key) = PublicKey::from_hex(&hex.to_ascii_lowercase()) {
+        return Ok(key);
+    }
+    ss58_decode(text).map(|(key, _prefix)| key).map_err(|e| WalletError::InvalidSs58 {
+        address: text.to_owned(),
+        reason: format!("neither 64 hex digits nor an SS58 address ({e})"),
+    })
+}
+
 /// The public key and prefix of an SS58 address. Rejects anything but a one-byte-prefix address
 /// of a 32-byte key with a correct checksum.
 pub fn ss58_decode(address: &str) -> Result<(PublicKey, u16)> {
@@ -82,6 +96,17 @@ pub fn ss58_decode(address: &str) -> Result<(PublicKey, u16)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn public_keys_parse_from_hex_or_ss58() {
+        let key = PublicKey([0xab; 32]);
+        let address = ss58_encode(&key, BITTENSOR_SS58_PREFIX).expect("encodes");
+        for text in [key.to_string(), format!("0x{key}"), key.to_string().to_uppercase(), address] {
+            assert_eq!(parse_public_key(&format!(" {text} ")).expect("parses"), key, "{text}");
+        }
+        assert!(parse_public_key("not a key").is_err());
+        assert!(parse_public_key(&"ab".repeat(31)).is_err());
+    }
 
     const PUBLIC: &str = "46ebddef8cd9bb167dc30878d7113b7e168e6f0646beffd77d69d39bad76b47a";
     const SS58: &str = "5DfhGyQdFobKM8NsWvEeAKk5EQQgYe9AydgJ7rMB6E1EqRzV";
