@@ -1,0 +1,272 @@
+//! The `circuit …` subcommands of `veribench-worker` (miner side) and `veribench-coordinator`
+//! (validator side), as clap types and one `run_*` function each, so a binary wires them in with
+//! one enum variant and one call. This is the only module that uses `anyhow`.
+//!
+//! Configuration is a TOML file (`--circuit-config`), overridden by `VERIBENCH_STORAGE_*`
+//! environment variables for the bucket and its keys; see the crate README for every key.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use serde::Deserialize;
+use veribench_chain::{Chain, NetUid, RetryPolicy};
+use veribench_wallet::Keypair;
+
+use crate::fetch::{FetchConfig, Fetcher, MemoryLog};
+use crate::offer::{CircuitOffer, DEFAULT_URL_EXPIRY, offer_urls};
+use crate::publish::{PublishOptions, publish};
+use crate::storage::StorageConfig;
+use crate::transfer::{TransferConfig, redact};
+use crate::{RequiredFiles, UrlPolicy};
+
+/// The miner's circuit configuration file (all keys optional except the bucket, which may also
+/// come from the environment).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MinerCircuitConfig {
+    /// `[artifact]`: required files and the committed one.
+    pub artifact: RequiredFiles,
+    /// `[storage]`: the bucket.
+    pub storage: StorageConfig,
+    /// Validity of the GET URLs handed to validators, seconds (default 3600).
+    pub url_expiry_secs: Option<u64>,
+    /// `[transfer]`: upload timeouts and retries.
+    pub transfer: TransferConfig,
+    /// `[chain_retry]`: retries of the chain calls.
+    pub chain_retry: RetryPolicy,
+}
+
+fn read_toml<T: for<'de> Deserialize<'de> + Default>(path: Option<&Path>) -> anyhow::Result<T> {
+    let Some(path) = path else { return Ok(T::default()) };
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+}
+
+impl MinerCircuitConfig {
+    /// Reads `path` (or the defaults) and applies the environment.
+    pub fn load(path: Option<&Path>) -> anyhow::Result<Self> {
+        let mut cfg: Self = read_toml(path)?;
+        cfg.storage.apply_env(|k| std::env::var(k).ok())?;
+        Ok(cfg)
+    }
+}
+
+/// Options shared by the miner's commands.
+#[derive(Debug, Args)]
+pub struct MinerArtifactArgs {
+    /// The artifact directory (vk.key, pk.key, settings.json, model.compiled by default).
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// Circuit configuration (TOML: [artifact], [storage], url_expiry_secs, [transfer]).
+    #[arg(long = "circuit-config", env = "VERIBENCH_CIRCUIT_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Required files, comma-separated (overrides [artifact].files).
+    #[arg(long, value_delimiter = ',')]
+    pub files: Option<Vec<String>>,
+    /// The committed file (overrides [artifact].committed).
+    #[arg(long)]
+    pub committed: Option<String>,
+}
+
+impl MinerArtifactArgs {
+    fn load(&self) -> anyhow::Result<MinerCircuitConfig> {
+        let mut cfg = MinerCircuitConfig::load(self.config.as_deref())?;
+        if self.files.is_some() || self.committed.is_some() {
+            let files = self.files.clone().unwrap_or_else(|| cfg.artifact.files().to_vec());
+            let committed =
+                self.committed.clone().unwrap_or_else(|| cfg.artifact.committed().to_owned());
+            cfg.artifact = RequiredFiles::new(files, committed)?;
+        }
+        Ok(cfg)
+    }
+}
+
+/// `veribench-worker circuit …`: the miner's artifact commands.
+#[derive(Debug, Subcommand)]
+pub enum WorkerCircuitCommand {
+    /// Check the artifact directory, upload it to S3/R2 under <sha256>/<file>, and commit the
+    /// SHA-256 of the committed file on chain with the miner hotkey.
+    Publish {
+        /// The artifact and configuration.
+        #[command(flatten)]
+        artifact: MinerArtifactArgs,
+        /// No progress bars.
+        #[arg(long)]
+        no_progress: bool,
+    },
+    /// Print a circuit offer (JSON: hash, presigned GET URLs, expiry) for a coordinator,
+    /// refused when the local artifact differs from the chain commitment.
+    Offer {
+        /// The artifact and configuration.
+        #[command(flatten)]
+        artifact: MinerArtifactArgs,
+        /// URL validity in seconds (default: url_expiry_secs, else 3600; at most 7 days).
+        #[arg(long)]
+        expiry_secs: Option<u64>,
+        /// Write the offer to this file instead of stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+/// Runs a miner command with the miner's hotkey `keypair` on `netuid`.
+pub async fn run_worker_circuit(
+    cmd: WorkerCircuitCommand,
+    chain: Arc<dyn Chain>,
+    keypair: &Keypair,
+    netuid: NetUid,
+) -> anyhow::Result<()> {
+    match cmd {
+        WorkerCircuitCommand::Publish { artifact, no_progress } => {
+            let cfg = artifact.load()?;
+            let storage = cfg.storage.open()?;
+            let opts = PublishOptions {
+                transfer: cfg.transfer,
+                chain_retry: cfg.chain_retry,
+                progress: !no_progress,
+            };
+            let report =
+                publish(&artifact.dir, &cfg.artifact, &storage, chain.as_ref(), keypair, netuid, &opts)
+                    .await?;
+            let bytes: u64 = report.uploaded.iter().map(|(_, n)| n).sum();
+            println!("published {} ({} files, {bytes} bytes)", report.hash, report.uploaded.len());
+            match report.receipt {
+                Some(r) => println!("committed at block {} ({})", r.block, r.hash),
+                None => println!("the chain already held this commitment"),
+            }
+            Ok(())
+        }
+        WorkerCircuitCommand::Offer { artifact, expiry_secs, out } => {
+            let cfg = artifact.load()?;
+            let storage = cfg.storage.open()?;
+            let expiry = expiry_secs
+                .or(cfg.url_expiry_secs)
+                .map_or(DEFAULT_URL_EXPIRY, Duration::from_secs);
+            let offer = offer_urls(
+                &artifact.dir,
+                &cfg.artifact,
+                &storage,
+                chain.as_ref(),
+                netuid,
+                &keypair.public(),
+                expiry,
+            )
+            .await?;
+            let json = serde_json::to_string_pretty(&offer)?;
+            match out {
+                Some(path) => {
+                    std::fs::write(&path, json + "\n")
+                        .with_context(|| format!("writing {}", path.display()))?;
+                    eprintln!("offer for {} written to {}", offer.hash, path.display());
+                }
+                None => println!("{json}"),
+            }
+            Ok(())
+        }
+    }
+}
+
+/// `veribench-coordinator circuit …`: the validator's artifact commands.
+#[derive(Debug, Subcommand)]
+pub enum CoordinatorCircuitCommand {
+    /// Fetch a miner's artifact from its offer into the cache: URL policy, chain commitment,
+    /// size caps, SHA-256. Exits non-zero with the reason when the fetch fails.
+    Fetch {
+        /// The miner's hotkey (ss58 or hex).
+        #[arg(long)]
+        miner: String,
+        /// The miner's offer, a JSON file as `veribench-worker circuit offer` prints it.
+        #[arg(long)]
+        offer: PathBuf,
+        /// Fetch configuration (TOML: cache_dir, [artifact], [url_policy], caps, [transfer]).
+        #[arg(long = "circuit-config", env = "VERIBENCH_CIRCUIT_CONFIG")]
+        config: Option<PathBuf>,
+        /// Cache directory (overrides cache_dir; use another one while a coordinator runs).
+        #[arg(long)]
+        cache_dir: Option<PathBuf>,
+        /// Print the fetch record as JSON.
+        #[arg(long)]
+        json: bool,
+        /// No progress bars.
+        #[arg(long)]
+        no_progress: bool,
+    },
+    /// Check one URL against the URL policy without fetching it: exit 0 when it would be
+    /// fetched, non-zero with the reason when not.
+    CheckUrl {
+        /// The URL.
+        url: String,
+        /// Fetch configuration (its [url_policy] is used).
+        #[arg(long = "circuit-config", env = "VERIBENCH_CIRCUIT_CONFIG")]
+        config: Option<PathBuf>,
+    },
+}
+
+/// Runs a validator command. `config` is the coordinator's own `[circuit]` section if it has
+/// one; otherwise `--circuit-config` (or the defaults) is read.
+pub async fn run_coordinator_circuit(
+    cmd: CoordinatorCircuitCommand,
+    chain: Arc<dyn Chain>,
+    netuid: NetUid,
+    config: Option<FetchConfig>,
+) -> anyhow::Result<()> {
+    let load = |path: Option<&Path>| -> anyhow::Result<FetchConfig> {
+        match (path, &config) {
+            (Some(p), _) => read_toml(Some(p)),
+            (None, Some(c)) => Ok(c.clone()),
+            (None, None) => Ok(FetchConfig::default()),
+        }
+    };
+    match cmd {
+        CoordinatorCircuitCommand::CheckUrl { url, config: path } => {
+            let policy: UrlPolicy = load(path.as_deref())?.url_policy;
+            match policy.check_str(&url) {
+                Ok(u) => {
+                    println!("ok: {} would be fetched", redact(&u));
+                    Ok(())
+                }
+                Err(refusal) => bail!("refused ({}): {refusal}", refusal.code()),
+            }
+        }
+        CoordinatorCircuitCommand::Fetch { miner, offer, config: path, cache_dir, json, no_progress } => {
+            let mut cfg = load(path.as_deref())?;
+            if let Some(dir) = cache_dir {
+                cfg.cache_dir = dir;
+            }
+            let miner = veribench_wallet::parse_public_key(&miner)?;
+            let text = std::fs::read_to_string(&offer)
+                .with_context(|| format!("reading {}", offer.display()))?;
+            let offer: CircuitOffer = serde_json::from_str(&text)
+                .with_context(|| format!("parsing the offer {}", offer.display()))?;
+            let log = Arc::new(MemoryLog::default());
+            let fetcher = Fetcher::new(cfg, chain, netuid)?.with_log(log).with_progress(!no_progress);
+            let attempt = fetcher.fetch(&miner, &offer).await;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&attempt.record)?);
+            }
+            match attempt.result {
+                Ok(f) => {
+                    if !json {
+                        let how = if f.cache_hit { "cache hit" } else { "fetched" };
+                        println!(
+                            "{how}: {} in {} ({} bytes, {} ms)",
+                            f.hash,
+                            f.dir.display(),
+                            attempt.record.bytes,
+                            attempt.record.duration_ms
+                        );
+                        for h in f.evicted {
+                            println!("evicted {h}");
+                        }
+                    }
+                    Ok(())
+                }
+                Err(e) => bail!("fetch failed ({}): {e}", e.code()),
+            }
+        }
+    }
+}
