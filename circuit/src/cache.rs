@@ -124,7 +124,9 @@ impl Cache {
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
                 CacheError::Corrupt(index_path.display().to_string(), e.to_string())
             })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Index { version: 1, ..Default::default() },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Index { version: 1, ..Default::default() }
+            }
             Err(e) => return Err(io(&index_path)(e)),
         };
         Ok(Self { dir: dir.to_owned(), max_bytes, index: Mutex::new(index), _lock: lock })
@@ -287,8 +289,6 @@ pub(crate) mod hex_key {
         PublicKey::from_hex(&text).ok_or_else(|| serde::de::Error::custom("expected 64 hex digits"))
     }
 }
-
-
 
 #[cfg(test)]
 mod tests {

@@ -129,9 +129,16 @@ pub async fn run_worker_circuit(
                 chain_retry: cfg.chain_retry,
                 progress: !no_progress,
             };
-            let report =
-                publish(&artifact.dir, &cfg.artifact, &storage, chain.as_ref(), keypair, netuid, &opts)
-                    .await?;
+            let report = publish(
+                &artifact.dir,
+                &cfg.artifact,
+                &storage,
+                chain.as_ref(),
+                keypair,
+                netuid,
+                &opts,
+            )
+            .await?;
             let bytes: u64 = report.uploaded.iter().map(|(_, n)| n).sum();
             println!("published {} ({} files, {bytes} bytes)", report.hash, report.uploaded.len());
             match report.receipt {
@@ -143,9 +150,8 @@ pub async fn run_worker_circuit(
         WorkerCircuitCommand::Offer { artifact, expiry_secs, out } => {
             let cfg = artifact.load()?;
             let storage = cfg.storage.open()?;
-            let expiry = expiry_secs
-                .or(cfg.url_expiry_secs)
-                .map_or(DEFAULT_URL_EXPIRY, Duration::from_secs);
+            let expiry =
+                expiry_secs.or(cfg.url_expiry_secs).map_or(DEFAULT_URL_EXPIRY, Duration::from_secs);
             let offer = offer_urls(
                 &artifact.dir,
                 &cfg.artifact,
@@ -232,7 +238,14 @@ pub async fn run_coordinator_circuit(
                 Err(refusal) => bail!("refused ({}): {refusal}", refusal.code()),
             }
         }
-        CoordinatorCircuitCommand::Fetch { miner, offer, config: path, cache_dir, json, no_progress } => {
+        CoordinatorCircuitCommand::Fetch {
+            miner,
+            offer,
+            config: path,
+            cache_dir,
+            json,
+            no_progress,
+        } => {
             let mut cfg = load(path.as_deref())?;
             if let Some(dir) = cache_dir {
                 cfg.cache_dir = dir;
@@ -243,7 +256,8 @@ pub async fn run_coordinator_circuit(
             let offer: CircuitOffer = serde_json::from_str(&text)
                 .with_context(|| format!("parsing the offer {}", offer.display()))?;
             let log = Arc::new(MemoryLog::default());
-            let fetcher = Fetcher::new(cfg, chain, netuid)?.with_log(log).with_progress(!no_progress);
+            let fetcher =
+                Fetcher::new(cfg, chain, netuid)?.with_log(log).with_progress(!no_progress);
             let attempt = fetcher.fetch(&miner, &offer).await;
             if json {
                 println!("{}", serde_json::to_string_pretty(&attempt.record)?);

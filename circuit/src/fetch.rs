@@ -415,7 +415,11 @@ struct Planned {
 
 impl Fetcher {
     /// Opens the cache (taking its lock) and builds the HTTP client.
-    pub fn new(cfg: FetchConfig, chain: Arc<dyn Chain>, netuid: NetUid) -> Result<Self, FetchError> {
+    pub fn new(
+        cfg: FetchConfig,
+        chain: Arc<dyn Chain>,
+        netuid: NetUid,
+    ) -> Result<Self, FetchError> {
         cfg.url_policy.validate().map_err(FetchError::InvalidOffer)?;
         let cache = Cache::open(&cfg.cache_dir, cfg.cache_max_bytes)?;
         let client = http_client(&cfg.transfer)?;
@@ -457,8 +461,12 @@ impl Fetcher {
         };
         let result = self.fetch_inner(miner, offer, &guard.bytes).await;
         match &result {
-            Ok(f) => tracing::info!(miner = %miner, hash = %f.hash, cache_hit = f.cache_hit, "circuit artifact ready"),
-            Err(e) => tracing::warn!(miner = %miner, hash = %offer.hash, error = %e, "circuit fetch failed"),
+            Ok(f) => {
+                tracing::info!(miner = %miner, hash = %f.hash, cache_hit = f.cache_hit, "circuit artifact ready")
+            }
+            Err(e) => {
+                tracing::warn!(miner = %miner, hash = %offer.hash, error = %e, "circuit fetch failed")
+            }
         }
         let record = guard.finish(&result);
         FetchAttempt { record, result }
@@ -468,7 +476,10 @@ impl Fetcher {
     fn plan(&self, offer: &CircuitOffer) -> Result<Vec<Planned>, FetchError> {
         let now = UnixMillis::now().0;
         if offer.expires_at.0 <= now {
-            return Err(FetchError::Expired { what: "the offer".into(), at_ms: offer.expires_at.0 });
+            return Err(FetchError::Expired {
+                what: "the offer".into(),
+                at_ms: offer.expires_at.0,
+            });
         }
         if offer.urls.len() > crate::files::MAX_FILES {
             return Err(FetchError::InvalidOffer(format!("{} URLs", offer.urls.len())));
@@ -518,13 +529,17 @@ impl Fetcher {
         bytes: &AtomicU64,
     ) -> Result<Fetched, FetchError> {
         let planned = self.plan(offer)?;
-        let commitment =
-            self.chain.commitment(self.netuid, miner).await?.ok_or(FetchError::NoCommitment(*miner))?;
+        let commitment = self
+            .chain
+            .commitment(self.netuid, miner)
+            .await?
+            .ok_or(FetchError::NoCommitment(*miner))?;
         let chain_hash = ArtifactHash::from_commitment(&commitment.data)?;
         if chain_hash != offer.hash {
             return Err(FetchError::OfferMismatch { chain: chain_hash, offered: offer.hash });
         }
-        if let ClaimCheck::ClaimedBy(other) = self.cache.check_claim(&chain_hash, miner, commitment.block)
+        if let ClaimCheck::ClaimedBy(other) =
+            self.cache.check_claim(&chain_hash, miner, commitment.block)
         {
             return Err(FetchError::ClaimedByOther { hash: chain_hash, other });
         }
@@ -542,7 +557,10 @@ impl Fetcher {
         let staging = tempfile::Builder::new()
             .prefix("fetch-")
             .tempdir_in(self.cache.tmp_dir())
-            .map_err(|source| CacheError::Io { path: self.cache.tmp_dir().display().to_string(), source })?;
+            .map_err(|source| CacheError::Io {
+                path: self.cache.tmp_dir().display().to_string(),
+                source,
+            })?;
         let mut sizes = BTreeMap::new();
         let mut total = 0u64;
         for p in &planned {
@@ -567,7 +585,12 @@ impl Fetcher {
             self.cache.insert(&chain_hash, staging.path(), miner, commitment.block, sizes)?;
         // Renamed away: nothing left for the guard to remove.
         let _ = staging.keep();
-        Ok(Fetched { hash: chain_hash, dir: self.cache.artifact_dir(&chain_hash), cache_hit: false, evicted })
+        Ok(Fetched {
+            hash: chain_hash,
+            dir: self.cache.artifact_dir(&chain_hash),
+            cache_hit: false,
+            evicted,
+        })
     }
 
     /// Downloads one file with retries; returns its length and SHA-256.
@@ -618,7 +641,8 @@ impl Fetcher {
         let mut url = p.url.clone();
         let mut hops = 0;
         let mut response = loop {
-            let response = self.client.get(url.clone()).send().await.map_err(|e| net(describe(&e)))?;
+            let response =
+                self.client.get(url.clone()).send().await.map_err(|e| net(describe(&e)))?;
             let status = response.status();
             if status.is_redirection() && status != reqwest::StatusCode::NOT_MODIFIED {
                 if hops >= self.cfg.max_redirects {
@@ -627,7 +651,10 @@ impl Fetcher {
                         limit: self.cfg.max_redirects,
                     });
                 }
-                let bad = |reason: &str| FetchError::BadRedirect { file: name.clone(), reason: reason.into() };
+                let bad = |reason: &str| FetchError::BadRedirect {
+                    file: name.clone(),
+                    reason: reason.into(),
+                };
                 let location = response
                     .headers()
                     .get(reqwest::header::LOCATION)
@@ -635,10 +662,8 @@ impl Fetcher {
                     .to_str()
                     .map_err(|_| bad("Location is not ASCII"))?;
                 let next = url.join(location).map_err(|e| bad(&format!("Location: {e}")))?;
-                self.cfg.url_policy.check(&next).map_err(|refusal| FetchError::RedirectRefused {
-                    file: name.clone(),
-                    to: redact(&next),
-                    refusal,
+                self.cfg.url_policy.check(&next).map_err(|refusal| {
+                    FetchError::RedirectRefused { file: name.clone(), to: redact(&next), refusal }
                 })?;
                 tracing::debug!(file = %name, to = %redact(&next), "following redirect");
                 url = next;
@@ -654,7 +679,12 @@ impl Fetcher {
         if !status.is_success() {
             let body = read_bounded(response, 4096).await;
             let (code, message) = s3_error(&body);
-            return Err(FetchError::HttpStatus { file: name.clone(), status: status.as_u16(), code, message });
+            return Err(FetchError::HttpStatus {
+                file: name.clone(),
+                status: status.as_u16(),
+                code,
+                message,
+            });
         }
         let file_cap = self.cfg.max_file_bytes;
         let total_cap = self.cfg.max_total_bytes;
@@ -686,7 +716,9 @@ impl Fetcher {
                     }
                     hasher.update(&chunk);
                     if let Err(source) = file.write_all(&chunk) {
-                        break Err(CacheError::Io { path: dest.display().to_string(), source }.into());
+                        break Err(
+                            CacheError::Io { path: dest.display().to_string(), source }.into()
+                        );
                     }
                     bar.inc(chunk.len() as u64);
                 }
@@ -708,7 +740,8 @@ impl Fetcher {
         {
             return Err(FetchError::Truncated { file: name.clone(), got, expected });
         }
-        file.sync_all().map_err(|source| CacheError::Io { path: dest.display().to_string(), source })?;
+        file.sync_all()
+            .map_err(|source| CacheError::Io { path: dest.display().to_string(), source })?;
         Ok((got, ArtifactHash::from_hasher(hasher)))
     }
 }

@@ -34,7 +34,9 @@ pub mod storage;
 pub mod transfer;
 
 pub use cache::{Cache, CacheEntry, CacheError, Claim};
-pub use fetch::{FetchAttempt, FetchConfig, FetchError, FetchLog, FetchRecord, Fetched, Fetcher, MemoryLog};
+pub use fetch::{
+    FetchAttempt, FetchConfig, FetchError, FetchLog, FetchRecord, Fetched, Fetcher, MemoryLog,
+};
 pub use files::{FilesError, RequiredFiles};
 pub use hash::{ArtifactHash, HashParseError};
 pub use offer::{CircuitOffer, OfferError, offer_urls};

@@ -85,7 +85,9 @@ pub fn local_artifact(dir: &Path, files: &RequiredFiles) -> Result<LocalArtifact
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(ArtifactError::MissingFile(name.clone()));
             }
-            Err(source) => return Err(ArtifactError::Io { path: path.display().to_string(), source }),
+            Err(source) => {
+                return Err(ArtifactError::Io { path: path.display().to_string(), source });
+            }
         };
         if !meta.is_file() {
             return Err(ArtifactError::NotAFile(path.display().to_string()));
@@ -141,7 +143,8 @@ pub async fn offer_urls(
     expiry: Duration,
 ) -> Result<CircuitOffer, OfferError> {
     let local = local_artifact(dir, files)?;
-    let commitment = chain.commitment(netuid, hotkey).await?.ok_or(OfferError::NotCommitted(*hotkey))?;
+    let commitment =
+        chain.commitment(netuid, hotkey).await?.ok_or(OfferError::NotCommitted(*hotkey))?;
     let on_chain = ArtifactHash::from_commitment(&commitment.data)?;
     if on_chain != local.hash {
         return Err(OfferError::LocalDiffersFromChain { local: local.hash, chain: on_chain });

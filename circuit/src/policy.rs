@@ -266,7 +266,7 @@ impl UrlPolicy {
             return Err(UrlRefusal::Idn(host.to_owned()));
         }
         let host = host.to_ascii_lowercase();
-        let allowed = self.allowed_hosts.iter().any(|h| *h == host)
+        let allowed = self.allowed_hosts.contains(&host)
             || self.allowed_suffixes.iter().any(|s| {
                 host == *s
                     || host

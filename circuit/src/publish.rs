@@ -82,9 +82,9 @@ impl PublishError {
     fn is_transient(&self) -> bool {
         match self {
             Self::Network { .. } => true,
-            Self::Status { status, .. } => reqwest::StatusCode::from_u16(*status)
-                .map(status_is_transient)
-                .unwrap_or(false),
+            Self::Status { status, .. } => {
+                reqwest::StatusCode::from_u16(*status).map(status_is_transient).unwrap_or(false)
+            }
             _ => false,
         }
     }
@@ -134,7 +134,8 @@ pub async fn publish(
         uploaded.push((file.name.clone(), file.len));
     }
     let hotkey = signer.public();
-    let current = retry(&opts.chain_retry, "commitment", || chain.commitment(netuid, &hotkey)).await?;
+    let current =
+        retry(&opts.chain_retry, "commitment", || chain.commitment(netuid, &hotkey)).await?;
     if current.is_some_and(|c| c.data == hash.as_bytes()) {
         tracing::info!(%hash, "the chain already holds this commitment");
         return Ok(PublishReport { hash, uploaded, receipt: None });
@@ -191,9 +192,8 @@ async fn upload_once(
         .map_err(|e| net(format!("cannot open {}: {e}", file.path.display())))?;
     let bar = progress_bar(opts.progress, "upload", &file.name, Some(file.len));
     let progress = bar.clone();
-    let stream = tokio_util::io::ReaderStream::with_capacity(handle, 256 * 1024).inspect_ok(
-        move |chunk| progress.inc(chunk.len() as u64),
-    );
+    let stream = tokio_util::io::ReaderStream::with_capacity(handle, 256 * 1024)
+        .inspect_ok(move |chunk| progress.inc(chunk.len() as u64));
     let url = storage.presign_put(hash, &file.name, PUT_URL_EXPIRY);
     let response = client
         .put(url)

@@ -179,8 +179,10 @@ mod tests {
     fn example_is_valid_and_extra_keys_pass() {
         validate_settings(EXAMPLE_SETTINGS.as_bytes()).expect("example valid");
         validate_settings(&with(|v| v["check_mode"] = "SAFE".into())).expect("extra key");
-        validate_settings(&with(|v| v["run_args"]["input_visibility"] = serde_json::json!({"Hashed": {}})))
-            .expect("object visibility");
+        validate_settings(&with(|v| {
+            v["run_args"]["input_visibility"] = serde_json::json!({"Hashed": {}})
+        }))
+        .expect("object visibility");
     }
 
     #[test]

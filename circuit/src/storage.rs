@@ -144,9 +144,10 @@ impl StorageConfig {
             (Some(e), _) => (e.clone(), true),
             (None, Provider::S3) => (format!("https://s3.{region}.amazonaws.com"), false),
             (None, Provider::R2) => {
-                let account = self.account_id.as_deref().filter(|a| !a.is_empty()).ok_or_else(
-                    || cfg("R2 needs storage.account_id (or VERIBENCH_STORAGE_ACCOUNT_ID)"),
-                )?;
+                let account =
+                    self.account_id.as_deref().filter(|a| !a.is_empty()).ok_or_else(|| {
+                        cfg("R2 needs storage.account_id (or VERIBENCH_STORAGE_ACCOUNT_ID)")
+                    })?;
                 if !account.bytes().all(|b| b.is_ascii_alphanumeric()) {
                     return Err(cfg("storage.account_id must be alphanumeric"));
                 }
@@ -163,11 +164,9 @@ impl StorageConfig {
         let bucket = Bucket::new(endpoint, style, Cow::Owned(self.bucket.clone()), region)
             .map_err(|e| StorageError::Config(format!("bucket: {e}")))?;
         let (Some(key), Some(secret)) = (&self.access_key_id, &self.secret_access_key) else {
-            return Err(cfg(
-                "credentials are not set (VERIBENCH_STORAGE_ACCESS_KEY_ID and \
+            return Err(cfg("credentials are not set (VERIBENCH_STORAGE_ACCESS_KEY_ID and \
                  VERIBENCH_STORAGE_SECRET_ACCESS_KEY, or AWS_ACCESS_KEY_ID and \
-                 AWS_SECRET_ACCESS_KEY)",
-            ));
+                 AWS_SECRET_ACCESS_KEY)"));
         };
         let credentials = Credentials::new(key.expose(), secret.expose());
         Ok(Storage { bucket, credentials })
@@ -225,7 +224,11 @@ impl Storage {
     ) -> Option<Url> {
         let time = jiff_timestamp(signed_at_unix_secs)?;
         let key = object_key(hash, file);
-        Some(self.bucket.get_object(Some(&self.credentials), &key).sign_with_time(clamp(expiry), &time))
+        Some(
+            self.bucket
+                .get_object(Some(&self.credentials), &key)
+                .sign_with_time(clamp(expiry), &time),
+        )
     }
 }
 
@@ -250,7 +253,8 @@ mod tests {
 
     #[test]
     fn r2_endpoint_and_env_overrides_and_redaction() {
-        let mut c = StorageConfig { provider: Provider::R2, bucket: "b".into(), ..Default::default() };
+        let mut c =
+            StorageConfig { provider: Provider::R2, bucket: "b".into(), ..Default::default() };
         assert!(c.open().is_err(), "no account id");
         c.apply_env(env(&[
             ("VERIBENCH_STORAGE_ACCOUNT_ID", "acc1"),

@@ -144,11 +144,8 @@ pub(crate) fn s3_error(body: &[u8]) -> (Option<String>, Option<String>) {
         let open = format!("<{name}>");
         let start = text.find(&open)? + open.len();
         let end = text[start..].find('<')? + start;
-        let clean: String = text[start..end]
-            .chars()
-            .filter(|c| !c.is_control())
-            .take(200)
-            .collect();
+        let clean: String =
+            text[start..end].chars().filter(|c| !c.is_control()).take(200).collect();
         Some(clean)
     };
     (tag("Code"), tag("Message"))
@@ -209,7 +206,12 @@ pub(crate) fn stderr_is_terminal() -> bool {
 
 /// A progress bar for one file, drawn on stderr when `enabled` and stderr is a terminal,
 /// hidden otherwise.
-pub(crate) fn progress_bar(enabled: bool, verb: &str, name: &str, len: Option<u64>) -> indicatif::ProgressBar {
+pub(crate) fn progress_bar(
+    enabled: bool,
+    verb: &str,
+    name: &str,
+    len: Option<u64>,
+) -> indicatif::ProgressBar {
     if !enabled || !stderr_is_terminal() {
         return indicatif::ProgressBar::hidden();
     }
@@ -250,10 +252,7 @@ mod tests {
     fn s3_error_bodies_and_redaction() {
         let body = b"<?xml version=\"1.0\"?><Error><Code>SignatureDoesNotMatch</Code>\
                      <Message>bad\x07 sig</Message></Error>";
-        assert_eq!(
-            s3_error(body),
-            (Some("SignatureDoesNotMatch".into()), Some("bad sig".into()))
-        );
+        assert_eq!(s3_error(body), (Some("SignatureDoesNotMatch".into()), Some("bad sig".into())));
         assert_eq!(s3_error(b"garbage"), (None, None));
         let u = Url::parse("https://a.r2.dev/h/vk.key?X-Amz-Signature=secret#f").expect("url");
         assert_eq!(redact(&u), "https://a.r2.dev/h/vk.key");

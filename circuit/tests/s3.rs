@@ -90,8 +90,10 @@ async fn publish_commit_fetch_then_cache_hit() {
     let (dir, hash) = w.publish(7, 1).await;
 
     // Uploaded under <sha256>/<file>, and committed on chain.
-    let mut want: Vec<String> =
-        ["model.compiled", "pk.key", "settings.json", "vk.key"].iter().map(|f| format!("{hash}/{f}")).collect();
+    let mut want: Vec<String> = ["model.compiled", "pk.key", "settings.json", "vk.key"]
+        .iter()
+        .map(|f| format!("{hash}/{f}"))
+        .collect();
     want.sort();
     assert_eq!(w.s3.objects(), want);
     assert_eq!(hash, ArtifactHash::of_file(&dir.join("vk.key")).unwrap());
@@ -99,16 +101,18 @@ async fn publish_commit_fetch_then_cache_hit() {
     assert_eq!(c.data, hash.as_bytes());
 
     // Publishing again re-uploads but does not repeat the extrinsic.
-    let again = publish(&dir, &RequiredFiles::default(), &w.storage, &w.chain, &key(1), NET, &opts())
-        .await
-        .unwrap();
+    let again =
+        publish(&dir, &RequiredFiles::default(), &w.storage, &w.chain, &key(1), NET, &opts())
+            .await
+            .unwrap();
     assert!(again.receipt.is_none());
 
     let offer = w.offer(&dir, 1).await;
     assert_eq!(offer.hash, hash);
     assert!(offer.expires_at.0 > UnixMillis::now().0 + 3_500_000);
     // The offer survives its JSON round trip (it is carried as JSON).
-    let offer: CircuitOffer = serde_json::from_str(&serde_json::to_string(&offer).unwrap()).unwrap();
+    let offer: CircuitOffer =
+        serde_json::from_str(&serde_json::to_string(&offer).unwrap()).unwrap();
 
     let (fetcher, log, cache) = w.fetcher("cache");
     let first = fetcher.fetch(&key(1).public(), &offer).await;
@@ -116,7 +120,11 @@ async fn publish_commit_fetch_then_cache_hit() {
     assert!(!fetched.cache_hit);
     assert_eq!(fetched.dir, cache.join(hash.to_hex()));
     for f in ["vk.key", "pk.key", "settings.json", "model.compiled"] {
-        assert_eq!(std::fs::read(fetched.dir.join(f)).unwrap(), std::fs::read(dir.join(f)).unwrap(), "{f}");
+        assert_eq!(
+            std::fs::read(fetched.dir.join(f)).unwrap(),
+            std::fs::read(dir.join(f)).unwrap(),
+            "{f}"
+        );
     }
     let total: u64 = ["vk.key", "pk.key", "settings.json", "model.compiled"]
         .iter()
@@ -147,7 +155,8 @@ async fn miner_refuses_urls_when_local_artifact_differs_from_chain() {
         let (storage, chain) = (w.storage.clone(), w.chain.clone());
         let files = files.clone();
         async move {
-            offer_urls(&d, &files, &storage, &chain, NET, &key(2).public(), Duration::from_secs(60)).await
+            offer_urls(&d, &files, &storage, &chain, NET, &key(2).public(), Duration::from_secs(60))
+                .await
         }
     };
     assert!(matches!(offer(dir.clone()).await, Err(OfferError::NotCommitted(_))));
@@ -175,7 +184,8 @@ async fn expired_url_is_refused_and_the_server_agrees() {
     let (dir, hash) = w.publish(4, 1).await;
     let mut offer = w.offer(&dir, 1).await;
     let two_hours_ago = i64::try_from(UnixMillis::now().0 / 1000).unwrap() - 7200;
-    let stale = w.storage.presign_get_at(&hash, "pk.key", Duration::from_secs(60), two_hours_ago).unwrap();
+    let stale =
+        w.storage.presign_get_at(&hash, "pk.key", Duration::from_secs(60), two_hours_ago).unwrap();
 
     // s3s-fs itself rejects it (so the client-side check is not the only line of defence).
     let client = veribench_circuit::transfer::http_client(&fast_transfer()).unwrap();
@@ -206,8 +216,7 @@ async fn tampered_signature_is_refused_by_the_server() {
     let mut offer = w.offer(&dir, 1).await;
     set_url(&mut offer, "pk.key", |u| {
         let (head, sig) = u.rsplit_once("X-Amz-Signature=").unwrap();
-        let flipped: String =
-            sig.chars().map(|c| if c == '0' { '1' } else { '0' }).collect();
+        let flipped: String = sig.chars().map(|c| if c == '0' { '1' } else { '0' }).collect();
         format!("{head}X-Amz-Signature={flipped}")
     });
     let (fetcher, _, cache) = w.fetcher("cache");
@@ -253,7 +262,10 @@ async fn swapped_object_is_a_hash_mismatch() {
     let other = ArtifactHash::of_bytes(b"other");
     let forged = CircuitOffer { hash: other, ..offer.clone() };
     let err = fetcher.fetch(&key(1).public(), &forged).await.result.unwrap_err();
-    assert!(matches!(err, FetchError::WrongObject { .. } | FetchError::OfferMismatch { .. }), "{err}");
+    assert!(
+        matches!(err, FetchError::WrongObject { .. } | FetchError::OfferMismatch { .. }),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -266,7 +278,10 @@ async fn oversize_files_and_artifacts_are_refused() {
     cfg.max_file_bytes = 1024 * 1024; // pk.key is 3 MiB
     let fetcher = Fetcher::new(cfg.clone(), Arc::new(w.chain.clone()), NET).unwrap();
     let err = fetcher.fetch(&key(1).public(), &offer).await.result.unwrap_err();
-    assert!(matches!(&err, FetchError::TooLarge { what, limit } if what == "file pk.key" && *limit == 1024 * 1024), "{err}");
+    assert!(
+        matches!(&err, FetchError::TooLarge { what, limit } if what == "file pk.key" && *limit == 1024 * 1024),
+        "{err}"
+    );
     assert!(tmp_entries(&cache).is_empty());
     drop(fetcher);
 

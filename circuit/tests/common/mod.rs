@@ -135,7 +135,8 @@ impl Drop for S3Server {
     }
 }
 
-pub const FAST_RETRY: RetryPolicy = RetryPolicy { attempts: 3, initial_delay_ms: 10, max_delay_ms: 40 };
+pub const FAST_RETRY: RetryPolicy =
+    RetryPolicy { attempts: 3, initial_delay_ms: 10, max_delay_ms: 40 };
 
 pub fn fast_transfer() -> TransferConfig {
     TransferConfig {
@@ -211,7 +212,10 @@ pub struct ScriptServer {
 }
 
 impl ScriptServer {
-    pub async fn start(ip: &str, script: impl Fn(usize, &str) -> Reply + Send + Sync + 'static) -> Self {
+    pub async fn start(
+        ip: &str,
+        script: impl Fn(usize, &str) -> Reply + Send + Sync + 'static,
+    ) -> Self {
         let listener = TcpListener::bind((ip, 0)).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let requests = Arc::new(AtomicUsize::new(0));

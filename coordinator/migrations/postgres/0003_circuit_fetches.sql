@@ -1,0 +1,17 @@
+-- Circuit artifact fetch attempts (issue 6), PostgreSQL flavour: one row per veribench_circuit
+-- FetchRecord, served by GET /api/v1/circuits.
+-- outcome: 'fetched', 'cache_hit', 'cancelled', or a failure code of FetchError::code
+-- (url_refused, expired, hash_mismatch, claimed_by_other, too_large, truncated, network, ...);
+-- reason: the error message for failures, NULL otherwise. hash: 64 lowercase hex digits;
+-- miner_hotkey: the hotkey as 64 lowercase hex digits; at: Unix milliseconds.
+CREATE TABLE circuit_fetches (
+    id           BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    miner_hotkey TEXT   NOT NULL,
+    hash         TEXT   NOT NULL,
+    outcome      TEXT   NOT NULL,
+    reason       TEXT,
+    bytes        BIGINT NOT NULL,
+    duration_ms  BIGINT NOT NULL,
+    at           BIGINT NOT NULL
+);
+CREATE INDEX circuit_fetches_miner ON circuit_fetches (miner_hotkey, at);
