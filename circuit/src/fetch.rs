@@ -84,6 +84,9 @@ impl Default for FetchConfig {
 /// Why a fetch failed. [`FetchError::code`] is the stable outcome code of the fetch record.
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
+    /// The fetch configuration is unusable.
+    #[error("circuit fetch configuration: {0}")]
+    Config(String),
     /// The offer is malformed (duplicate file, empty, …).
     #[error("invalid offer: {0}")]
     InvalidOffer(String),
@@ -231,6 +234,7 @@ impl FetchError {
     /// The stable outcome code recorded for this failure.
     pub fn code(&self) -> &'static str {
         match self {
+            Self::Config(_) => "config",
             Self::InvalidOffer(_) => "invalid_offer",
             Self::UnknownFile(_) => "unknown_file",
             Self::MissingFile(_) => "missing_file",
@@ -420,7 +424,7 @@ impl Fetcher {
         chain: Arc<dyn Chain>,
         netuid: NetUid,
     ) -> Result<Self, FetchError> {
-        cfg.url_policy.validate().map_err(FetchError::InvalidOffer)?;
+        cfg.url_policy.validate().map_err(FetchError::Config)?;
         let cache = Cache::open(&cfg.cache_dir, cfg.cache_max_bytes)?;
         let client = http_client(&cfg.transfer)?;
         Ok(Self { cfg, client, chain, netuid, cache, log: None, progress: false })

@@ -393,3 +393,127 @@ async fn cache_evicts_least_recently_used_beyond_its_limit() {
     let back = fetcher.fetch(&key(2).public(), &o2).await;
     assert_eq!(back.record.outcome, "fetched");
 }
+
+/// The CLI commands as the binaries run them: TOML configuration files, `publish`, `offer
+/// --out`, `fetch --offer`, then a cache hit.
+#[tokio::test]
+async fn cli_publish_offer_fetch_with_toml_configs() {
+    use veribench_circuit::cli::{
+        CoordinatorCircuitCommand, MinerArtifactArgs, WorkerCircuitCommand,
+        run_coordinator_circuit, run_worker_circuit,
+    };
+    let w = World::new();
+    let dir = artifact(w.tmp.path(), 20);
+    let miner_toml = w.tmp.path().join("miner.toml");
+    std::fs::write(
+        &miner_toml,
+        format!(
+            r#"url_expiry_secs = 900
+
+[artifact]
+files = ["vk.key", "pk.key", "settings.json", "model.compiled"]
+committed = "vk.key"
+
+[storage]
+provider = "s3"
+endpoint = "http://127.0.0.1:{port}"
+bucket = "{BUCKET}"
+region = "us-east-1"
+access_key_id = "veribench-test-access"
+secret_access_key = "veribench-test-secret-key-0123456789"
+
+[transfer]
+connect_timeout_secs = 2
+read_timeout_secs = 5
+retry = {{ attempts = 2, initial_delay_ms = 10, max_delay_ms = 20 }}
+"#,
+            port = w.s3.port
+        ),
+    )
+    .unwrap();
+    let args = || MinerArtifactArgs {
+        dir: dir.clone(),
+        config: Some(miner_toml.clone()),
+        files: None,
+        committed: None,
+    };
+    let chain: Arc<dyn Chain> = Arc::new(w.chain.clone());
+    run_worker_circuit(
+        WorkerCircuitCommand::Publish { artifact: args(), no_progress: true },
+        chain.clone(),
+        &key(2),
+        NET,
+    )
+    .await
+    .unwrap();
+    let offer_file = w.tmp.path().join("offer.json");
+    run_worker_circuit(
+        WorkerCircuitCommand::Offer {
+            artifact: args(),
+            expiry_secs: None,
+            out: Some(offer_file.clone()),
+        },
+        chain.clone(),
+        &key(2),
+        NET,
+    )
+    .await
+    .unwrap();
+    let offer: CircuitOffer =
+        serde_json::from_str(&std::fs::read_to_string(&offer_file).unwrap()).unwrap();
+    let left = offer.expires_at.0 - UnixMillis::now().0;
+    assert!((800_000..=900_000).contains(&left), "url_expiry_secs = 900 gives {left} ms");
+
+    let cache = w.tmp.path().join("cli-cache");
+    let coord_toml = w.tmp.path().join("coordinator.toml");
+    std::fs::write(
+        &coord_toml,
+        format!(
+            r#"cache_dir = "{}"
+cache_max_bytes = 1073741824
+max_file_bytes = 104857600
+max_total_bytes = 209715200
+max_redirects = 2
+
+[artifact]
+committed = "vk.key"
+
+[url_policy]
+allowed_hosts = ["127.0.0.1"]
+http_hosts = ["127.0.0.1"]
+
+[transfer]
+connect_timeout_secs = 2
+"#,
+            cache.display()
+        ),
+    )
+    .unwrap();
+    let fetch = || CoordinatorCircuitCommand::Fetch {
+        miner: veribench_wallet::ss58_encode(
+            &key(2).public(),
+            veribench_wallet::BITTENSOR_SS58_PREFIX,
+        )
+        .unwrap(),
+        offer: offer_file.clone(),
+        config: Some(coord_toml.clone()),
+        cache_dir: None,
+        json: false,
+        no_progress: true,
+    };
+    run_coordinator_circuit(fetch(), chain.clone(), NET, None).await.unwrap();
+    assert!(cache.join(offer.hash.to_hex()).join("pk.key").is_file());
+    run_coordinator_circuit(fetch(), chain.clone(), NET, None).await.unwrap();
+
+    // The same fetch by a hotkey without a commitment exits with the reason.
+    let stranger = CoordinatorCircuitCommand::Fetch {
+        miner: key(3).public().to_string(),
+        offer: offer_file.clone(),
+        config: Some(coord_toml.clone()),
+        cache_dir: Some(w.tmp.path().join("cache-2")),
+        json: true,
+        no_progress: true,
+    };
+    let err = run_coordinator_circuit(stranger, chain, NET, None).await.unwrap_err();
+    assert!(err.to_string().starts_with("fetch failed (no_commitment)"), "{err}");
+}

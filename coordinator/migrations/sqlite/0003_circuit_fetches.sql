@@ -10,8 +10,8 @@ CREATE TABLE circuit_fetches (
     hash         TEXT    NOT NULL,
     outcome      TEXT    NOT NULL,
     reason       TEXT,
-    bytes        BIGINT  NOT NULL,
-    duration_ms  BIGINT  NOT NULL,
-    at           BIGINT  NOT NULL
+    bytes        INTEGER NOT NULL,
+    duration_ms  INTEGER NOT NULL,
+    at           INTEGER NOT NULL
 );
 CREATE INDEX circuit_fetches_miner ON circuit_fetches (miner_hotkey, at);
