@@ -284,3 +284,23 @@ pub async fn run_coordinator_circuit(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The TOML examples of the README parse, and their values are the defaults they claim.
+    #[test]
+    fn readme_configuration_examples_parse() {
+        let readme = include_str!("../README.md");
+        let blocks: Vec<&str> =
+            readme.split("```toml\n").skip(1).filter_map(|b| b.split("```").next()).collect();
+        assert_eq!(blocks.len(), 2, "the README has a miner and a fetch example");
+        let miner: MinerCircuitConfig = toml::from_str(blocks[0]).expect("miner example");
+        assert_eq!(miner.artifact, RequiredFiles::default());
+        assert_eq!(miner.transfer, TransferConfig::default());
+        assert_eq!(miner.storage.provider, crate::Provider::R2);
+        let fetch: FetchConfig = toml::from_str(blocks[1]).expect("fetch example");
+        assert_eq!(fetch, FetchConfig::default(), "the README shows the defaults");
+    }
+}
