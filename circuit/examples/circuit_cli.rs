@@ -1,33 +1,25 @@
-//! The `circuit` subcommands wired exactly as the worker and coordinator binaries wire them, on
-//! a file-backed local chain: a way to try publish / offer / fetch / check-url by hand, and the
-//! reference for that wiring.
+//! The `circuit` subcommands wired as the worker and coordinator binaries wire them, on the
+//! file-backed local chain: a way to try publish / offer / fetch / check-url by hand, and the
+//! reference for that wiring. `--seed N` replaces the wallet with `Keypair::from_seed([N; 32])`
+//! (registered on the local chain), so no wallet files are needed.
 //!
 //! ```text
-//! cargo run -p veribench-circuit --example circuit_cli -- --chain /tmp/chain.json --seed 1 \
-//!     worker publish --dir ./artifact --circuit-config miner.toml
+//! cargo run -p veribench-circuit --example circuit_cli -- --seed 1 worker \
+//!     --subtensor.network file:/tmp/chain.json publish --dir ./artifact --circuit-config miner.toml
 //! ```
 
-use std::path::PathBuf;
-use std::sync::Arc;
-
 use clap::{Parser, Subcommand};
-use veribench_chain::{LocalChain, NetUid};
+use veribench_chain::LocalChain;
 use veribench_circuit::cli::{
-    CoordinatorCircuitCommand, WorkerCircuitCommand, run_coordinator_circuit, run_worker_circuit,
+    CoordinatorCircuitArgs, WorkerCircuitArgs, run_coordinator_circuit, run_worker_circuit,
 };
 use veribench_wallet::Keypair;
 
 #[derive(Debug, Parser)]
 struct Cli {
-    /// Local chain state file (created if missing; the miner key is registered on it).
+    /// Use Keypair::from_seed([seed; 32]) as the miner hotkey instead of the wallet.
     #[arg(long)]
-    chain: PathBuf,
-    /// Subnet.
-    #[arg(long, default_value_t = 1)]
-    netuid: u16,
-    /// The miner hotkey is Keypair::from_seed([seed; 32]).
-    #[arg(long, default_value_t = 1)]
-    seed: u8,
+    seed: Option<u8>,
     #[command(subcommand)]
     command: Command,
 }
@@ -35,24 +27,40 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Miner side (`veribench-worker circuit …`).
-    #[command(subcommand)]
-    Worker(WorkerCircuitCommand),
+    Worker(WorkerCircuitArgs),
     /// Validator side (`veribench-coordinator circuit …`).
-    #[command(subcommand)]
-    Coordinator(CoordinatorCircuitCommand),
+    Coordinator(CoordinatorCircuitArgs),
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let chain = LocalChain::open(&cli.chain)?;
-    let keypair = Keypair::from_seed(&[cli.seed; 32]);
-    let netuid = NetUid(cli.netuid);
-    chain.register(netuid, keypair.public(), keypair.public(), 0, false)?;
     match cli.command {
-        Command::Worker(cmd) => run_worker_circuit(cmd, Arc::new(chain), &keypair, netuid).await,
-        Command::Coordinator(cmd) => {
-            run_coordinator_circuit(cmd, Arc::new(chain), netuid, None).await
+        Command::Worker(args) => {
+            let chain =
+                args.chain.open_local()?.ok_or_else(|| anyhow::anyhow!("file: chains only"))?;
+            let keypair = match cli.seed {
+                Some(seed) => {
+                    let k = Keypair::from_seed(&[seed; 32]);
+                    if let veribench_chain::Network::File(path) = args.chain.network()? {
+                        LocalChain::open(path)?.register(
+                            args.chain.netuid(),
+                            k.public(),
+                            k.public(),
+                            0,
+                            false,
+                        )?;
+                    }
+                    k
+                }
+                None => args.wallet.load_hotkey()?,
+            };
+            run_worker_circuit(args.command, chain, &keypair, args.chain.netuid()).await
+        }
+        Command::Coordinator(args) => {
+            let chain =
+                args.chain.open_local()?.ok_or_else(|| anyhow::anyhow!("file: chains only"))?;
+            run_coordinator_circuit(args.command, chain, args.chain.netuid(), None).await
         }
     }
 }

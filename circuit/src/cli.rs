@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use serde::Deserialize;
-use veribench_chain::{Chain, NetUid, RetryPolicy};
+use veribench_chain::{Chain, LocalChain, NetUid, Network, RetryPolicy};
 use veribench_wallet::Keypair;
 
 use crate::fetch::{FetchConfig, Fetcher, MemoryLog};
@@ -53,6 +53,108 @@ impl MinerCircuitConfig {
         cfg.storage.apply_env(|k| std::env::var(k).ok())?;
         Ok(cfg)
     }
+}
+
+/// The chain flags of the `circuit` commands, as the binaries spell them (global: they may
+/// follow the subcommand).
+#[derive(Debug, Args)]
+pub struct ChainFlags {
+    /// The chain, as btcli's flag: finney, test, local, ws://…, wss://…, or file:PATH for the
+    /// embedded local chain.
+    #[arg(
+        long = "subtensor.network",
+        env = "VERIBENCH_SUBTENSOR_NETWORK",
+        default_value = "file:data/chain.json",
+        global = true
+    )]
+    pub network: String,
+    /// The subnet.
+    #[arg(long, env = "VERIBENCH_NETUID", default_value_t = 1, global = true)]
+    pub netuid: u16,
+}
+
+impl ChainFlags {
+    /// The parsed `--subtensor.network`.
+    pub fn network(&self) -> anyhow::Result<Network> {
+        self.network.parse().with_context(|| format!("--subtensor.network {:?}", self.network))
+    }
+
+    /// The `--netuid`.
+    pub fn netuid(&self) -> NetUid {
+        NetUid(self.netuid)
+    }
+
+    /// The file-backed local chain when `--subtensor.network` is `file:PATH`, else `None`
+    /// (the binary opens its node client).
+    pub fn open_local(&self) -> anyhow::Result<Option<Arc<dyn Chain>>> {
+        match self.network()? {
+            Network::File(path) => Ok(Some(Arc::new(LocalChain::open(path)?))),
+            _ => Ok(None),
+        }
+    }
+}
+
+/// btcli's wallet flags selecting the miner hotkey (global).
+#[derive(Debug, Args)]
+pub struct MinerWalletFlags {
+    /// Wallet name.
+    #[arg(
+        long = "wallet.name",
+        env = "VERIBENCH_WALLET_NAME",
+        default_value = "default",
+        global = true
+    )]
+    pub wallet_name: String,
+    /// The miner hotkey's name (it signs the commitment).
+    #[arg(
+        long = "wallet.hotkey",
+        env = "VERIBENCH_WALLET_HOTKEY",
+        default_value = "default",
+        global = true
+    )]
+    pub wallet_hotkey: String,
+    /// Wallets directory [default: ~/.bittensor/wallets].
+    #[arg(long = "wallet.path", env = "VERIBENCH_WALLET_PATH", global = true)]
+    pub wallet_path: Option<PathBuf>,
+}
+
+impl MinerWalletFlags {
+    /// Loads the selected hotkey.
+    pub fn load_hotkey(&self) -> anyhow::Result<Keypair> {
+        let cfg = veribench_wallet::WalletConfig {
+            name: self.wallet_name.clone(),
+            hotkey: self.wallet_hotkey.clone(),
+            path: self.wallet_path.clone(),
+        };
+        cfg.load_hotkey().with_context(|| {
+            format!("cannot load the miner hotkey {}/{}", self.wallet_name, self.wallet_hotkey)
+        })
+    }
+}
+
+/// `veribench-worker circuit [chain and wallet flags] <publish|offer> …`.
+#[derive(Debug, Args)]
+pub struct WorkerCircuitArgs {
+    /// The chain.
+    #[command(flatten)]
+    pub chain: ChainFlags,
+    /// The miner hotkey.
+    #[command(flatten)]
+    pub wallet: MinerWalletFlags,
+    /// The command.
+    #[command(subcommand)]
+    pub command: WorkerCircuitCommand,
+}
+
+/// `veribench-coordinator circuit [chain flags] <fetch|check-url> …`.
+#[derive(Debug, Args)]
+pub struct CoordinatorCircuitArgs {
+    /// The chain.
+    #[command(flatten)]
+    pub chain: ChainFlags,
+    /// The command.
+    #[command(subcommand)]
+    pub command: CoordinatorCircuitCommand,
 }
 
 /// Options shared by the miner's commands.
@@ -288,6 +390,79 @@ pub async fn run_coordinator_circuit(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The argument types as a binary embeds them: `circuit` with global chain and wallet flags
+    /// before or after the subcommand.
+    #[test]
+    fn binaries_parse_the_circuit_subcommands() {
+        use clap::{CommandFactory, Parser, Subcommand};
+        #[derive(Debug, Parser)]
+        struct Bin {
+            #[command(subcommand)]
+            command: Cmd,
+        }
+        #[derive(Debug, Subcommand)]
+        enum Cmd {
+            Worker {
+                #[command(subcommand)]
+                c: WorkerSide,
+            },
+            Coordinator {
+                #[command(subcommand)]
+                c: CoordinatorSide,
+            },
+        }
+        #[derive(Debug, Subcommand)]
+        enum WorkerSide {
+            Circuit(WorkerCircuitArgs),
+        }
+        #[derive(Debug, Subcommand)]
+        enum CoordinatorSide {
+            Circuit(CoordinatorCircuitArgs),
+        }
+        Bin::command().debug_assert();
+        let parse = |args: &[&str]| Bin::try_parse_from(args).expect("parses");
+        let Cmd::Worker { c: WorkerSide::Circuit(w) } = parse(&[
+            "bin",
+            "worker",
+            "circuit",
+            "publish",
+            "--dir",
+            "art",
+            "--netuid",
+            "7",
+            "--subtensor.network",
+            "file:/tmp/c.json",
+            "--wallet.hotkey",
+            "miner",
+        ])
+        .command
+        else {
+            panic!("worker")
+        };
+        assert_eq!((w.chain.netuid(), w.wallet.wallet_hotkey.as_str()), (NetUid(7), "miner"));
+        assert!(matches!(w.chain.network(), Ok(Network::File(p)) if p == Path::new("/tmp/c.json")));
+        assert!(
+            matches!(w.command, WorkerCircuitCommand::Publish { ref artifact, .. } if artifact.dir == Path::new("art"))
+        );
+        let Cmd::Coordinator { c: CoordinatorSide::Circuit(c) } = parse(&[
+            "bin",
+            "coordinator",
+            "circuit",
+            "--netuid",
+            "3",
+            "check-url",
+            "https://x.r2.dev/a",
+        ])
+        .command
+        else {
+            panic!("coordinator")
+        };
+        assert_eq!(c.chain.netuid(), NetUid(3));
+        assert!(
+            matches!(c.command, CoordinatorCircuitCommand::CheckUrl { ref url, .. } if url == "https://x.r2.dev/a")
+        );
+    }
 
     /// The TOML examples of the README parse, and their values are the defaults they claim.
     #[test]

@@ -761,3 +761,32 @@ pub(crate) async fn read_bounded(mut response: reqwest::Response, limit: usize) 
     }
     out
 }
+
+/// Compile-time checks: the futures can be spawned on a multi-threaded runtime, and the
+/// fetcher shared between tasks.
+#[allow(dead_code)]
+fn _futures_are_send(
+    f: &Fetcher,
+    miner: &PublicKey,
+    offer: &CircuitOffer,
+    storage: &crate::Storage,
+    chain: &dyn Chain,
+    signer: &veribench_wallet::Keypair,
+) {
+    fn send<T: Send>(_: T) {}
+    fn sync<T: Send + Sync>() {}
+    sync::<Fetcher>();
+    send(f.fetch(miner, offer));
+    let files = RequiredFiles::default();
+    let opts = crate::PublishOptions::default();
+    send(crate::publish(Path::new("."), &files, storage, chain, signer, NetUid(0), &opts));
+    send(crate::offer_urls(
+        Path::new("."),
+        &files,
+        storage,
+        chain,
+        NetUid(0),
+        miner,
+        std::time::Duration::from_secs(1),
+    ));
+}
