@@ -358,3 +358,50 @@ async fn check_url_command_exit_status() {
     let err = run("https://r2.cloudflarestorage.com@evil.com/").await.unwrap_err();
     assert!(err.to_string().contains("userinfo"), "{err}");
 }
+
+#[tokio::test]
+async fn malformed_responses_are_errors_not_panics() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (chain, hash) = committed(tmp.path(), b"vk").await;
+    let replies: Vec<Vec<u8>> = vec![
+        b"garbage\r\n\r\n".to_vec(),
+        b"HTTP/1.1 999 Weird\r\nContent-Length: 1\r\n\r\nx".to_vec(),
+        b"HTTP/1.1 200 OK\r\nContent-Length: -5\r\n\r\n".to_vec(),
+        b"HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999999\r\n\r\n".to_vec(),
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n".to_vec(),
+        b"HTTP/1.1 302 Found\r\nLocation: \xff\xfe\r\nContent-Length: 0\r\n\r\n".to_vec(),
+        b"HTTP/1.1 302 Found\r\nContent-Length: 0\r\n\r\n".to_vec(),
+        [b"HTTP/1.1 200 OK\r\nX: ".as_slice(), &vec![b'a'; 200_000], b"\r\n\r\n"].concat(),
+        Vec::new(),
+    ];
+    for (i, raw) in replies.into_iter().enumerate() {
+        let server = ScriptServer::start("127.0.0.1", move |_, _| Reply::Raw(raw.clone())).await;
+        let cache = tmp.path().join(format!("cache-{i}"));
+        let (fetcher, _) = new_fetcher(&chain, fetch_config(&cache));
+        let o = offer(hash, |f| server.url(&format!("/b/{hash}/{f}")));
+        let attempt = fetcher.fetch(&key(1).public(), &o).await;
+        let err = attempt.result.unwrap_err();
+        assert!(!err.to_string().is_empty());
+        assert!(!attempt.record.is_success(), "reply {i}");
+        assert!(tmp_entries(&cache).is_empty(), "reply {i}");
+    }
+}
+
+#[tokio::test]
+async fn a_body_without_length_is_cut_at_the_cap() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (chain, hash) = committed(tmp.path(), b"vk").await;
+    // 64 MiB without Content-Length: the cap (1 MiB) stops the download, not the server.
+    let server = ScriptServer::start("127.0.0.1", |_, _| Reply::Unbounded(64 << 20)).await;
+    let cache = tmp.path().join("cache");
+    let mut cfg = fetch_config(&cache);
+    cfg.max_file_bytes = 1 << 20;
+    let (fetcher, _) = new_fetcher(&chain, cfg);
+    let o = offer(hash, |f| server.url(&format!("/b/{hash}/{f}")));
+    let attempt = fetcher.fetch(&key(1).public(), &o).await;
+    let err = attempt.result.unwrap_err();
+    assert!(matches!(&err, FetchError::TooLarge { what, .. } if what == "file vk.key"), "{err}");
+    assert!(attempt.record.bytes <= (1 << 20) + (1 << 20), "read {} bytes", attempt.record.bytes);
+    assert_eq!(server.count(), 1, "a cap is final, not retried");
+    assert!(tmp_entries(&cache).is_empty());
+}

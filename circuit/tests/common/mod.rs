@@ -199,6 +199,10 @@ pub enum Reply {
     Stall { announce: usize, body: Vec<u8> },
     /// 302 to this location.
     Redirect(String),
+    /// These bytes as they are, then close (malformed responses).
+    Raw(Vec<u8>),
+    /// 200 without Content-Length: `len` bytes until the connection closes.
+    Unbounded(usize),
 }
 
 type Script = dyn Fn(usize, &str) -> Reply + Send + Sync;
@@ -285,6 +289,17 @@ async fn send(sock: &mut tokio::net::TcpStream, reply: Reply) -> std::io::Result
             sock.write_all(&body).await?;
             sock.flush().await?;
             tokio::time::sleep(Duration::from_secs(60)).await;
+        }
+        Reply::Raw(bytes) => sock.write_all(&bytes).await?,
+        Reply::Unbounded(len) => {
+            sock.write_all(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n").await?;
+            let block = vec![0x55u8; 64 * 1024];
+            let mut sent = 0;
+            while sent < len {
+                let n = block.len().min(len - sent);
+                sock.write_all(&block[..n]).await?;
+                sent += n;
+            }
         }
         Reply::Redirect(to) => {
             sock.write_all(head("302 Found", 0, &format!("Location: {to}\r\n")).as_bytes()).await?;
