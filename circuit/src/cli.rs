@@ -163,13 +163,13 @@ pub struct MinerArtifactArgs {
     /// The artifact directory (vk.key, pk.key, settings.json, model.compiled by default).
     #[arg(long)]
     pub dir: PathBuf,
-    /// Circuit configuration (TOML: [artifact], [storage], url_expiry_secs, [transfer]).
+    /// Circuit configuration (TOML: `[artifact]`, `[storage]`, url_expiry_secs, `[transfer]`).
     #[arg(long = "circuit-config", env = "VERIBENCH_CIRCUIT_CONFIG")]
     pub config: Option<PathBuf>,
-    /// Required files, comma-separated (overrides [artifact].files).
+    /// Required files, comma-separated (overrides `[artifact].files`).
     #[arg(long, value_delimiter = ',')]
     pub files: Option<Vec<String>>,
-    /// The committed file (overrides [artifact].committed).
+    /// The committed file (overrides `[artifact].committed`).
     #[arg(long)]
     pub committed: Option<String>,
 }
@@ -190,7 +190,7 @@ impl MinerArtifactArgs {
 /// `veribench-worker circuit …`: the miner's artifact commands.
 #[derive(Debug, Subcommand)]
 pub enum WorkerCircuitCommand {
-    /// Check the artifact directory, upload it to S3/R2 under <sha256>/<file>, and commit the
+    /// Check the artifact directory, upload it to S3/R2 under `<sha256>/<file>`, and commit the
     /// SHA-256 of the committed file on chain with the miner hotkey.
     Publish {
         /// The artifact and configuration.
@@ -290,7 +290,7 @@ pub enum CoordinatorCircuitCommand {
         /// The miner's offer, a JSON file as `veribench-worker circuit offer` prints it.
         #[arg(long)]
         offer: PathBuf,
-        /// Fetch configuration (TOML: cache_dir, [artifact], [url_policy], caps, [transfer]).
+        /// Fetch configuration (TOML: cache_dir, `[artifact]`, `[url_policy]`, caps, `[transfer]`).
         #[arg(long = "circuit-config", env = "VERIBENCH_CIRCUIT_CONFIG")]
         config: Option<PathBuf>,
         /// Cache directory (overrides cache_dir; use another one while a coordinator runs).
@@ -308,7 +308,7 @@ pub enum CoordinatorCircuitCommand {
     CheckUrl {
         /// The URL.
         url: String,
-        /// Fetch configuration (its [url_policy] is used).
+        /// Fetch configuration (its `[url_policy]` is used).
         #[arg(long = "circuit-config", env = "VERIBENCH_CIRCUIT_CONFIG")]
         config: Option<PathBuf>,
     },
@@ -332,6 +332,7 @@ pub async fn run_coordinator_circuit(
     match cmd {
         CoordinatorCircuitCommand::CheckUrl { url, config: path } => {
             let policy: UrlPolicy = load(path.as_deref())?.url_policy;
+            policy.validate().map_err(anyhow::Error::msg)?;
             match policy.check_str(&url) {
                 Ok(u) => {
                     println!("ok: {} would be fetched", redact(&u));

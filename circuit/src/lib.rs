@@ -3,12 +3,12 @@
 //! Besides raw GEMM capacity, miners compete with artifacts (verification key, proving key,
 //! settings, compiled model) too large for the worker connection. The flow:
 //!
-//! 1. **Miner, [`publish`](publish::publish)**: checks the artifact directory (every
+//! 1. **Miner, [`publish::publish`]**: checks the artifact directory (every
 //!    [`RequiredFiles`] entry present, `settings.json` valid per [`settings`]), uploads each file
 //!    to its bucket as `<sha256>/<file>` through presigned PUT URLs, then commits the SHA-256 of
 //!    the committed file (default `vk.key`) with `Chain::set_commitment`, so it cannot swap the
 //!    artifact later without a new, visible commitment.
-//! 2. **Miner, [`offer_urls`](offer::offer_urls)**: on a coordinator's request, answers with a
+//! 2. **Miner, [`offer::offer_urls`]**: on a coordinator's request, answers with a
 //!    [`CircuitOffer`] of presigned GET URLs (1 h by default), but only when the local file still
 //!    hashes to the chain commitment.
 //! 3. **Coordinator, [`Fetcher`]**: checks every URL against the [`UrlPolicy`] (exact host or
