@@ -1,9 +1,13 @@
-//! `veribench devnet`: a coordinator on the embedded defaults (SQLite, CPU backend, fresh keys)
-//! and local workers over real loopback WebSockets, with a short challenge interval.
+//! `veribench devnet`: a coordinator on the embedded defaults (SQLite, CPU backend, fresh keys,
+//! the file-backed local chain) and local workers over real loopback WebSockets, with a short
+//! challenge interval.
 //!
-//! Each worker is its own miner (a hotkey delegating to itself), so the per-miner table shows
-//! each worker's verified speed. `--rounds R` stops once every worker has finished R challenges;
-//! `--json` then prints one summary object.
+//! Each worker is its own miner (a hotkey delegating to itself), registered on subnet 1 of the
+//! local chain, so the per-miner table shows each worker's verified speed. `--slow N` makes the
+//! last honest workers slower and `--cheaters N` adds workers that skip half their rows, to show
+//! how both end up in the weights. `--rounds R` stops once every worker has finished R
+//! challenges, scores the miners, sets weights on the local chain and, with `--json`, prints one
+//! summary object including them.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -13,10 +17,14 @@ use std::time::Duration;
 use anyhow::Context;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
+use veribench_chain::{LocalChain, NetUid};
 use veribench_coordinator::CoordinatorConfig;
 use veribench_coordinator::config::{LivenessConfig, ScheduleConfig};
-use veribench_kernels::CpuBackend;
-use veribench_protocol::{DeviceKey, Mode, PublicKey, UnixMillis};
+use veribench_coordinator::epoch::SubmitOutcome;
+use veribench_kernels::{
+    Backend, BackendError, BackendKind, CpuBackend, DeviceInfo, Execution, RowSource,
+};
+use veribench_protocol::{Challenge, DeviceKey, Mode, PublicKey, UnixMillis, leaf_hash};
 use veribench_wallet::{BITTENSOR_SS58_PREFIX, Keypair, Wallet, ss58_encode};
 use veribench_worker::daemon::{WorkerConfig, WorkerIdentity, run_worker_with_token};
 
@@ -44,6 +52,74 @@ pub struct DevnetArgs {
     /// Seconds between two challenge rounds of a miner.
     #[arg(long, default_value_t = 2.0)]
     pub interval_secs: f64,
+    /// Of the workers, this many compute honestly but take four times as long.
+    #[arg(long, default_value_t = 0)]
+    pub slow: u32,
+    /// Extra workers that skip every odd row (send zeros) and commit to that.
+    #[arg(long, default_value_t = 0)]
+    pub cheaters: u32,
+}
+
+/// The subnet of the devnet's local chain.
+const NETUID: NetUid = NetUid(1);
+
+/// How a devnet worker computes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+enum Behaviour {
+    Honest,
+    Slow,
+    Cheater,
+}
+
+/// The CPU backend with a devnet [`Behaviour`] applied.
+struct DevnetBackend {
+    inner: CpuBackend,
+    behaviour: Behaviour,
+}
+
+/// A product whose odd rows were replaced by zeros.
+struct ZeroOddRows(Box<dyn RowSource>);
+
+impl RowSource for ZeroOddRows {
+    fn row_bytes(&self, row: u32) -> Result<Vec<u8>, BackendError> {
+        let bytes = self.0.row_bytes(row)?;
+        Ok(if row % 2 == 1 { vec![0; bytes.len()] } else { bytes })
+    }
+}
+
+impl Backend for DevnetBackend {
+    fn kind(&self) -> BackendKind {
+        self.inner.kind()
+    }
+
+    fn devices(&self) -> &[DeviceInfo] {
+        self.inner.devices()
+    }
+
+    fn execute(
+        &self,
+        device: &DeviceKey,
+        challenge: &Challenge,
+    ) -> Result<Execution, BackendError> {
+        let mut run = self.inner.execute(device, challenge)?;
+        match self.behaviour {
+            Behaviour::Honest => {}
+            Behaviour::Slow => {
+                let t = &run.timings;
+                std::thread::sleep(3 * (t.generate + t.gemm + t.hash) + Duration::from_millis(20));
+            }
+            Behaviour::Cheater => {
+                let seed = challenge.device_seed(device);
+                let product = ZeroOddRows(run.product);
+                for (row, leaf) in (0u32..).zip(run.leaves.iter_mut()).filter(|(r, _)| r % 2 == 1) {
+                    *leaf = leaf_hash(&seed, row, &product.row_bytes(row)?);
+                }
+                run.product = Box::new(product);
+            }
+        }
+        Ok(run)
+    }
 }
 
 /// The `--json` summary.
@@ -53,14 +129,24 @@ struct Summary {
     verified: u64,
     failed: u64,
     miners: Vec<MinerSummary>,
+    /// The weights the coordinator set on the local chain after the rounds (u16, by uid).
+    weights: Vec<WeightSummary>,
 }
 
 #[derive(Debug, Serialize)]
 struct MinerSummary {
     hotkey: String,
+    behaviour: Behaviour,
     verified: u64,
     failed: u64,
     gflops: f64,
+}
+
+#[derive(Debug, Serialize)]
+struct WeightSummary {
+    uid: u16,
+    hotkey: String,
+    weight: u16,
 }
 
 fn ss58(key: &PublicKey) -> String {
@@ -70,6 +156,7 @@ fn ss58(key: &PublicKey) -> String {
 /// Runs the devnet until Ctrl-C or `--rounds`.
 pub async fn run(args: DevnetArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.workers >= 1, "--workers must be at least 1");
+    anyhow::ensure!(args.slow <= args.workers, "--slow cannot exceed --workers");
     if args.json && args.rounds.is_none() {
         anyhow::bail!("--json needs --rounds (the summary is printed when the rounds are done)");
     }
@@ -85,16 +172,30 @@ pub async fn run(args: DevnetArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let wallet = Wallet::new(dir.join("wallets"), "devnet").context("wallet")?;
     let coordinator_key = load_or_create(&wallet, "coordinator")?;
-    let miners: Vec<Keypair> = (0..args.workers)
+    let total = args.workers + args.cheaters;
+    let miners: Vec<Keypair> = (0..total)
         .map(|i| load_or_create(&wallet, &format!("miner{i}")))
         .collect::<anyhow::Result<_>>()?;
+    let behaviour = |i: u32| match i {
+        i if i >= args.workers => Behaviour::Cheater,
+        i if i >= args.workers - args.slow => Behaviour::Slow,
+        _ => Behaviour::Honest,
+    };
+    let behaviours: HashMap<PublicKey, Behaviour> =
+        miners.iter().zip(0..).map(|(m, i)| (m.public(), behaviour(i))).collect();
+
+    // The local chain: the coordinator holds a validator permit, every miner is registered.
+    let chain = LocalChain::open(dir.join("chain.json")).context("cannot open the local chain")?;
+    chain.register(NETUID, coordinator_key.public(), coordinator_key.public(), 1_000_000, true)?;
+    for m in &miners {
+        chain.register(NETUID, m.public(), m.public(), 0, false)?;
+    }
 
     let defaults = CoordinatorConfig::default();
     let config = CoordinatorConfig {
         db: format!("sqlite://{}", dir.join("coordinator.db").display()),
         ws_listen: "127.0.0.1:0".parse()?,
         http_listen: "127.0.0.1:0".parse()?,
-        allowed_miners: miners.iter().map(|k| k.public().to_string()).collect(),
         schedule: ScheduleConfig {
             interval_secs: args.interval_secs,
             jitter_secs: args.interval_secs * 0.1,
@@ -110,9 +211,18 @@ pub async fn run(args: DevnetArgs) -> anyhow::Result<()> {
         },
         ..defaults
     };
-    let running = veribench_coordinator::start(config, coordinator_key.clone())
-        .await
-        .context("cannot start the coordinator")?;
+    let mut config = config;
+    config.chain.network = format!("file:{}", chain.path().display());
+    config.chain.netuid = NETUID.0;
+    // A devnet lives minutes, not the 169-hour availability horizon: one 5-minute bucket online
+    // counts as fully available, and the rounds asked for are full participation.
+    config.scoring.availability_buckets = 1;
+    config.scoring.participation_baseline = args.rounds.map_or(10, |r| r.clamp(1, 36) as u32);
+    config.weights.interval_secs = 30.0;
+    let running =
+        veribench_coordinator::start(config, coordinator_key.clone(), Arc::new(chain.clone()))
+            .await
+            .context("cannot start the coordinator")?;
     if !args.json {
         eprintln!(
             "devnet: coordinator on ws://{} (API http://{}), data in {}",
@@ -126,11 +236,13 @@ pub async fn run(args: DevnetArgs) -> anyhow::Result<()> {
     let mut workers = Vec::new();
     for (i, miner) in miners.iter().enumerate() {
         let device = DeviceKey::new(format!("cpu:devnet-{i}")).context("device key")?;
-        let backend = Arc::new(CpuBackend::with_device_key(device));
+        let behaviour = behaviours[&miner.public()];
+        let backend =
+            Arc::new(DevnetBackend { inner: CpuBackend::with_device_key(device), behaviour });
         let config = WorkerConfig {
             coordinator: format!("ws://{}", running.ws_addr),
             coordinator_hotkey: Some(coordinator_key.public().to_string()),
-            name: format!("devnet-{i}"),
+            name: format!("devnet-{i}-{behaviour:?}").to_lowercase(),
             backend: "cpu".into(),
             ..WorkerConfig::default()
         };
@@ -163,26 +275,54 @@ pub async fn run(args: DevnetArgs) -> anyhow::Result<()> {
     for w in workers {
         let _ = w.await;
     }
+    let weights = set_weights(&running, &chain).await?;
     let miners = running.coordinator.store().miners().await.context("cannot read the results")?;
     let summary = Summary {
-        workers: args.workers,
+        workers: total,
         verified: miners.iter().map(|m| m.verified).sum(),
         failed: miners.iter().map(|m| m.failed).sum(),
         miners: miners
             .iter()
             .map(|m| MinerSummary {
                 hotkey: ss58(&m.hotkey),
+                behaviour: behaviours.get(&m.hotkey).copied().unwrap_or(Behaviour::Honest),
                 verified: m.verified,
                 failed: m.failed,
                 gflops: m.mean_gflops,
             })
             .collect(),
+        weights,
     };
     running.shutdown().await;
     if args.json {
         println!("{}", serde_json::to_string(&summary)?);
     }
     Ok(())
+}
+
+/// Scores the miners now, submits the weights to the local chain and reads back what the chain
+/// stored for the coordinator's uid.
+async fn set_weights(
+    running: &veribench_coordinator::Running,
+    chain: &LocalChain,
+) -> anyhow::Result<Vec<WeightSummary>> {
+    let c = &running.coordinator;
+    c.score_epoch(UnixMillis::now()).await.context("cannot score the miners")?;
+    match c.submit_weights().await.context("cannot set weights")? {
+        SubmitOutcome::Submitted { .. } => {}
+        other => anyhow::bail!("weights were not set on the local chain: {other:?}"),
+    }
+    let mg = c.metagraph().context("no metagraph")?;
+    let me = mg.uid(&c.public_key()).context("the coordinator is not registered")?;
+    let set = chain.weights(NETUID)?.remove(&me).unwrap_or_default();
+    Ok(set
+        .into_iter()
+        .map(|(uid, weight)| WeightSummary {
+            uid,
+            hotkey: mg.neurons.get(usize::from(uid)).map_or_else(String::new, |n| ss58(&n.hotkey)),
+            weight,
+        })
+        .collect())
 }
 
 /// A hotkey from the devnet wallet, created on first use.

@@ -311,12 +311,20 @@ impl Child {
         let hb = args.heartbeat_secs;
         let frames_per_sec = (4.0 / hb).max(20.0);
         let q = |s: &str| serde_json::to_string(s).unwrap_or_default(); // a valid TOML basic string
-        let miners: Vec<String> = keys.miners.iter().map(|k| q(&k.to_string())).collect();
+        // The miners (and the coordinator) are registered on a local chain the coordinator reads.
+        let chain_path = dir.join("chain.json");
+        let chain = veribench_chain::LocalChain::open(&chain_path)?;
+        let netuid = veribench_chain::NetUid(1);
+        chain.register(netuid, keys.coordinator, keys.coordinator, 1, true)?;
+        for m in &keys.miners {
+            chain.register(netuid, *m, *m, 0, false)?;
+        }
         // Rounds are pushed out of the run: a miner's first round comes `jitter` after its first
         // worker registers, uniformly in [0, jitter_secs); with ~1e9 s the odds of one landing
         // in the run are ~1e-6 per miner.
         let config = format!(
-            "ws_listen = {ws}\nhttp_listen = {http}\ndb = {db}\nallowed_miners = [{miners}]\n\n\
+            "ws_listen = {ws}\nhttp_listen = {http}\ndb = {db}\n\n\
+             [chain]\nnetwork = {network}\nnetuid = {netuid}\n\n\
              [schedule]\ninterval_secs = 1e9\njitter_secs = 9.99e8\n\n\
              [liveness]\nheartbeat_secs = {hb}\noffline_after_secs = {offline}\n\
              handshake_timeout_secs = {handshake}\n\n\
@@ -324,7 +332,8 @@ impl Child {
             ws = q(&ws.to_string()),
             http = q(&http.to_string()),
             db = q(db),
-            miners = miners.join(", "),
+            network = q(&format!("file:{}", chain_path.display())),
+            netuid = netuid.0,
             offline = (hb * 10.0).max(90.0),
             handshake = HANDSHAKE_TIMEOUT.as_secs_f64(),
             burst = (frames_per_sec * 3.0).max(60.0),

@@ -61,11 +61,11 @@ struct Process {
 }
 
 impl Process {
-    fn spawn(binary: &Path, config: &Path, miner: &str, log: &Path) -> Process {
+    fn spawn(binary: &Path, config: &Path, log: &Path) -> Process {
         let out =
             std::fs::OpenOptions::new().create(true).append(true).open(log).expect("log file");
         let mut cmd = Command::new(binary);
-        cmd.arg("run").arg("--config").arg(config).args(["--allow-miner", miner]);
+        cmd.arg("run").arg("--config").arg(config);
         for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("VERIBENCH_")) {
             cmd.env_remove(key);
         }
@@ -143,6 +143,10 @@ async fn coordinator_killed_mid_round_keeps_results_and_serves_reconnected_worke
         .expect("coordinator hotkey")
         .public();
     let miner = keypair();
+    // The miner is registered on the subnet of a local chain the coordinator reads.
+    let chain_path = dir.path().join("chain.json");
+    let chain = common::LocalChain::open(&chain_path).expect("local chain");
+    chain.register(common::NETUID, miner.public(), miner.public(), 0, false).expect("register");
     let (ws_port, http_port) = (free_port(), free_port());
     let http = SocketAddr::from(([127, 0, 0, 1], http_port));
     let config = dir.path().join("coordinator.toml");
@@ -157,6 +161,10 @@ db = "sqlite://{db}"
 name = "coordinator"
 hotkey = "default"
 path = "{wallets}"
+
+[chain]
+network = "file:{chain}"
+netuid = 1
 
 [schedule]
 interval_secs = 1.0
@@ -175,13 +183,13 @@ handshake_timeout_secs = 2.0
 "#,
             db = dir.path().join("db").join("coordinator.db").display(),
             wallets = wallets.display(),
+            chain = chain_path.display(),
         ),
     )
     .expect("write config");
     let log = dir.path().join("coordinator.log");
-    let miner_hex = miner.public().to_string();
 
-    let mut process = Process::spawn(&binary, &config, &miner_hex, &log);
+    let mut process = Process::spawn(&binary, &config, &log);
     process.healthy(http).await;
 
     let url = format!("ws://127.0.0.1:{ws_port}/");
@@ -215,7 +223,7 @@ handshake_timeout_secs = 2.0
         assert!(w.challenges().iter().all(|(_, signature_ok)| *signature_ok));
     }
 
-    let mut process = Process::spawn(&binary, &config, &miner_hex, &log);
+    let mut process = Process::spawn(&binary, &config, &log);
     process.healthy(http).await;
     let after = challenges(http).await;
     let old: Vec<&Value> = after

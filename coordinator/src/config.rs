@@ -6,8 +6,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use veribench_chain::{Network, RetryPolicy};
 use veribench_protocol::{DEFAULT_SAMPLED_ROWS, MAX_DIM, Mode, PublicKey};
 pub use veribench_wallet::WalletConfig;
+
+use crate::scoring::ScoringConfig;
 
 /// Everything the coordinator can be told.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -25,14 +28,20 @@ pub struct CoordinatorConfig {
     pub tls_key: Option<PathBuf>,
     /// The coordinator's own hotkey, which signs every challenge.
     pub wallet: WalletConfig,
-    /// Miner hotkeys (SS58 or 64 hex digits) allowed to register workers.
-    pub allowed_miners: Vec<String>,
+    /// The chain: where it is, which subnet; only hotkeys registered there may register workers.
+    pub chain: ChainConfig,
     /// When and what to challenge.
     pub schedule: ScheduleConfig,
     /// Liveness and handshake timing.
     pub liveness: LivenessConfig,
     /// Per-connection input limits.
     pub limits: InputLimits,
+    /// Constants of the scoring model.
+    pub scoring: ScoringConfig,
+    /// When scores become weights and weights go on chain.
+    pub weights: WeightsConfig,
+    /// Who may report leases.
+    pub leases: LeaseConfig,
 }
 
 impl Default for CoordinatorConfig {
@@ -44,11 +53,93 @@ impl Default for CoordinatorConfig {
             tls_cert: None,
             tls_key: None,
             wallet: WalletConfig::default(),
-            allowed_miners: Vec::new(),
+            chain: ChainConfig::default(),
             schedule: ScheduleConfig::default(),
             liveness: LivenessConfig::default(),
             limits: InputLimits::default(),
+            scoring: ScoringConfig::default(),
+            weights: WeightsConfig::default(),
+            leases: LeaseConfig::default(),
         }
+    }
+}
+
+/// The chain the coordinator reads its metagraph from and sets weights on.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ChainConfig {
+    /// btcli's `--subtensor.network`: `finney`, `test`, `local`, a `ws://`/`wss://` URL, or
+    /// `file:PATH` for the embedded file-backed chain (the default).
+    pub network: String,
+    /// The subnet (`--netuid`).
+    pub netuid: u16,
+    /// Seconds between two metagraph reads (who may register workers, uids for weights).
+    pub metagraph_refresh_secs: f64,
+    /// Backoff of chain calls that fail transiently.
+    pub retry: RetryPolicy,
+}
+
+impl Default for ChainConfig {
+    fn default() -> Self {
+        Self {
+            network: "file:data/chain.json".into(),
+            netuid: 1,
+            metagraph_refresh_secs: 60.0,
+            retry: RetryPolicy::default(),
+        }
+    }
+}
+
+impl ChainConfig {
+    /// The parsed network.
+    pub fn network(&self) -> Result<Network, ConfigError> {
+        self.network.parse().map_err(|e: veribench_chain::NetworkParseError| {
+            ConfigError::Invalid(format!("chain.network: {e}"))
+        })
+    }
+}
+
+/// Weight computation and submission.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WeightsConfig {
+    /// Seconds between two score computations (each yields a weight vector).
+    pub interval_secs: f64,
+    /// Blocks that must pass since this validator's last weights update before the next
+    /// submission (the chain's own `WeightsSetRateLimit` applies too, whichever is larger).
+    pub min_blocks_between_updates: u64,
+    /// Version key sent with the weights; unset: the subnet's `WeightsVersionKey`.
+    pub version_key: Option<u64>,
+    /// Whether weights are submitted at all (scores and vectors are computed and stored anyway).
+    pub submit: bool,
+}
+
+impl Default for WeightsConfig {
+    fn default() -> Self {
+        Self {
+            interval_secs: 420.0,
+            min_blocks_between_updates: 105,
+            version_key: None,
+            submit: true,
+        }
+    }
+}
+
+/// Who may report leases through `POST /api/v1/leases`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LeaseConfig {
+    /// Bearer tokens accepted (`Authorization: Bearer …`); redacted in logs.
+    pub tokens: Vec<String>,
+    /// Hotkeys (SS58 or hex) whose sr25519 signature over the request body is accepted.
+    pub trusted_signers: Vec<String>,
+    /// Largest accepted difference between a request's `issued_at` and our clock, in seconds.
+    pub max_skew_secs: f64,
+}
+
+impl Default for LeaseConfig {
+    fn default() -> Self {
+        Self { tokens: Vec::new(), trusted_signers: Vec::new(), max_skew_secs: 300.0 }
     }
 }
 
@@ -186,9 +277,9 @@ impl CoordinatorConfig {
             .map_err(|source| ConfigError::Parse { path: path.into(), source: Box::new(source) })
     }
 
-    /// The allowed miner hotkeys, parsed.
-    pub fn allowed_miner_keys(&self) -> Result<Vec<PublicKey>, ConfigError> {
-        self.allowed_miners.iter().map(|s| parse_public_key(s)).collect()
+    /// The hotkeys trusted to sign lease reports, parsed.
+    pub fn lease_signer_keys(&self) -> Result<Vec<PublicKey>, ConfigError> {
+        self.leases.trusted_signers.iter().map(|s| parse_public_key(s)).collect()
     }
 
     /// Checks ranges and combinations.
@@ -224,7 +315,15 @@ impl CoordinatorConfig {
         if !positive(l.offline_after_secs - l.heartbeat_secs) || !positive(l.ping_secs) {
             return bad("liveness.offline_after_secs must exceed heartbeat_secs, ping_secs be > 0");
         }
-        self.allowed_miner_keys()?;
+        self.lease_signer_keys()?;
+        self.chain.network()?;
+        if !positive(self.chain.metagraph_refresh_secs) || !positive(self.weights.interval_secs) {
+            return bad("chain.metagraph_refresh_secs and weights.interval_secs must be positive");
+        }
+        if !positive(self.leases.max_skew_secs) {
+            return bad("leases.max_skew_secs must be positive");
+        }
+        self.scoring.validate().map_err(|e| ConfigError::Invalid(e.to_string()))?;
         Ok(())
     }
 
@@ -232,6 +331,7 @@ impl CoordinatorConfig {
     pub fn redacted(&self) -> String {
         let mut shown = self.clone();
         shown.db = redact_url_password(&self.db);
+        shown.leases.tokens = self.leases.tokens.iter().map(|_| "***".to_owned()).collect();
         toml::to_string(&shown).unwrap_or_else(|e| format!("<unprintable config: {e}>"))
     }
 }
@@ -283,9 +383,24 @@ mod tests {
         assert!(c.validate().is_err());
         let c = CoordinatorConfig { tls_cert: Some("cert.pem".into()), ..Default::default() };
         assert!(c.validate().is_err());
-        let c =
-            CoordinatorConfig { allowed_miners: vec!["not a key".into()], ..Default::default() };
+        let mut c = CoordinatorConfig::default();
+        c.leases.trusted_signers = vec!["not a key".into()];
         assert!(c.validate().is_err());
+        let mut c = CoordinatorConfig::default();
+        c.chain.network = "mainnet".into();
+        assert!(c.validate().is_err());
+        let mut c = CoordinatorConfig::default();
+        c.scoring.lease_weight = 0.5;
+        assert!(c.validate().is_err(), "lease + challenge weights must sum to 1");
+    }
+
+    #[test]
+    fn lease_tokens_are_redacted() {
+        let mut c = CoordinatorConfig::default();
+        c.leases.tokens = vec!["s3cret-token".into()];
+        let shown = c.redacted();
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("***"));
     }
 
     #[test]

@@ -1,21 +1,28 @@
-//! The HTTP API: health, Prometheus metrics and read-only JSON views of miners, workers and
-//! challenges.
+//! The HTTP API: health, Prometheus metrics, read-only JSON views of miners, workers,
+//! challenges, scores, weights and leases, and the one write: authenticated lease reports.
 
 use std::sync::Arc;
 
-use axum::extract::{Query, State};
-use axum::http::{StatusCode, header};
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use veribench_protocol::PublicKey;
 
+use crate::leases::{LeaseError, SIGNATURE_HEADER, SIGNER_HEADER, authorize, parse_request};
 use crate::service::Coordinator;
-use crate::store::{ChallengeRow, ChallengeStatus, MinerRow, WorkerRow};
+use crate::store::{
+    ChallengeRow, ChallengeStatus, LeaseRow, MinerRow, ScoreRunRow, WeightEntry, WeightSetRow,
+    WorkerRow,
+};
 
 /// Most rows one listing returns.
 const MAX_LIMIT: u32 = 1000;
+/// Largest lease report body.
+const MAX_LEASE_BODY: usize = 16 << 10;
 
 /// The API's routes.
 pub fn router(coordinator: Arc<Coordinator>) -> Router {
@@ -25,14 +32,34 @@ pub fn router(coordinator: Arc<Coordinator>) -> Router {
         .route("/api/v1/miners", get(miners))
         .route("/api/v1/workers", get(workers))
         .route("/api/v1/challenges", get(challenges))
+        .route("/api/v1/scores", get(scores))
+        .route("/api/v1/weights", get(weights))
+        .route(
+            "/api/v1/leases",
+            get(leases).post(post_lease).layer(DefaultBodyLimit::max(MAX_LEASE_BODY)),
+        )
         .with_state(coordinator)
 }
 
 type Shared = State<Arc<Coordinator>>;
 
+fn error(status: StatusCode, e: impl std::fmt::Display) -> Response {
+    (status, Json(serde_json::json!({ "error": e.to_string() }))).into_response()
+}
+
 fn internal(e: impl std::fmt::Display) -> Response {
-    (StatusCode::INTERNAL_SERVER_ERROR, Json(serde_json::json!({ "error": e.to_string() })))
-        .into_response()
+    error(StatusCode::INTERNAL_SERVER_ERROR, e)
+}
+
+#[derive(Debug, Deserialize)]
+struct LimitQuery {
+    limit: Option<u32>,
+}
+
+impl LimitQuery {
+    fn limit(&self, default: u32) -> u32 {
+        self.limit.unwrap_or(default).min(MAX_LIMIT)
+    }
 }
 
 /// A key as both forms operators use.
@@ -202,14 +229,156 @@ async fn challenges(State(c): Shared, Query(q): Query<ChallengeQuery>) -> Respon
             Some(status) => Some(status),
             None => {
                 let known: Vec<&str> = ChallengeStatus::ALL.iter().map(|s| s.as_str()).collect();
-                let error = format!("unknown status {s:?}; expected one of {}", known.join(", "));
-                return (StatusCode::BAD_REQUEST, Json(serde_json::json!({ "error": error })))
-                    .into_response();
+                let detail = format!("unknown status {s:?}; expected one of {}", known.join(", "));
+                return error(StatusCode::BAD_REQUEST, detail);
             }
         },
     };
     match c.store().challenges(status, q.limit.unwrap_or(100).min(MAX_LIMIT)).await {
         Ok(rows) => Json(rows.iter().map(ChallengeView::from).collect::<Vec<_>>()).into_response(),
+        Err(e) => internal(e),
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct WeightView {
+    uid: u16,
+    hotkey: Key,
+    weight: u16,
+}
+
+impl From<&WeightEntry> for WeightView {
+    fn from(e: &WeightEntry) -> Self {
+        WeightView { uid: e.uid, hotkey: (&e.hotkey).into(), weight: e.weight }
+    }
+}
+
+/// One score run with every component: `GET /api/v1/scores?limit=N` (newest first).
+fn score_view(r: &ScoreRunRow) -> serde_json::Value {
+    let run = &r.run;
+    serde_json::json!({
+        "id": r.id,
+        "at_ms": run.at.0,
+        "block": run.block,
+        "config": serde_json::from_str::<serde_json::Value>(&run.config_json).unwrap_or_default(),
+        "miners": run.miners.iter().map(|m| serde_json::json!({
+            "hotkey": Key::from(&m.hotkey),
+            "uid": m.uid,
+            "online": m.online,
+            "workers": m.workers,
+            "challenge": m.challenge,
+            "lease": m.lease,
+            "total": m.total,
+        })).collect::<Vec<_>>(),
+        "workers": run.workers.iter().map(|w| serde_json::json!({
+            "worker_key": Key::from(&w.worker_key),
+            "miner_hotkey": Key::from(&w.miner_hotkey),
+            "leased": w.leased,
+            "lease_score": w.lease_score,
+            "verified": w.verified,
+            "online_buckets": w.online_buckets,
+            "ip_changes": w.ip_changes,
+            "mean_gflops": w.score.mean_gflops,
+            "participation": w.score.participation,
+            "availability": w.score.availability,
+            "performance": w.score.performance,
+        })).collect::<Vec<_>>(),
+        "weights": run.weights.iter().map(WeightView::from).collect::<Vec<_>>(),
+    })
+}
+
+async fn scores(State(c): Shared, Query(q): Query<LimitQuery>) -> Response {
+    match c.store().score_runs(q.limit(10)).await {
+        Ok(rows) => Json(rows.iter().map(score_view).collect::<Vec<_>>()).into_response(),
+        Err(e) => internal(e),
+    }
+}
+
+/// One weight vector and its submission: `GET /api/v1/weights?limit=N` (newest first).
+fn weight_set_view(s: &WeightSetRow) -> serde_json::Value {
+    serde_json::json!({
+        "id": s.id,
+        "run_id": s.run_id,
+        "created_at_ms": s.created_at.0,
+        "status": s.status.as_str(),
+        "attempts": s.attempts,
+        "last_error": s.last_error,
+        "commit_block": s.commit_block,
+        "submitted_at_ms": s.submitted_at.map(|t| t.0),
+        "block": s.block,
+        "tx_hash": s.tx_hash,
+        "weights": s.entries.iter().map(WeightView::from).collect::<Vec<_>>(),
+    })
+}
+
+async fn weights(State(c): Shared, Query(q): Query<LimitQuery>) -> Response {
+    match c.store().weight_sets(q.limit(100)).await {
+        Ok(rows) => Json(rows.iter().map(weight_set_view).collect::<Vec<_>>()).into_response(),
+        Err(e) => internal(e),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct LeaseQuery {
+    /// Only leases in force now.
+    active: Option<bool>,
+    limit: Option<u32>,
+}
+
+fn lease_view(l: &LeaseRow) -> serde_json::Value {
+    serde_json::json!({
+        "id": l.id,
+        "worker_key": Key::from(&l.lease.worker_key),
+        "score": l.lease.score,
+        "starts_at_ms": l.lease.starts_at.0,
+        "ends_at_ms": l.lease.ends_at.0,
+        "created_at_ms": l.created_at.0,
+        "submitted_by": l.lease.submitted_by,
+        "request_id": l.lease.request_id,
+    })
+}
+
+async fn leases(State(c): Shared, Query(q): Query<LeaseQuery>) -> Response {
+    let at = q.active.unwrap_or(false).then(veribench_protocol::UnixMillis::now);
+    match c.store().leases(at, q.limit.unwrap_or(100).min(MAX_LIMIT)).await {
+        Ok(rows) => Json(rows.iter().map(lease_view).collect::<Vec<_>>()).into_response(),
+        Err(e) => internal(e),
+    }
+}
+
+/// `POST /api/v1/leases`: see [`crate::leases`] for the body and the authentication.
+async fn post_lease(State(c): Shared, headers: HeaderMap, body: Bytes) -> Response {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let bearer = header(header::AUTHORIZATION.as_str()).and_then(|v| v.strip_prefix("Bearer "));
+    let refused = |e: LeaseError| {
+        let status = match e {
+            LeaseError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            LeaseError::Invalid(_) => StatusCode::BAD_REQUEST,
+            LeaseError::Duplicate => StatusCode::CONFLICT,
+        };
+        error(status, e)
+    };
+    let config = &c.config().leases;
+    let lease = authorize(config, bearer, header(SIGNER_HEADER), header(SIGNATURE_HEADER), &body)
+        .and_then(|who| parse_request(config, &body, who, veribench_protocol::UnixMillis::now()));
+    let lease = match lease {
+        Ok(lease) => lease,
+        Err(e) => {
+            let peer = "http";
+            c.reject(peer, None, "bad_lease", e.to_string()).await;
+            return refused(e);
+        }
+    };
+    let now = veribench_protocol::UnixMillis::now();
+    match c.store().insert_lease(&lease, now).await {
+        Ok(Some(id)) => {
+            if lease.starts_at <= now && now < lease.ends_at {
+                c.add_leased(lease.worker_key);
+            }
+            tracing::info!(id, worker = %lease.worker_key, score = lease.score, by = %lease.submitted_by, "lease recorded");
+            (StatusCode::CREATED, Json(serde_json::json!({ "id": id }))).into_response()
+        }
+        Ok(None) => refused(LeaseError::Duplicate),
         Err(e) => internal(e),
     }
 }

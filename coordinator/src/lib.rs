@@ -3,10 +3,14 @@
 //! every step (SQLite by default, PostgreSQL in production).
 //!
 //! [`server::start`] wires the parts: [`store`] (persistence), [`service`] (the state machine),
-//! [`session`] (one connection), [`http`] (API and metrics), [`config`].
+//! [`session`] (one connection), [`http`] (API and metrics), [`epoch`] (metagraph, scores and
+//! weights on chain), [`scoring`] (the pure score and weight math), [`leases`] (authenticated
+//! lease reports), [`config`].
 
 pub mod config;
+pub mod epoch;
 pub mod http;
+pub mod leases;
 pub mod metrics;
 pub mod ratelimit;
 pub mod scoring;

@@ -2,10 +2,17 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
+use veribench_chain::{Chain, LocalChain, NetUid, Network};
 use veribench_coordinator::CoordinatorConfig;
+use veribench_coordinator::leases::{
+    LeaseRequest, SIGNATURE_HEADER, SIGNER_HEADER, signed_message,
+};
+use veribench_protocol::UnixMillis;
+use veribench_wallet::WalletConfig;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -22,6 +29,74 @@ struct Cli {
 enum Command {
     /// Serve workers and the HTTP API until SIGINT/SIGTERM.
     Run(RunArgs),
+    /// Report a lease to a running coordinator (`POST /api/v1/leases`).
+    Lease(LeaseArgs),
+    /// Administer the embedded file-backed chain (`--subtensor.network file:PATH`).
+    #[command(subcommand)]
+    LocalChain(LocalChainCommand),
+}
+
+/// `lease`: signs with a trusted hotkey (`--wallet.*`) or authenticates with `--token`.
+#[derive(Debug, Args)]
+struct LeaseArgs {
+    /// The coordinator's HTTP API.
+    #[arg(long, env = "VERIBENCH_API", default_value = "http://127.0.0.1:7800")]
+    api: String,
+    /// The leased worker's key (SS58 or hex).
+    #[arg(long)]
+    worker: String,
+    /// Lease score in [0, 1].
+    #[arg(long)]
+    score: f64,
+    /// Lease duration from now, in hours.
+    #[arg(long, default_value_t = 24.0)]
+    hours: f64,
+    /// Bearer token from the coordinator's `leases.tokens` (instead of a signature).
+    #[arg(long, env = "VERIBENCH_LEASE_TOKEN")]
+    token: Option<String>,
+    /// Wallet of the signing hotkey (one of the coordinator's `leases.trusted_signers`).
+    #[arg(long = "wallet.name", default_value = "default")]
+    wallet_name: String,
+    /// The signing hotkey.
+    #[arg(long = "wallet.hotkey", default_value = "default")]
+    wallet_hotkey: String,
+    /// Wallets directory (default ~/.bittensor/wallets).
+    #[arg(long = "wallet.path")]
+    wallet_path: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum LocalChainCommand {
+    /// Registers a hotkey on a subnet of the local chain (creating both if needed).
+    Register {
+        /// The chain state file.
+        #[arg(long, default_value = "data/chain.json")]
+        chain: PathBuf,
+        /// The subnet.
+        #[arg(long, default_value_t = 1)]
+        netuid: u16,
+        /// The hotkey (SS58 or hex).
+        #[arg(long)]
+        hotkey: String,
+        /// Its coldkey (default: the hotkey).
+        #[arg(long)]
+        coldkey: Option<String>,
+        /// Stake in rao.
+        #[arg(long, default_value_t = 0)]
+        stake: u64,
+        /// Give it a validator permit (a coordinator needs one to set weights).
+        #[arg(long)]
+        validator_permit: bool,
+    },
+    /// Prints a subnet of the local chain as JSON: neurons, hyperparameters, weights, commitments.
+    Show {
+        /// The chain state file.
+        #[arg(long, default_value = "data/chain.json")]
+        chain: PathBuf,
+        /// The subnet.
+        #[arg(long, default_value_t = 1)]
+        netuid: u16,
+    },
 }
 
 /// Flags override the config file; environment variables (`VERIBENCH_…`) override it too.
@@ -54,9 +129,13 @@ struct RunArgs {
     /// Wallets directory (default ~/.bittensor/wallets).
     #[arg(long = "wallet.path", env = "VERIBENCH_WALLET_PATH")]
     wallet_path: Option<PathBuf>,
-    /// A miner hotkey (SS58 or hex) allowed to register workers; repeatable, adds to the file's list.
-    #[arg(long = "allow-miner", env = "VERIBENCH_ALLOW_MINERS", value_delimiter = ',')]
-    allow_miners: Vec<String>,
+    /// The chain, as btcli's flag: finney, test, local, ws://…, wss://…, or file:PATH for the
+    /// embedded local chain. Only hotkeys registered on the subnet may register workers.
+    #[arg(long = "subtensor.network", env = "VERIBENCH_SUBTENSOR_NETWORK")]
+    network: Option<String>,
+    /// The subnet.
+    #[arg(long, env = "VERIBENCH_NETUID")]
+    netuid: Option<u16>,
 }
 
 impl RunArgs {
@@ -80,7 +159,8 @@ impl RunArgs {
         c.tls_cert = self.tls_cert.clone().or(c.tls_cert);
         c.tls_key = self.tls_key.clone().or(c.tls_key);
         c.wallet.path = self.wallet_path.clone().or(c.wallet.path);
-        c.allowed_miners.extend(self.allow_miners.iter().cloned());
+        set!(c.chain.network, self.network);
+        set!(c.chain.netuid, self.netuid);
         c.validate()?;
         Ok(c)
     }
@@ -96,6 +176,17 @@ async fn main() -> anyhow::Result<()> {
         .init();
     match Cli::parse().command {
         Command::Run(args) => run(args).await,
+        Command::Lease(args) => lease(args).await,
+        Command::LocalChain(cmd) => local_chain(cmd),
+    }
+}
+
+/// The chain of `network`: the file-backed local chain or a subtensor node.
+async fn open_chain(network: &Network) -> anyhow::Result<Arc<dyn Chain>> {
+    match network {
+        Network::File(path) => Ok(Arc::new(LocalChain::open(path)?)),
+        // TODO(subtensor): SubxtChain lands with veribench-subtensor.
+        other => anyhow::bail!("the subtensor client is not built yet; cannot open {other}"),
     }
 }
 
@@ -109,17 +200,72 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             config.wallet.name, config.wallet.hotkey
         )
     })?;
-    if config.allowed_miners.is_empty() {
-        tracing::warn!(
-            "no miner hotkeys are allowed (allowed_miners / --allow-miner): every registration will be refused"
-        );
-    }
-    let running = veribench_coordinator::start(config, keypair)
+    let chain = open_chain(&config.chain.network()?).await?;
+    let running = veribench_coordinator::start(config, keypair, chain)
         .await
         .context("cannot start the coordinator")?;
     shutdown_signal().await;
     tracing::info!("shutting down");
     running.shutdown().await;
+    Ok(())
+}
+
+async fn lease(args: LeaseArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(args.hours > 0.0, "--hours must be positive");
+    let now = UnixMillis::now();
+    let request = LeaseRequest {
+        worker: args.worker.clone(),
+        score: args.score,
+        starts_at: None,
+        ends_at: now.0 + (args.hours * 3_600_000.0) as u64,
+        issued_at: now.0,
+    };
+    let body = serde_json::to_vec(&request)?;
+    let url = format!("{}/api/v1/leases", args.api.trim_end_matches('/'));
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut post =
+        reqwest::Client::new().post(&url).header(reqwest::header::CONTENT_TYPE, "application/json");
+    post = match &args.token {
+        Some(token) => post.bearer_auth(token),
+        None => {
+            let wallet = WalletConfig {
+                name: args.wallet_name.clone(),
+                hotkey: args.wallet_hotkey.clone(),
+                path: args.wallet_path.clone(),
+            };
+            let keypair = wallet.load_hotkey().context("cannot load the signing hotkey")?;
+            let signature = keypair.sign(&signed_message(&body));
+            post.header(SIGNER_HEADER, keypair.ss58_address())
+                .header(SIGNATURE_HEADER, hex::encode(signature.0))
+        }
+    };
+    let response = post.body(body).send().await.with_context(|| format!("cannot reach {url}"))?;
+    let status = response.status();
+    let text = response.text().await.unwrap_or_default();
+    anyhow::ensure!(status.is_success(), "the coordinator refused the lease ({status}): {text}");
+    println!("{text}");
+    Ok(())
+}
+
+fn local_chain(cmd: LocalChainCommand) -> anyhow::Result<()> {
+    let key =
+        |s: &str| veribench_wallet::parse_public_key(s).with_context(|| format!("bad key {s}"));
+    match cmd {
+        LocalChainCommand::Register { chain, netuid, hotkey, coldkey, stake, validator_permit } => {
+            let chain = LocalChain::open(&chain)?;
+            let hot = key(&hotkey)?;
+            let cold = coldkey.as_deref().map(key).transpose()?.unwrap_or(hot);
+            let uid = chain.register(NetUid(netuid), hot, cold, stake, validator_permit)?;
+            println!(
+                "{}",
+                serde_json::json!({ "netuid": netuid, "uid": uid, "hotkey": hot.to_string() })
+            );
+        }
+        LocalChainCommand::Show { chain, netuid } => {
+            let subnet = LocalChain::open(&chain)?.subnet(NetUid(netuid))?;
+            println!("{}", serde_json::to_string_pretty(&subnet)?);
+        }
+    }
     Ok(())
 }
 

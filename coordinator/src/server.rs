@@ -10,6 +10,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
+use veribench_chain::Chain;
 use veribench_wallet::Keypair;
 
 use crate::config::CoordinatorConfig;
@@ -67,8 +68,15 @@ impl Running {
     }
 }
 
-/// Opens the store, binds the listeners and starts serving.
-pub async fn start(config: CoordinatorConfig, keypair: Keypair) -> Result<Running, ServeError> {
+/// Opens the store, reads the metagraph, binds the listeners and starts serving.
+///
+/// A chain that cannot be read at start-up is not fatal: registrations are refused with
+/// `chain_unavailable` until the epoch loop's next metagraph refresh succeeds.
+pub async fn start(
+    config: CoordinatorConfig,
+    keypair: Keypair,
+    chain: Arc<dyn Chain>,
+) -> Result<Running, ServeError> {
     config.validate()?;
     let tls = match (&config.tls_cert, &config.tls_key) {
         (Some(cert), Some(key)) => Some(tls_acceptor(cert, key)?),
@@ -82,7 +90,10 @@ pub async fn start(config: CoordinatorConfig, keypair: Keypair) -> Result<Runnin
     let http_addr = http
         .local_addr()
         .map_err(|source| ServeError::Bind { addr: config.http_listen, source })?;
-    let coordinator = Coordinator::new(config, keypair, store).await?;
+    let coordinator = Coordinator::new(config, keypair, store, chain).await?;
+    if let Err(e) = coordinator.refresh_metagraph().await {
+        tracing::warn!(error = %e, chain = %coordinator.chain().endpoint(), "cannot read the metagraph at start-up; registrations wait for it");
+    }
     let shutdown = CancellationToken::new();
 
     let mut tasks = Vec::new();
@@ -111,6 +122,7 @@ pub async fn start(config: CoordinatorConfig, keypair: Keypair) -> Result<Runnin
             }
         }
     }));
+    tasks.push(tokio::spawn(crate::epoch::run_epochs(coordinator.clone(), shutdown.clone())));
     tracing::info!(%ws_addr, %http_addr, coordinator = %coordinator.public_key(), "coordinator listening");
     Ok(Running { ws_addr, http_addr, coordinator, shutdown, tasks })
 }

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use rand::Rng;
 use tokio::sync::{Semaphore, mpsc};
+use veribench_chain::{Chain, Metagraph};
 use veribench_protocol::wire::{
     CommitmentMsg, ErrorCode, ErrorMsg, Message, OpenRequest, OpeningsMsg, Register,
     SignedChallenge, VerdictMsg, Welcome,
@@ -102,6 +103,11 @@ struct State {
     /// Liveness not yet written to the store (flushed in one transaction per [`FLUSH_EVERY`]).
     unflushed: HashMap<PublicKey, UnixMillis>,
     last_flush: Option<Instant>,
+    /// The last metagraph read: only its hotkeys may register workers. `None` until the chain
+    /// has answered once.
+    metagraph: Option<Arc<Metagraph>>,
+    /// Workers under a lease at the last score run: not challenged.
+    leased: HashSet<PublicKey>,
 }
 
 /// A refused registration: what to persist and tell the peer.
@@ -128,7 +134,7 @@ pub struct Registered {
 #[derive(Debug)]
 pub struct Coordinator {
     config: CoordinatorConfig,
-    allowed: HashSet<PublicKey>,
+    chain: Arc<dyn Chain>,
     keypair: Keypair,
     store: Store,
     metrics: Metrics,
@@ -137,22 +143,22 @@ pub struct Coordinator {
 }
 
 impl Coordinator {
-    /// A coordinator over an opened store, signing with `keypair`. At start-up every challenge
-    /// a previous run left unfinished is failed, so none stays in flight forever.
+    /// A coordinator over an opened store and a chain, signing with `keypair`. At start-up
+    /// every challenge a previous run left unfinished is failed, so none stays in flight forever.
     pub async fn new(
         config: CoordinatorConfig,
         keypair: Keypair,
         store: Store,
+        chain: Arc<dyn Chain>,
     ) -> Result<Arc<Self>, StoreError> {
         let abandoned = store.fail_unfinished(UnixMillis::now(), "coordinator_restart").await?;
         if abandoned > 0 {
             tracing::warn!(abandoned, "failed challenges left unfinished by a previous run");
         }
-        let allowed = config.allowed_miner_keys().unwrap_or_default().into_iter().collect();
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         Ok(Arc::new(Self {
             config,
-            allowed,
+            chain,
             keypair,
             store,
             metrics: Metrics::default(),
@@ -179,6 +185,40 @@ impl Coordinator {
     /// The key that signs challenges.
     pub fn public_key(&self) -> PublicKey {
         self.keypair.public()
+    }
+
+    /// The keypair (challenges, weights).
+    pub(crate) fn keypair(&self) -> &Keypair {
+        &self.keypair
+    }
+
+    /// The chain.
+    pub fn chain(&self) -> &dyn Chain {
+        self.chain.as_ref()
+    }
+
+    /// The last metagraph read, if any.
+    pub fn metagraph(&self) -> Option<Arc<Metagraph>> {
+        self.state().metagraph.clone()
+    }
+
+    pub(crate) fn set_metagraph(&self, mg: Arc<Metagraph>) {
+        self.state().metagraph = Some(mg);
+    }
+
+    /// Workers leased at the last score run (they are not challenged).
+    pub fn leased(&self) -> HashSet<PublicKey> {
+        self.state().leased.clone()
+    }
+
+    pub(crate) fn set_leased(&self, leased: HashSet<PublicKey>) {
+        self.state().leased = leased;
+    }
+
+    /// Stops challenging `worker` right away (a lease in force was just reported); the next
+    /// score run recomputes the whole set from the stored leases.
+    pub(crate) fn add_leased(&self, worker: PublicKey) {
+        self.state().leased.insert(worker);
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -287,11 +327,25 @@ impl Coordinator {
             );
         }
         let d = &reg.delegation;
-        if !self.allowed.contains(&d.miner_hotkey) {
-            return refuse(
-                "unknown_hotkey",
-                format!("miner hotkey {} is not allowed to register workers", d.miner_hotkey),
-            );
+        let registered =
+            self.state().metagraph.as_ref().map(|mg| mg.neuron(&d.miner_hotkey).is_some());
+        match registered {
+            None => {
+                return refuse(
+                    "chain_unavailable",
+                    "the coordinator has not read the subnet's metagraph yet; retry later".into(),
+                );
+            }
+            Some(false) => {
+                return refuse(
+                    "unknown_hotkey",
+                    format!(
+                        "miner hotkey {} is not registered on subnet {}",
+                        d.miner_hotkey, self.config.chain.netuid
+                    ),
+                );
+            }
+            Some(true) => {}
         }
         if let Err(e) = veribench_wallet::verify_delegation(d, now) {
             return refuse("bad_delegation", e.to_string());
@@ -656,9 +710,10 @@ impl Coordinator {
                 self.jitter().as_secs_f64() - self.config.schedule.jitter_secs / 2.0;
             let next = Instant::now() + secs(interval.as_secs_f64() + late_or_early);
             s.next_round.insert(miner, next);
+            let leased = &s.leased;
             s.workers
                 .iter()
-                .filter(|(_, c)| c.miner == miner)
+                .filter(|(w, c)| c.miner == miner && !leased.contains(*w))
                 .flat_map(|(w, c)| {
                     c.devices
                         .iter()

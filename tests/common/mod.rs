@@ -18,6 +18,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+pub use veribench_chain::{LocalChain, NetUid};
 use veribench_coordinator::store::{ChallengeRow, ChallengeStatus, Rejection, Store};
 use veribench_coordinator::{Coordinator, CoordinatorConfig, Running};
 use veribench_kernels::{CpuBackend, run_challenge};
@@ -225,27 +226,58 @@ pub struct Harness {
     pub http_addr: SocketAddr,
     /// The key that signs challenges.
     pub coordinator_key: PublicKey,
-    /// Allowed miner hotkeys.
+    /// Miner hotkeys registered on the chain's subnet.
     pub miners: Vec<Keypair>,
+    /// The coordinator's keypair (it holds a validator permit on the chain).
+    pub coordinator_keys: Keypair,
+    /// The file-backed chain the coordinator reads its metagraph from and sets weights on.
+    pub chain: LocalChain,
+    /// Holds the chain's state file.
+    _chain_dir: tempfile::TempDir,
     /// The database (dropped last).
     pub db: TestDb,
 }
 
+/// The subnet every harness uses.
+pub const NETUID: NetUid = NetUid(1);
+
 impl Harness {
-    /// Starts a coordinator with [`fast_config`], `miners` allowed miner hotkeys, and `tweak`
-    /// applied to the configuration.
+    /// Starts a coordinator with [`fast_config`] on a fresh local chain where `miners` miner
+    /// hotkeys and the coordinator (with a validator permit) are registered on [`NETUID`], and
+    /// `tweak` applied to the configuration.
     pub async fn start(db: Db, miners: usize, tweak: impl FnOnce(&mut CoordinatorConfig)) -> Self {
+        Self::start_with_chain(db, miners, tweak, |chain| Arc::new(chain)).await
+    }
+
+    /// [`Harness::start`] with the coordinator driving `wrap(local chain)` (e.g. a chain that
+    /// fails on demand) instead of the local chain itself.
+    pub async fn start_with_chain(
+        db: Db,
+        miners: usize,
+        tweak: impl FnOnce(&mut CoordinatorConfig),
+        wrap: impl FnOnce(LocalChain) -> Arc<dyn veribench_chain::Chain>,
+    ) -> Self {
         let db = TestDb::create(db).await;
         let miners: Vec<Keypair> = (0..miners).map(|_| keypair()).collect();
-        let mut config = fast_config();
-        config.db = db.url.clone();
-        config.allowed_miners = miners.iter().map(|m| m.public().to_string()).collect();
-        tweak(&mut config);
         let coordinator_keys = keypair();
         let coordinator_key = coordinator_keys.public();
-        let running = veribench_coordinator::start(config, coordinator_keys)
-            .await
-            .expect("the coordinator starts");
+        let chain_dir = tempfile::tempdir().expect("chain dir");
+        let chain = LocalChain::open(chain_dir.path().join("chain.json")).expect("local chain");
+        chain
+            .register(NETUID, coordinator_key, coordinator_key, 1_000_000, true)
+            .expect("register the coordinator");
+        for m in &miners {
+            chain.register(NETUID, m.public(), m.public(), 0, false).expect("register a miner");
+        }
+        let mut config = fast_config();
+        config.db = db.url.clone();
+        config.chain.network = format!("file:{}", chain.path().display());
+        config.chain.netuid = NETUID.0;
+        tweak(&mut config);
+        let running =
+            veribench_coordinator::start(config, coordinator_keys.clone(), wrap(chain.clone()))
+                .await
+                .expect("the coordinator starts");
         Harness {
             coordinator: running.coordinator.clone(),
             ws_url: format!("ws://{}/", running.ws_addr),
@@ -254,6 +286,9 @@ impl Harness {
             running: Some(running),
             coordinator_key,
             miners,
+            coordinator_keys,
+            chain,
+            _chain_dir: chain_dir,
             db,
         }
     }
@@ -1047,10 +1082,41 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> HttpResponse {
 
 /// `GET path`, or the I/O error (connection refused while a server is down).
 pub async fn try_http_get(addr: SocketAddr, path: &str) -> std::io::Result<HttpResponse> {
+    try_http(addr, "GET", path, &[], b"").await
+}
+
+/// `POST path` with `headers` and `body`.
+pub async fn http_post(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> HttpResponse {
+    try_http(addr, "POST", path, headers, body)
+        .await
+        .unwrap_or_else(|e| panic!("POST http://{addr}{path}: {e}"))
+}
+
+/// One HTTP/1.1 request on a fresh connection.
+async fn try_http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<HttpResponse> {
     let mut tcp = TcpStream::connect(addr).await?;
-    let request =
-        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAccept: */*\r\n\r\n");
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAccept: */*\r\n\
+         Content-Length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        request += &format!("{name}: {value}\r\n");
+    }
+    request += "\r\n";
     tcp.write_all(request.as_bytes()).await?;
+    tcp.write_all(body).await?;
     let mut raw = Vec::new();
     tcp.read_to_end(&mut raw).await?;
     let bad = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_owned());

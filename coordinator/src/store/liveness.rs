@@ -7,8 +7,8 @@ use super::row::millis;
 use super::{Store, StoreError};
 
 impl Store {
-    /// Advances `last_seen` of each worker (never backwards) in one transaction; returns how many
-    /// workers were updated.
+    /// Advances `last_seen` of each worker (never backwards) and records its online 5-minute
+    /// bucket, in one transaction; returns how many workers were updated.
     pub async fn touch_many(&self, seen: &[(PublicKey, UnixMillis)]) -> Result<u64, StoreError> {
         let mut tx = self.pool.begin().await?;
         let mut updated = 0;
@@ -23,6 +23,7 @@ impl Store {
             .await?;
             updated += done.rows_affected();
         }
+        Store::record_buckets(&mut tx, seen).await?;
         tx.commit().await?;
         Ok(updated)
     }

@@ -237,5 +237,11 @@ pub struct Store {
 mod liveness;
 mod queries;
 mod row;
+mod scoring;
+
+pub use scoring::{
+    BUCKET_MS, LeaseRow, MinerScoreRecord, NewLease, ScoreRun, ScoreRunRow, WeightEntry,
+    WeightSetRow, WeightSetStatus, WeightSetUpdate, WorkerScoreRecord, bucket_of,
+};
 #[cfg(test)]
 mod tests;

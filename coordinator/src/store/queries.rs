@@ -193,15 +193,17 @@ impl Store {
     ) -> Result<(), StoreError> {
         let key = worker.worker_key.to_string();
         let mut tx = self.pool.begin().await?;
+        Store::record_ip_change(&mut tx, &worker.worker_key, &worker.address, at).await?;
         sqlx::query(
             "INSERT INTO workers \
                  (worker_key, miner_hotkey, name, address, hardware_json, online, connected_at, \
-                  last_seen) \
-             VALUES ($1, $2, $3, $4, $5, 1, $6, $6) \
+                  last_seen, ip) \
+             VALUES ($1, $2, $3, $4, $5, 1, $6, $6, $7) \
              ON CONFLICT (worker_key) DO UPDATE SET \
                  miner_hotkey = excluded.miner_hotkey, name = excluded.name, \
                  address = excluded.address, hardware_json = excluded.hardware_json, online = 1, \
-                 connected_at = excluded.connected_at, last_seen = excluded.last_seen",
+                 connected_at = excluded.connected_at, last_seen = excluded.last_seen, \
+                 ip = excluded.ip",
         )
         .bind(&key)
         .bind(worker.miner_hotkey.to_string())
@@ -209,8 +211,10 @@ impl Store {
         .bind(&worker.address)
         .bind(&worker.hardware_json)
         .bind(millis(at))
+        .bind(super::scoring::ip_of(&worker.address))
         .execute(&mut *tx)
         .await?;
+        Store::record_buckets(&mut tx, &[(worker.worker_key, at)]).await?;
         sqlx::query("DELETE FROM worker_devices WHERE worker_key = $1")
             .bind(&key)
             .execute(&mut *tx)

@@ -164,3 +164,14 @@ pub(super) fn rejection(row: &AnyRow) -> Result<Rejection, StoreError> {
         detail: text(row, "detail")?,
     })
 }
+
+/// A `NOT NULL` floating-point column.
+pub(super) fn float(row: &AnyRow, column: &'static str) -> Result<f64, StoreError> {
+    Ok(row.try_get::<f64, _>(column)?)
+}
+
+/// A non-negative integer column that fits in `T` (a count, a uid, a weight).
+pub(super) fn small<T: TryFrom<i64>>(row: &AnyRow, column: &'static str) -> Result<T, StoreError> {
+    let v = int(row, column)?;
+    T::try_from(v).map_err(|_| corrupt(column, v))
+}

@@ -164,6 +164,10 @@ on_both_databases!(
     corrupt_values_are_errors,
     values_round_trip_exactly,
     concurrent_writers,
+    availability_buckets_and_ip_changes,
+    verified_since_counts_credited_results_only,
+    leases_are_unique_and_filtered_by_time,
+    score_runs_and_weight_sets_round_trip,
 );
 
 // ----------------------------------------------------------------------------- helpers
@@ -984,4 +988,209 @@ fn sqlite_urls_are_split() {
     );
     assert_eq!(sqlite_target("sqlite://"), None);
     assert_eq!(sqlite_target("postgres://x"), None);
+}
+
+// ----------------------------------------------------------------------------- scoring
+
+async fn availability_buckets_and_ip_changes(backend: Backend) -> TestResult {
+    use super::{BUCKET_MS, bucket_of};
+    let db = TestDb::new(backend).await;
+    let store = db.open().await;
+    let t0 = 1_000 * BUCKET_MS;
+    let mut w = worker(key(1), key(9), &["cpu:a"]);
+    store.upsert_worker(&w, UnixMillis(t0)).await?;
+    // Heartbeats: two in the registration's bucket, one in each of the next two buckets.
+    let beats = [t0 + 1_000, t0 + 2_000, t0 + BUCKET_MS, t0 + 2 * BUCKET_MS + 5];
+    for at in beats {
+        store.touch_many(&[(key(1), UnixMillis(at))]).await?;
+    }
+    let counts = store.online_bucket_counts(bucket_of(UnixMillis(t0))).await?;
+    assert_eq!(counts.get(&key(1)), Some(&3));
+    let later = store.online_bucket_counts(bucket_of(UnixMillis(t0)) + 2).await?;
+    assert_eq!(later.get(&key(1)), Some(&1), "only buckets from the given one on count");
+
+    // Same IP on another port is not a change; another IP is, once per registration.
+    w.address = "10.0.0.7:5555".into();
+    store.upsert_worker(&w, UnixMillis(t0 + 10)).await?;
+    w.address = "10.0.0.8:5555".into();
+    store.upsert_worker(&w, UnixMillis(t0 + 20)).await?;
+    store.upsert_worker(&w, UnixMillis(t0 + 30)).await?;
+    w.address = "[2001:db8::1]:80".into();
+    store.upsert_worker(&w, UnixMillis(t0 + 40)).await?;
+    assert_eq!(store.ip_change_counts(UnixMillis(t0)).await?.get(&key(1)), Some(&2));
+    assert_eq!(store.ip_change_counts(UnixMillis(t0 + 25)).await?.get(&key(1)), Some(&1));
+    assert!(store.ip_change_counts(UnixMillis(t0 + 41)).await?.is_empty());
+
+    assert_eq!(store.prune_online_buckets(bucket_of(UnixMillis(t0)) + 2).await?, 2);
+    assert_eq!(count(&store, "worker_online_buckets").await, 1);
+    Ok(())
+}
+
+async fn verified_since_counts_credited_results_only(backend: Backend) -> TestResult {
+    let db = TestDb::new(backend).await;
+    let store = db.open().await;
+    let credited =
+        challenge_in(&store, ChallengeStatus::Verified, &challenge(key(9), key(1), "cpu:a", 1_000))
+            .await?;
+    let uncredited = store
+        .insert_challenge(&challenge(key(9), key(2), "cpu:b", 2_000), UnixMillis(2_000))
+        .await?;
+    store.mark_sent(uncredited, UnixMillis(2_001)).await?;
+    store.mark_committed(uncredited, UnixMillis(2_002), Root([1; 32]), 5.0, 1.0).await?;
+    store.mark_verifying(uncredited, UnixMillis(2_003)).await?;
+    store.mark_verified(uncredited, UnixMillis(2_004), 50.0, false).await?;
+    challenge_in(&store, ChallengeStatus::Committed, &challenge(key(9), key(3), "cpu:c", 3_000))
+        .await?;
+    let rows = store.verified_since(UnixMillis(0)).await?;
+    assert_eq!(rows, vec![(key(1), key(9), UnixMillis(1_004), 100.0)]);
+    assert!(store.verified_since(UnixMillis(1_005)).await?.is_empty(), "finish time filter");
+    assert_eq!(status(&store, credited).await?, ChallengeStatus::Verified);
+    Ok(())
+}
+
+async fn leases_are_unique_and_filtered_by_time(backend: Backend) -> TestResult {
+    use super::NewLease;
+    let db = TestDb::new(backend).await;
+    let store = db.open().await;
+    let lease = NewLease {
+        request_id: "r1".into(),
+        worker_key: key(1),
+        score: 0.75,
+        starts_at: UnixMillis(1_000),
+        ends_at: UnixMillis(2_000),
+        submitted_by: "token".into(),
+    };
+    let id = store.insert_lease(&lease, UnixMillis(900)).await?;
+    assert!(id.is_some());
+    assert_eq!(store.insert_lease(&lease, UnixMillis(950)).await?, None, "replayed request id");
+    let later = NewLease {
+        request_id: "r2".into(),
+        starts_at: UnixMillis(1_500),
+        ends_at: UnixMillis(3_000),
+        ..lease.clone()
+    };
+    store.insert_lease(&later, UnixMillis(960)).await?;
+    let ids = |rows: Vec<super::LeaseRow>| {
+        rows.into_iter().map(|r| r.lease.request_id).collect::<Vec<_>>()
+    };
+    assert_eq!(ids(store.leases(None, 10).await?), ["r2", "r1"], "newest first");
+    assert_eq!(ids(store.leases(Some(UnixMillis(1_200)), 10).await?), ["r1"]);
+    assert_eq!(ids(store.leases(Some(UnixMillis(1_700)), 10).await?), ["r2", "r1"]);
+    assert_eq!(ids(store.leases(Some(UnixMillis(2_000)), 10).await?), ["r2"], "end is exclusive");
+    assert!(store.leases(Some(UnixMillis(3_000)), 10).await?.is_empty());
+    let stored = store.leases(None, 10).await?.pop().expect("r1");
+    assert_eq!((stored.lease, stored.created_at), (lease, UnixMillis(900)));
+    Ok(())
+}
+
+async fn score_runs_and_weight_sets_round_trip(backend: Backend) -> TestResult {
+    use super::{
+        MinerScoreRecord, ScoreRun, WeightEntry, WeightSetStatus, WeightSetUpdate,
+        WorkerScoreRecord,
+    };
+    use crate::scoring::WorkerScore;
+    let db = TestDb::new(backend).await;
+    let store = db.open().await;
+    let run = |at: u64, w0: u16, w1: u16| ScoreRun {
+        at: UnixMillis(at),
+        block: Some(77),
+        config_json: "{\"window_minutes\":180}".into(),
+        miners: vec![
+            MinerScoreRecord {
+                hotkey: key(1),
+                uid: Some(0),
+                online: true,
+                workers: 2,
+                challenge: 1.0,
+                lease: 0.25,
+                total: 0.475,
+            },
+            MinerScoreRecord {
+                hotkey: key(2),
+                uid: Some(1),
+                online: false,
+                workers: 0,
+                challenge: 0.0,
+                lease: 0.0,
+                total: 0.0,
+            },
+        ],
+        workers: vec![WorkerScoreRecord {
+            worker_key: key(5),
+            miner_hotkey: key(1),
+            leased: false,
+            lease_score: 0.0,
+            verified: 36,
+            online_buckets: 2028,
+            ip_changes: 1,
+            score: WorkerScore {
+                mean_gflops: 1234.5,
+                participation: 1.0,
+                availability: 0.5,
+                performance: 617.25,
+            },
+        }],
+        weights: vec![
+            WeightEntry { uid: 0, hotkey: key(1), weight: w0 },
+            WeightEntry { uid: 1, hotkey: key(2), weight: w1 },
+        ],
+    };
+    let first = run(1_000, 65535, 0);
+    let (run1, set1) = store.record_score_run(&first).await?;
+    let stored = store.score_runs(10).await?;
+    assert_eq!(stored.len(), 1);
+    assert_eq!((stored[0].id, &stored[0].run), (run1, &first), "every component round-trips");
+    assert_eq!(store.next_weight_set().await?.map(|s| s.id), Some(set1));
+
+    // A newer vector supersedes the pending one; an all-zero one is skipped and supersedes nothing.
+    let (_, set2) = store.record_score_run(&run(2_000, 100, 65535)).await?;
+    let (_, set3) = store.record_score_run(&run(3_000, 0, 0)).await?;
+    let sets = store.weight_sets(10).await?;
+    let status_of = |id| sets.iter().find(|s| s.id == id).map(|s| s.status);
+    assert_eq!(status_of(set1), Some(WeightSetStatus::Superseded));
+    assert_eq!(status_of(set2), Some(WeightSetStatus::Pending));
+    assert_eq!(status_of(set3), Some(WeightSetStatus::Skipped));
+    let next = store.next_weight_set().await?.expect("pending");
+    assert_eq!((next.id, next.entries[1].weight), (set2, 65535));
+
+    // Commit-reveal keeps its reveal and is worked on before newer pending vectors.
+    let committed = WeightSetUpdate {
+        status: WeightSetStatus::Committed,
+        error: None,
+        commit: Some(("{\"salt\":[1]}".into(), 90)),
+        included: None,
+    };
+    store.update_weight_set(set2, &committed).await?;
+    let (_, set4) = store.record_score_run(&run(4_000, 1, 2)).await?;
+    let next = store.next_weight_set().await?.expect("committed first");
+    assert_eq!(
+        (next.id, next.commit_block, next.reveal_json.as_deref()),
+        (set2, Some(90), Some("{\"salt\":[1]}"))
+    );
+    let failed_attempt = WeightSetUpdate {
+        status: WeightSetStatus::Committed,
+        error: Some("node down".into()),
+        commit: None,
+        included: None,
+    };
+    store.update_weight_set(set2, &failed_attempt).await?;
+    let revealed = WeightSetUpdate {
+        status: WeightSetStatus::Submitted,
+        error: None,
+        commit: None,
+        included: Some((UnixMillis(5_000), 95, "0xabc".into())),
+    };
+    store.update_weight_set(set2, &revealed).await?;
+    let sets = store.weight_sets(10).await?;
+    let s2 = sets.iter().find(|s| s.id == set2).expect("set 2");
+    assert_eq!(
+        (s2.status, s2.attempts, s2.block, s2.tx_hash.as_deref()),
+        (WeightSetStatus::Submitted, 3, Some(95), Some("0xabc"))
+    );
+    assert_eq!(
+        (s2.commit_block, s2.submitted_at, s2.last_error.as_deref()),
+        (Some(90), Some(UnixMillis(5_000)), None)
+    );
+    assert_eq!(store.next_weight_set().await?.map(|s| s.id), Some(set4));
+    Ok(())
 }
