@@ -60,7 +60,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Coordinator(args) => {
             let chain =
                 args.chain.open_local()?.ok_or_else(|| anyhow::anyhow!("file: chains only"))?;
-            run_coordinator_circuit(args.command, chain, args.chain.netuid(), None).await
+            run_coordinator_circuit(args.command, chain, args.chain.netuid(), None, None).await
         }
     }
 }

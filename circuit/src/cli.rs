@@ -15,7 +15,7 @@ use serde::Deserialize;
 use veribench_chain::{Chain, LocalChain, NetUid, Network, RetryPolicy};
 use veribench_wallet::Keypair;
 
-use crate::fetch::{FetchConfig, Fetcher, MemoryLog};
+use crate::fetch::{FetchConfig, FetchLog, Fetcher, MemoryLog};
 use crate::offer::{CircuitOffer, DEFAULT_URL_EXPIRY, offer_urls};
 use crate::publish::{PublishOptions, publish};
 use crate::storage::StorageConfig;
@@ -321,6 +321,7 @@ pub async fn run_coordinator_circuit(
     chain: Arc<dyn Chain>,
     netuid: NetUid,
     config: Option<FetchConfig>,
+    log: Option<Arc<dyn FetchLog>>,
 ) -> anyhow::Result<()> {
     let load = |path: Option<&Path>| -> anyhow::Result<FetchConfig> {
         match (path, &config) {
@@ -358,7 +359,7 @@ pub async fn run_coordinator_circuit(
                 .with_context(|| format!("reading {}", offer.display()))?;
             let offer: CircuitOffer = serde_json::from_str(&text)
                 .with_context(|| format!("parsing the offer {}", offer.display()))?;
-            let log = Arc::new(MemoryLog::default());
+            let log = log.unwrap_or_else(|| Arc::new(MemoryLog::default()));
             let fetcher =
                 Fetcher::new(cfg, chain, netuid)?.with_log(log).with_progress(!no_progress);
             let attempt = fetcher.fetch(&miner, &offer).await;

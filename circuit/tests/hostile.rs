@@ -347,7 +347,7 @@ async fn check_url_command_exit_status() {
     let chain: Arc<dyn Chain> = Arc::new(chain(tempfile::tempdir().unwrap().path()));
     let run = |url: &str| {
         let cmd = CoordinatorCircuitCommand::CheckUrl { url: url.to_owned(), config: None };
-        run_coordinator_circuit(cmd, chain.clone(), NET, None)
+        run_coordinator_circuit(cmd, chain.clone(), NET, None, None)
     };
     run("https://acc.r2.cloudflarestorage.com/b/h/vk.key?X-Amz-Signature=1").await.unwrap();
     let err = run("https://r2.cloudflarestorage.com.evil.com/").await.unwrap_err();

@@ -501,9 +501,9 @@ connect_timeout_secs = 2
         json: false,
         no_progress: true,
     };
-    run_coordinator_circuit(fetch(), chain.clone(), NET, None).await.unwrap();
+    run_coordinator_circuit(fetch(), chain.clone(), NET, None, None).await.unwrap();
     assert!(cache.join(offer.hash.to_hex()).join("pk.key").is_file());
-    run_coordinator_circuit(fetch(), chain.clone(), NET, None).await.unwrap();
+    run_coordinator_circuit(fetch(), chain.clone(), NET, None, None).await.unwrap();
 
     // The same fetch by a hotkey without a commitment exits with the reason.
     let stranger = CoordinatorCircuitCommand::Fetch {
@@ -514,6 +514,6 @@ connect_timeout_secs = 2
         json: true,
         no_progress: true,
     };
-    let err = run_coordinator_circuit(stranger, chain, NET, None).await.unwrap_err();
+    let err = run_coordinator_circuit(stranger, chain, NET, None, None).await.unwrap_err();
     assert!(err.to_string().starts_with("fetch failed (no_commitment)"), "{err}");
 }

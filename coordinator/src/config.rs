@@ -42,6 +42,8 @@ pub struct CoordinatorConfig {
     pub weights: WeightsConfig,
     /// Who may report leases.
     pub leases: LeaseConfig,
+    /// Circuit artifact fetching: cache, URL policy, size caps, timeouts and retries.
+    pub circuit: veribench_circuit::FetchConfig,
 }
 
 impl Default for CoordinatorConfig {
@@ -60,6 +62,7 @@ impl Default for CoordinatorConfig {
             scoring: ScoringConfig::default(),
             weights: WeightsConfig::default(),
             leases: LeaseConfig::default(),
+            circuit: veribench_circuit::FetchConfig::default(),
         }
     }
 }

@@ -33,6 +33,7 @@ pub fn router(coordinator: Arc<Coordinator>) -> Router {
         .route("/api/v1/workers", get(workers))
         .route("/api/v1/challenges", get(challenges))
         .route("/api/v1/scores", get(scores))
+        .route("/api/v1/circuits", get(circuits))
         .route("/api/v1/weights", get(weights))
         .route(
             "/api/v1/leases",
@@ -379,6 +380,25 @@ async fn post_lease(State(c): Shared, headers: HeaderMap, body: Bytes) -> Respon
             (StatusCode::CREATED, Json(serde_json::json!({ "id": id }))).into_response()
         }
         Ok(None) => refused(LeaseError::Duplicate),
+        Err(e) => internal(e),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct CircuitQuery {
+    /// Only this miner's attempts (SS58 or hex).
+    miner: Option<String>,
+    limit: Option<u32>,
+}
+
+/// Circuit artifact fetch attempts, newest first: `GET /api/v1/circuits?miner=…&limit=N`.
+async fn circuits(State(c): Shared, Query(q): Query<CircuitQuery>) -> Response {
+    let miner = match q.miner.as_deref().map(veribench_wallet::parse_public_key).transpose() {
+        Ok(miner) => miner,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("miner: {e}")),
+    };
+    match c.store().fetches(miner.as_ref(), q.limit.unwrap_or(100).min(MAX_LIMIT)).await {
+        Ok(rows) => Json(rows).into_response(),
         Err(e) => internal(e),
     }
 }

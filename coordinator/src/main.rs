@@ -34,6 +34,20 @@ enum Command {
     /// Administer the embedded file-backed chain (`--subtensor.network file:PATH`).
     #[command(subcommand)]
     LocalChain(LocalChainCommand),
+    /// Circuit artifacts: fetch a miner's artifact into the cache (each attempt recorded in the
+    /// database, served by `GET /api/v1/circuits`), or check a URL against the policy.
+    Circuit {
+        /// Database the fetch attempts are recorded in (as `run --db`).
+        #[arg(
+            long,
+            env = "VERIBENCH_DB",
+            default_value = "sqlite://data/coordinator.db",
+            global = true
+        )]
+        db: String,
+        #[command(flatten)]
+        args: veribench_circuit::cli::CoordinatorCircuitArgs,
+    },
 }
 
 /// `lease`: signs with a trusted hotkey (`--wallet.*`) or authenticates with `--token`.
@@ -178,7 +192,50 @@ async fn main() -> anyhow::Result<()> {
         Command::Run(args) => run(args).await,
         Command::Lease(args) => lease(args).await,
         Command::LocalChain(cmd) => local_chain(cmd),
+        Command::Circuit { db, args } => circuit(&db, args).await,
     }
+}
+
+async fn circuit(
+    db: &str,
+    args: veribench_circuit::cli::CoordinatorCircuitArgs,
+) -> anyhow::Result<()> {
+    use veribench_circuit::cli::CoordinatorCircuitCommand;
+    let chain = open_chain(&args.chain.network()?).await?;
+    let netuid = args.chain.netuid();
+    if !matches!(args.command, CoordinatorCircuitCommand::Fetch { .. }) {
+        return veribench_circuit::cli::run_coordinator_circuit(
+            args.command,
+            chain,
+            netuid,
+            None,
+            None,
+        )
+        .await;
+    }
+    let store = veribench_coordinator::store::Store::connect(db).await?;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<veribench_circuit::FetchRecord>();
+    let writer = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            while let Some(record) = rx.recv().await {
+                if let Err(e) = store.record_fetch(&record).await {
+                    tracing::error!(error = %e, "cannot record a fetch attempt");
+                }
+            }
+        })
+    };
+    let result = veribench_circuit::cli::run_coordinator_circuit(
+        args.command,
+        chain,
+        netuid,
+        None,
+        Some(Arc::new(tx)),
+    )
+    .await;
+    let _ = writer.await;
+    store.close().await?;
+    result
 }
 
 /// The chain of `network`: the file-backed local chain or a subtensor node.

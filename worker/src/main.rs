@@ -62,6 +62,9 @@ enum Command {
     /// Manage worker keys and miner delegations (btcli wallet layout).
     #[command(subcommand)]
     Wallet(WalletCommand),
+    /// Circuit artifacts (miner): publish to S3/R2 and commit the hash on chain, or write
+    /// presigned URLs for a coordinator (only while the local artifact matches the commitment).
+    Circuit(veribench_circuit::cli::WorkerCircuitArgs),
 }
 
 #[derive(Debug, Args)]
@@ -200,7 +203,20 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Run(args) => run(args),
         Command::Wallet(command) => wallet(command),
+        Command::Circuit(args) => circuit(args),
     }
+}
+
+/// `circuit`: the miner's artifact commands, against the chain of `--subtensor.network`.
+fn circuit(args: veribench_circuit::cli::WorkerCircuitArgs) -> anyhow::Result<()> {
+    tokio::runtime::Runtime::new()?.block_on(async {
+        let chain = args.chain.open_local()?.context(
+            "circuit: only the embedded chain (--subtensor.network file:PATH) is supported by the worker so far",
+        )?;
+        let keypair = args.wallet.load_hotkey()?;
+        veribench_circuit::cli::run_worker_circuit(args.command, chain, &keypair, args.chain.netuid())
+            .await
+    })
 }
 
 /// `run`: configuration, identity, backend, then the daemon until SIGINT or SIGTERM.

@@ -234,6 +234,7 @@ pub struct Store {
     kind: DbKind,
 }
 
+mod circuits;
 mod liveness;
 mod queries;
 mod row;

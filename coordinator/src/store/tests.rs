@@ -168,6 +168,7 @@ on_both_databases!(
     verified_since_counts_credited_results_only,
     leases_are_unique_and_filtered_by_time,
     score_runs_and_weight_sets_round_trip,
+    circuit_fetches_round_trip,
 );
 
 // ----------------------------------------------------------------------------- helpers
@@ -1192,5 +1193,30 @@ async fn score_runs_and_weight_sets_round_trip(backend: Backend) -> TestResult {
         (Some(90), Some(UnixMillis(5_000)), None)
     );
     assert_eq!(store.next_weight_set().await?.map(|s| s.id), Some(set4));
+    Ok(())
+}
+
+async fn circuit_fetches_round_trip(backend: Backend) -> TestResult {
+    use veribench_circuit::{ArtifactHash, FetchRecord};
+    let db = TestDb::new(backend).await;
+    let store = db.open().await;
+    let hash: ArtifactHash = "ab".repeat(32).parse().expect("hash");
+    let record = |miner: u8, at: u64, outcome: &str| FetchRecord {
+        miner: key(miner),
+        hash,
+        outcome: outcome.into(),
+        reason: (outcome != "fetched").then(|| "sha256 differs from the chain".into()),
+        bytes: 1 << 40,
+        duration_ms: 1234,
+        at: UnixMillis(at),
+    };
+    let (a, b, c) =
+        (record(1, 10, "fetched"), record(2, 20, "hash_mismatch"), record(1, 30, "cache_hit"));
+    for r in [&a, &b, &c] {
+        store.record_fetch(r).await?;
+    }
+    assert_eq!(store.fetches(None, 10).await?, vec![c.clone(), b, a.clone()], "newest first");
+    assert_eq!(store.fetches(Some(&key(1)), 10).await?, vec![c, a]);
+    assert_eq!(store.fetches(Some(&key(1)), 1).await?.len(), 1);
     Ok(())
 }
