@@ -271,11 +271,13 @@ pub async fn run(args: DevnetArgs) -> anyhow::Result<()> {
             break;
         }
     }
+    // Scored while the workers are still online: an offline miner scores 0.
+    let weights = set_weights(&running, &chain).await;
     stop.cancel();
     for w in workers {
         let _ = w.await;
     }
-    let weights = set_weights(&running, &chain).await?;
+    let weights = weights?;
     let miners = running.coordinator.store().miners().await.context("cannot read the results")?;
     let summary = Summary {
         workers: total,
