@@ -10,7 +10,7 @@ use parity_scale_codec::{Decode, Encode};
 use subxt::OnlineClient;
 use subxt::backend::legacy::LegacyRpcMethods;
 use subxt::backend::rpc::RpcClient;
-use subxt::config::Header;
+use subxt::config::{DefaultExtrinsicParamsBuilder, Header};
 use subxt::error::{RpcError, TransactionError};
 use subxt::ext::subxt_core::storage as core_storage;
 use subxt::storage::Address;
@@ -129,10 +129,9 @@ impl SubxtChain {
         out
     }
 
-    /// The connection, with subxt's client refreshed if the node's runtime was upgraded since
-    /// it was made (a transaction signed for the old `spec_version` would be refused).
-    async fn current_conn(&self) -> Result<Conn, ChainError> {
-        let conn = self.conn().await?;
+    /// `conn` with subxt's client refreshed if the node's runtime was upgraded since it was made
+    /// (a transaction signed for the old `spec_version` would be refused).
+    async fn refreshed(&self, conn: Conn) -> Result<Conn, ChainError> {
         let live = conn.methods.state_get_runtime_version(None).await.map_err(errors::from_rpc)?;
         if live.spec_version == conn.api.runtime_version().spec_version {
             return Ok(conn);
@@ -161,13 +160,23 @@ impl SubxtChain {
     ) -> Result<TxReceipt, ChainError> {
         let hotkey = signer.public();
         let outcome = self
-            .with_conn(|_| async {
-                let conn = self.current_conn().await?;
+            .with_conn(|conn| async {
+                let conn = self.refreshed(conn).await?;
+                // The pool-aware nonce: an earlier extrinsic of this hotkey that is in a block
+                // but not yet finalized (or still in the pool) already used the finalized one.
+                let account = AccountId32(hotkey.0);
+                let nonce = conn
+                    .methods
+                    .system_account_next_index(&account)
+                    .await
+                    .map_err(errors::from_rpc)?;
+                let params =
+                    DefaultExtrinsicParamsBuilder::<SubtensorConfig>::new().nonce(nonce).build();
                 let submitted = async {
                     let progress = conn
                         .api
                         .tx()
-                        .sign_and_submit_then_watch_default(&call, &HotkeySigner(signer))
+                        .sign_and_submit_then_watch(&call, &HotkeySigner(signer), params)
                         .await?;
                     wait_in_block(progress).await
                 };
@@ -321,9 +330,8 @@ impl Conn {
         core_storage::validate(first, &metadata).map_err(core)?;
         let keys = addresses
             .iter()
-            .map(|a| core_storage::get_address_bytes(a, &metadata))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(core)?;
+            .map(|a| core_storage::get_address_bytes(a, &metadata).map_err(core))
+            .collect::<Result<Vec<_>, _>>()?;
         let mut found = HashMap::new();
         for chunk in keys.chunks(QUERY_CHUNK) {
             let sets = self
@@ -339,12 +347,14 @@ impl Conn {
         }
         keys.iter()
             .zip(addresses)
-            .map(|(key, address)| match found.get(key) {
-                Some(bytes) => core_storage::decode_value(&mut &bytes[..], address, &metadata),
-                None => core_storage::default_value(address, &metadata),
+            .map(|(key, address)| {
+                match found.get(key) {
+                    Some(bytes) => core_storage::decode_value(&mut &bytes[..], address, &metadata),
+                    None => core_storage::default_value(address, &metadata),
+                }
+                .map_err(core)
             })
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(core)
+            .collect()
     }
 
     /// [`ChainError::NoSuchSubnet`] unless `netuid` is a subnet at block `at`.

@@ -61,7 +61,7 @@ pub struct State {
     pub calls: Vec<String>,
     /// When set, submissions are refused with this RPC error (code, message, data).
     pub reject: Option<(i32, String, Option<String>)>,
-    /// The nonce `AccountNonceApi_account_nonce` answers.
+    /// The nonce `system_accountNextIndex` answers (pool-aware; the runtime API answers 0).
     pub nonce: u32,
 }
 
@@ -205,7 +205,9 @@ impl Node {
                     let opaque = (version == 16).then(|| METADATA.to_vec());
                     opaque.encode()
                 }
-                "AccountNonceApi_account_nonce" => lock(ctx).nonce.encode(),
+                // The finalized state's nonce, which knows nothing of extrinsics still in the
+                // pool or in unfinalized blocks: extrinsics must use `system_accountNextIndex`.
+                "AccountNonceApi_account_nonce" => 0u32.encode(),
                 other => {
                     return Err(ErrorObjectOwned::owned(
                         -32000,
@@ -216,6 +218,7 @@ impl Node {
             };
             Ok(json!(hex0x(&answer)))
         });
+        register(&mut module, "system_accountNextIndex", |_, ctx| Ok(json!(lock(ctx).nonce)));
         register(&mut module, "state_getStorage", |a, ctx| {
             let key = unhex(a.first().and_then(Value::as_str).unwrap_or("0x"))?;
             Ok(lock(ctx).storage.get(&key).map_or(Value::Null, |v| json!(hex0x(v))))
