@@ -615,6 +615,7 @@ impl Chain for SubxtChain {
         let hotkey = *hotkey;
         self.with_conn(|conn| async move {
             let (at, _) = conn.best().await?;
+            conn.ensure_subnet(at, netuid).await?;
             let address =
                 finney::storage().commitments().commitment_of(netuid.0, AccountId32(hotkey.0));
             let Some(registration) = conn.option(at, &address).await? else {

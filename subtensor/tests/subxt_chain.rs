@@ -244,6 +244,10 @@ async fn commitments_are_set_as_one_raw_field_and_read_back() {
     // Reading: absent, then what the pallet stores.
     let hotkey = s.miner.public();
     assert_eq!(s.chain.commitment(NETUID, &hotkey).await.expect("read"), None);
+    assert!(matches!(
+        s.chain.commitment(NetUid(99), &hotkey).await,
+        Err(ChainError::NoSuchSubnet(99))
+    ));
     let mut raw = [0u8; 45];
     raw.copy_from_slice(&data);
     let registration = Registration {

@@ -195,7 +195,7 @@ impl Node {
                 "stateVersion": 1,
             }))
         });
-        register(&mut module, "state_call", |a, ctx| {
+        register(&mut module, "state_call", |a, _| {
             let method = a.first().and_then(Value::as_str).unwrap_or_default().to_owned();
             let data = unhex(a.get(1).and_then(Value::as_str).unwrap_or("0x"))?;
             let answer = match method.as_str() {
