@@ -9,13 +9,13 @@ use async_trait::async_trait;
 use parity_scale_codec::{Decode, Encode};
 use subxt::OnlineClient;
 use subxt::backend::legacy::LegacyRpcMethods;
-use subxt::backend::rpc::RpcClient;
 use subxt::config::{DefaultExtrinsicParamsBuilder, Header};
 use subxt::error::{RpcError, TransactionError};
 use subxt::ext::subxt_core::storage as core_storage;
 use subxt::storage::Address;
 use subxt::tx::{Payload, TxProgress, TxStatus};
 use subxt::utils::{AccountId32, H256, Yes};
+use subxt_rpcs::RpcClient;
 use veribench_chain::{
     Chain, ChainError, Commitment, Metagraph, NetUid, Neuron, TxReceipt, WeightReveal,
     WeightVector, WeightsPolicy,
