@@ -183,7 +183,12 @@ impl SubxtChain {
                 let (block_hash, ext_hash) =
                     match tokio::time::timeout(self.timeouts.inclusion, submitted).await {
                         Ok(Ok(done)) => done,
-                        Ok(Err(e)) => return Ok(Err(e)),
+                        // A refusal is the chain's answer; a transport failure goes to
+                        // `with_conn`, which drops the connection.
+                        Ok(Err(e)) => match errors::classify_submission_error(e) {
+                            Refusal::Failure(failure) => return Err(failure),
+                            refusal => return Ok(Err(refusal)),
+                        },
                         Err(_) => {
                             return Err(ChainError::Unreachable(format!(
                                 "{}: the extrinsic was not in a block within {:?}",
@@ -197,9 +202,7 @@ impl SubxtChain {
             .await?;
         match outcome {
             Ok(receipt) => Ok(receipt),
-            Err(e) => {
-                Err(self.refusal(errors::classify_submission_error(e), &hotkey, netuid).await)
-            }
+            Err(refusal) => Err(self.refusal(refusal, &hotkey, netuid).await),
         }
     }
 

@@ -48,6 +48,10 @@ struct Setup {
 }
 
 async fn setup() -> Setup {
+    setup_with(FAST).await
+}
+
+async fn setup_with(timeouts: Timeouts) -> Setup {
     let validator = Keypair::from_seed(&[1; 32]);
     let other = Keypair::from_seed(&[2; 32]);
     let miner = Keypair::from_seed(&[3; 32]);
@@ -76,7 +80,7 @@ async fn setup() -> Setup {
     ];
     let node = Node::start().await;
     node.install_subnet(NETUID, &neurons, &POLICY);
-    let chain = SubxtChain::connect_with(&node.url, FAST).await.expect("connects to the node");
+    let chain = SubxtChain::connect_with(&node.url, timeouts).await.expect("connects to the node");
     Setup { node, chain, validator, miner, neurons }
 }
 
@@ -404,6 +408,24 @@ async fn transaction_pool_refusals_are_mapped() {
         Err(ChainError::Rejected(what)) => assert!(what.contains("bad signature"), "{what}"),
         other => panic!("expected Rejected, got {other:?}"),
     }
+    assert_eq!(s.node.state().submitted.len(), 2);
+}
+
+#[tokio::test]
+async fn an_extrinsic_never_included_is_unreachable_after_the_inclusion_timeout() {
+    let s = setup_with(Timeouts { inclusion: Duration::from_millis(300), ..FAST }).await;
+    let weights = WeightVector::new([(0, 1)]).expect("uid");
+    s.node.state().never_include = true;
+    let started = Instant::now();
+    match s.chain.set_weights(&s.validator, NETUID, &weights, 3).await {
+        Err(e @ ChainError::Unreachable(_)) => assert!(e.is_transient()),
+        other => panic!("expected Unreachable, got {other:?}"),
+    }
+    assert!(started.elapsed() < Duration::from_secs(5), "bounded by the inclusion timeout");
+
+    // The next call reconnects and goes through.
+    s.node.state().never_include = false;
+    s.chain.set_weights(&s.validator, NETUID, &weights, 3).await.expect("included this time");
     assert_eq!(s.node.state().submitted.len(), 2);
 }
 

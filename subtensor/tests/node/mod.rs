@@ -61,6 +61,8 @@ pub struct State {
     pub calls: Vec<String>,
     /// When set, submissions are refused with this RPC error (code, message, data).
     pub reject: Option<(i32, String, Option<String>)>,
+    /// When set, submissions are accepted ("ready") but never included in a block.
+    pub never_include: bool,
     /// The nonce `system_accountNextIndex` answers (pool-aware; the runtime API answers 0).
     pub nonce: u32,
 }
@@ -247,19 +249,26 @@ impl Node {
                         .transpose()
                         .ok()
                         .flatten();
-                    let reject = {
+                    let (reject, never_include) = {
                         let mut state = lock(&ctx);
                         state.calls.push("author_submitAndWatchExtrinsic".into());
                         if let Some(xt) = xt {
                             state.submitted.push(xt);
                         }
-                        state.reject.clone()
+                        (state.reject.clone(), state.never_include)
                     };
                     if let Some((code, message, data)) = reject {
                         pending.reject(ErrorObjectOwned::owned(code, message, data)).await;
                         return;
                     }
                     let Ok(sink) = pending.accept().await else { return };
+                    if never_include {
+                        let ready = SubscriptionMessage::from_json(&"ready").expect("serialises");
+                        if sink.send(ready).await.is_ok() {
+                            sink.closed().await;
+                        }
+                        return;
+                    }
                     for status in
                         [json!("ready"), json!({ "inBlock": INCLUSION_HASH }), json!({ "finalized": INCLUSION_HASH })]
                     {
