@@ -240,11 +240,9 @@ async fn circuit(
 
 /// The chain of `network`: the file-backed local chain or a subtensor node.
 async fn open_chain(network: &Network) -> anyhow::Result<Arc<dyn Chain>> {
-    match network {
-        Network::File(path) => Ok(Arc::new(LocalChain::open(path)?)),
-        // TODO(subtensor): SubxtChain lands with veribench-subtensor.
-        other => anyhow::bail!("the subtensor client is not built yet; cannot open {other}"),
-    }
+    veribench_subtensor::connect(network)
+        .await
+        .with_context(|| format!("cannot open the chain {network}"))
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {

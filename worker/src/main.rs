@@ -210,12 +210,18 @@ fn main() -> anyhow::Result<()> {
 /// `circuit`: the miner's artifact commands, against the chain of `--subtensor.network`.
 fn circuit(args: veribench_circuit::cli::WorkerCircuitArgs) -> anyhow::Result<()> {
     tokio::runtime::Runtime::new()?.block_on(async {
-        let chain = args.chain.open_local()?.context(
-            "circuit: only the embedded chain (--subtensor.network file:PATH) is supported by the worker so far",
-        )?;
-        let keypair = args.wallet.load_hotkey()?;
-        veribench_circuit::cli::run_worker_circuit(args.command, chain, &keypair, args.chain.netuid())
+        let network = args.chain.network()?;
+        let chain = veribench_subtensor::connect(&network)
             .await
+            .with_context(|| format!("cannot open the chain {network}"))?;
+        let keypair = args.wallet.load_hotkey()?;
+        veribench_circuit::cli::run_worker_circuit(
+            args.command,
+            chain,
+            &keypair,
+            args.chain.netuid(),
+        )
+        .await
     })
 }
 
