@@ -128,7 +128,8 @@ impl Coordinator {
             workers_of.entry(w.record.miner_hotkey).or_default().push(w);
         }
 
-        let mut inputs = Vec::with_capacity(mg.neurons.len());
+        let mut uids = Vec::with_capacity(mg.neurons.len());
+        let mut miners: Vec<MinerInputs<PublicKey>> = Vec::with_capacity(mg.neurons.len());
         let mut worker_lines = Vec::new();
         for neuron in &mg.neurons {
             let workers = workers_of.remove(&neuron.hotkey).unwrap_or_default();
@@ -160,22 +161,25 @@ impl Coordinator {
                     score,
                 });
             }
-            inputs.push((
-                neuron.uid,
-                MinerInputs { hotkey: neuron.hotkey, workers: scores, lease_scores, online },
-            ));
+            uids.push(neuron.uid);
+            miners.push(MinerInputs {
+                hotkey: neuron.hotkey,
+                workers: scores,
+                lease_scores,
+                online,
+            });
         }
-        let miners: Vec<MinerInputs<PublicKey>> = inputs.iter().map(|(_, m)| m.clone()).collect();
         let scored = miner_scores(&miners, cfg);
         let totals: Vec<(u16, f64)> =
-            inputs.iter().zip(&scored).map(|((uid, _), s)| (*uid, s.total)).collect();
+            uids.iter().zip(&scored).map(|(uid, s)| (*uid, s.total)).collect();
         let weights = to_weights(&totals)
             .into_iter()
             .zip(&scored)
             .map(|((uid, weight), s)| WeightEntry { uid, hotkey: s.hotkey, weight })
             .collect();
-        let miner_lines = inputs
+        let miner_lines = uids
             .iter()
+            .zip(&miners)
             .zip(&scored)
             .map(|((uid, m), s)| MinerScoreRecord {
                 hotkey: s.hotkey,

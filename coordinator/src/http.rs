@@ -360,8 +360,9 @@ async fn post_lease(State(c): Shared, headers: HeaderMap, body: Bytes) -> Respon
         error(status, e)
     };
     let config = &c.config().leases;
+    let now = veribench_protocol::UnixMillis::now();
     let lease = authorize(config, bearer, header(SIGNER_HEADER), header(SIGNATURE_HEADER), &body)
-        .and_then(|who| parse_request(config, &body, who, veribench_protocol::UnixMillis::now()));
+        .and_then(|who| parse_request(config, &body, who, now));
     let lease = match lease {
         Ok(lease) => lease,
         Err(e) => {
@@ -370,7 +371,6 @@ async fn post_lease(State(c): Shared, headers: HeaderMap, body: Bytes) -> Respon
             return refused(e);
         }
     };
-    let now = veribench_protocol::UnixMillis::now();
     match c.store().insert_lease(&lease, now).await {
         Ok(Some(id)) => {
             if lease.starts_at <= now && now < lease.ends_at {
