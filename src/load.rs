@@ -28,7 +28,7 @@ use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
 use tokio_util::sync::CancellationToken;
-use veribench_coordinator::config::redact_url_password;
+use veribench_coordinator::config::redact_url;
 use veribench_protocol::wire;
 use veribench_protocol::{
     Delegation, DeviceKey, HardwareInfo, Heartbeat, Limits, Message, PublicKey, Register,
@@ -75,6 +75,12 @@ pub struct LoadArgs {
     /// Print exactly one JSON object on stdout instead of a table.
     #[arg(long)]
     json: bool,
+    /// Challenge every worker in synchronized rounds (`schedule.synchronized`) this many seconds
+    /// apart. The simulated workers ignore their challenges, which miss their deadline a third
+    /// of an interval later: what is measured is the coordinator's cost of issuing, storing and
+    /// expiring a round, and how far apart one round's challenges reach the workers.
+    #[arg(long)]
+    round_secs: Option<f64>,
 }
 
 /// Runs the load harness.
@@ -110,7 +116,7 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
         coordinator.pid,
         coordinator.ws,
         coordinator.http,
-        redact_url_password(&db),
+        redact_url(&db),
         fds,
         args.workers
     ));
@@ -131,7 +137,7 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
             )));
         }
     };
-    report.db = redact_url_password(&db);
+    report.db = redact_url(&db);
     report.coordinator_exit = exit;
     report.fd_limit = fds;
 
@@ -162,10 +168,15 @@ fn check_args(args: &LoadArgs) -> anyhow::Result<()> {
     if !(args.duration_secs.is_finite() && args.duration_secs > 0.0 && args.duration_secs < 1e6) {
         bail!("--duration-secs must be positive");
     }
+    if let Some(r) = args.round_secs
+        && !(r.is_finite() && (1.0..1e6).contains(&r))
+    {
+        bail!("--round-secs must be at least 1");
+    }
     if let Some(db) = &args.db
         && !["sqlite:", "postgres://", "postgresql://"].iter().any(|p| db.starts_with(p))
     {
-        bail!("--db must be sqlite://path or postgres://…, got {}", redact_url_password(db));
+        bail!("--db must be sqlite://path or postgres://…, got {}", redact_url(db));
     }
     Ok(())
 }
@@ -319,16 +330,26 @@ impl Child {
         for m in &keys.miners {
             chain.register(netuid, *m, *m, 0, false)?;
         }
-        // Rounds are pushed out of the run: a miner's first round comes `jitter` after its first
-        // worker registers, uniformly in [0, jitter_secs); with ~1e9 s the odds of one landing
-        // in the run are ~1e-6 per miner.
+        // Without --round-secs, rounds are pushed out of the run: a miner's first round comes
+        // `jitter` after its first worker registers, uniformly in [0, jitter_secs); with ~1e9 s
+        // the odds of one landing in the run are ~1e-6 per miner.
+        let schedule = match args.round_secs {
+            None => "interval_secs = 1e9\njitter_secs = 9.99e8\n".to_owned(),
+            Some(r) => format!(
+                "synchronized = true\ninterval_secs = {r}\njitter_secs = {jitter}\n\
+                 deadline_secs = {deadline}\ncpu_n = 64\n",
+                jitter = (r / 10.0).min(1.0),
+                deadline = r / 3.0,
+            ),
+        };
         let config = format!(
             "ws_listen = {ws}\nhttp_listen = {http}\ndb = {db}\n\n\
              [chain]\nnetwork = {network}\nnetuid = {netuid}\n\n\
-             [schedule]\ninterval_secs = 1e9\njitter_secs = 9.99e8\n\n\
+             [schedule]\n{schedule}\n\
              [liveness]\nheartbeat_secs = {hb}\noffline_after_secs = {offline}\n\
              handshake_timeout_secs = {handshake}\n\n\
-             [limits]\nframes_per_sec = {frames_per_sec}\nframe_burst = {burst}\n",
+             [limits]\nframes_per_sec = {frames_per_sec}\nframe_burst = {burst}\n\
+             max_unregistered = {handshakes}\nmax_unregistered_per_address = {handshakes}\n",
             ws = q(&ws.to_string()),
             http = q(&http.to_string()),
             db = q(db),
@@ -337,6 +358,8 @@ impl Child {
             offline = (hb * 10.0).max(90.0),
             handshake = HANDSHAKE_TIMEOUT.as_secs_f64(),
             burst = (frames_per_sec * 3.0).max(60.0),
+            // Every simulated worker connects from this one address.
+            handshakes = args.connect_batch.max(1024),
         );
         let config_path = dir.join("coordinator.toml");
         std::fs::write(&config_path, config).context("cannot write the coordinator config")?;
@@ -516,6 +539,9 @@ struct Scrape {
     flush_p50: f64,
     flush_p99: f64,
     rejections: BTreeMap<String, f64>,
+    rounds_total: f64,
+    /// The last round: challenges, store seconds, issue seconds.
+    round_last: (f64, f64, f64),
 }
 
 fn parse_metrics(text: &str) -> Scrape {
@@ -532,6 +558,10 @@ fn parse_metrics(text: &str) -> Scrape {
             "veribench_heartbeat_handling_seconds{quantile=\"0.99\"}" => s.p99 = value,
             "veribench_liveness_flush_seconds{quantile=\"0.5\"}" => s.flush_p50 = value,
             "veribench_liveness_flush_seconds{quantile=\"0.99\"}" => s.flush_p99 = value,
+            "veribench_rounds_total" => s.rounds_total = value,
+            "veribench_round_last{what=\"challenges\"}" => s.round_last.0 = value,
+            "veribench_round_last{what=\"store_seconds\"}" => s.round_last.1 = value,
+            "veribench_round_last{what=\"issue_seconds\"}" => s.round_last.2 = value,
             other => {
                 if let Some(kind) = other
                     .strip_prefix("veribench_rejections_total{kind=\"")
@@ -548,6 +578,7 @@ fn parse_metrics(text: &str) -> Scrape {
 /// One sample of the coordinator and the host.
 #[derive(Clone, Debug, Default)]
 struct Sample {
+    at: Option<Instant>,
     scrape: Option<Scrape>,
     rss_kb: Option<u64>,
     cpu_ticks: Option<u64>,
@@ -559,7 +590,13 @@ async fn sample(http: SocketAddr, pid: u32) -> Sample {
         Ok((200, body)) => Some(parse_metrics(&body)),
         _ => None,
     };
-    Sample { scrape, rss_kb: rss_kb(pid), cpu_ticks: cpu_ticks(pid), load_1m: load_1m() }
+    Sample {
+        at: Some(Instant::now()),
+        scrape,
+        rss_kb: rss_kb(pid),
+        cpu_ticks: cpu_ticks(pid),
+        load_1m: load_1m(),
+    }
 }
 
 /// VmRSS of `pid`, in KiB.
@@ -606,9 +643,66 @@ struct Counters {
     coordinator_errors: AtomicU64,
     /// Failure description → (count, example).
     failures: Mutex<BTreeMap<String, (u64, String)>>,
+    /// Challenge rounds as the workers saw them, by issue time (ms).
+    rounds: Mutex<BTreeMap<u64, RoundSeen>>,
+}
+
+/// Rounds remembered by [`Counters::round_event`]; one run has far fewer.
+const MAX_ROUNDS: usize = 10_000;
+
+/// What a simulated worker saw of a round.
+enum RoundEvent {
+    /// Its challenge arrived.
+    Challenge,
+    /// Its challenge was failed for a missed deadline.
+    Expired,
+}
+
+/// One round as the simulated workers saw it.
+#[derive(Clone, Debug)]
+struct RoundSeen {
+    challenges: u64,
+    /// First and last challenge frame's arrival.
+    first: Instant,
+    last: Instant,
+    /// The last challenge's arrival by the wall clock, ms since the epoch.
+    last_ms: u64,
+    expired: u64,
+    /// First and last deadline failure's arrival.
+    expired_first: Option<Instant>,
+    expired_last: Option<Instant>,
 }
 
 impl Counters {
+    fn round_event(&self, issued: u64, event: RoundEvent) {
+        let Ok(mut rounds) = self.rounds.lock() else { return };
+        let now = Instant::now();
+        if rounds.len() >= MAX_ROUNDS && !rounds.contains_key(&issued) {
+            return;
+        }
+        let round = rounds.entry(issued).or_insert(RoundSeen {
+            challenges: 0,
+            first: now,
+            last: now,
+            last_ms: 0,
+            expired: 0,
+            expired_first: None,
+            expired_last: None,
+        });
+        match event {
+            RoundEvent::Challenge => {
+                round.challenges += 1;
+                round.last = now;
+                round.last_ms = UnixMillis::now().0;
+            }
+            RoundEvent::Expired => {
+                round.expired += 1;
+                round.expired_first.get_or_insert(now);
+                round.expired_last = Some(now);
+            }
+        }
+    }
+
     fn note(&self, kind: String, example: String) {
         let Ok(mut m) = self.failures.lock() else { return };
         if m.len() < MAX_FAILURE_KINDS || m.contains_key(&kind) {
@@ -721,6 +815,8 @@ async fn worker(
     counters.settled.fetch_add(1, Ordering::Relaxed);
 
     let limits = Limits::default();
+    // The challenge this worker's one device holds, and its round (issue time).
+    let mut challenged: Option<(String, u64)> = None;
     let phase = rand::rng().random_range(0.0..interval.as_secs_f64());
     let mut next = tokio::time::Instant::now() + Duration::from_secs_f64(phase);
     let mut seq = 0u64;
@@ -745,13 +841,29 @@ async fn worker(
                     next = now + interval; // fell behind: skip rather than burst
                 }
             }
-            Event::Frame(Some(Ok(WsMessage::Binary(bytes)))) => {
-                if let Ok(Message::Error(e)) = wire::decode(&bytes, &limits) {
+            Event::Frame(Some(Ok(WsMessage::Binary(bytes)))) => match wire::decode(&bytes, &limits)
+            {
+                Ok(Message::Challenge(c)) => {
+                    let issued = c.challenge.issued_at.0;
+                    challenged = Some((format!("challenge {} ", c.challenge.id), issued));
+                    counters.round_event(issued, RoundEvent::Challenge);
+                }
+                // Ignored challenges miss their deadline: part of the round, not a failure.
+                Ok(Message::Error(e))
+                    if e.message.contains("deadline_missed")
+                        && challenged.as_ref().is_some_and(|(id, _)| e.message.contains(id)) =>
+                {
+                    if let Some((_, issued)) = challenged.take() {
+                        counters.round_event(issued, RoundEvent::Expired);
+                    }
+                }
+                Ok(Message::Error(e)) => {
                     counters.coordinator_errors.fetch_add(1, Ordering::Relaxed);
                     let text = format!("{:?}: {}", e.code, e.message);
                     counters.note(failure_kind("coordinator error", &text), text);
                 }
-            }
+                _ => {}
+            },
             Event::Frame(Some(Ok(WsMessage::Close(frame)))) => {
                 break Some(format!("closed by the coordinator: {frame:?}"));
             }
@@ -848,7 +960,8 @@ async fn measure(
     let sent_before = counters.heartbeats_sent.load(Ordering::Relaxed);
     tokio::time::sleep(Duration::from_secs_f64(args.duration_secs)).await;
     let last = sample(http, pid).await;
-    let window_secs = window.elapsed().as_secs_f64();
+    let window_end = Instant::now();
+    let window_secs = window_end.duration_since(window).as_secs_f64();
     let workers_connected = counters.live.load(Ordering::Relaxed);
     let heartbeats_sent = counters.heartbeats_sent.load(Ordering::Relaxed);
 
@@ -889,6 +1002,38 @@ async fn measure(
             })
             .unwrap_or_default(),
     };
+    let rounds = args.round_secs.map(|interval_secs| {
+        let in_window = |s: &&Sample| s.at.is_some_and(|t| t >= window && t <= window_end);
+        let before = a.rounds_total;
+        // The last round each scrape saw, once per round, after the window's first scrape.
+        let issued: BTreeMap<u64, RoundIssued> = all()
+            .filter(in_window)
+            .filter_map(|s| s.scrape.as_ref())
+            .filter(|s| s.rounds_total > before)
+            .map(|s| {
+                let (n, store, issue) = s.round_last;
+                let round =
+                    RoundIssued { challenges: n as u64, store_ms: ms(store), issue_ms: ms(issue) };
+                (s.rounds_total as u64, round)
+            })
+            .collect();
+        let seen = c.rounds.lock().map(|r| r.clone()).unwrap_or_default();
+        let seen = seen
+            .into_iter()
+            .filter(|(_, r)| r.first >= window && r.first <= window_end)
+            .map(|(issued_ms, r)| RoundReport {
+                challenges: r.challenges,
+                arrival_spread_ms: ms(r.last.duration_since(r.first).as_secs_f64()),
+                issue_to_last_ms: r.last_ms.saturating_sub(issued_ms) as f64,
+                expired: r.expired,
+                expiry_spread_ms: r
+                    .expired_first
+                    .zip(r.expired_last)
+                    .map(|(x, y)| ms(y.duration_since(x).as_secs_f64())),
+            })
+            .collect();
+        RoundsReport { interval_secs, issued: issued.into_values().collect(), seen }
+    });
     Ok(Report {
         workers: args.workers,
         miners: args.miners,
@@ -921,6 +1066,7 @@ async fn measure(
         load_avg_1m_max: all().filter_map(|s| s.load_1m).reduce(f64::max),
         load_avg_1m_end: last.load_1m,
         failures,
+        rounds,
         coordinator_exit: String::new(),
     })
 }
@@ -948,6 +1094,39 @@ struct Failures {
     coordinator_rejections: BTreeMap<String, u64>,
     /// Failures seen by the workers, by description.
     kinds: BTreeMap<String, FailureKind>,
+}
+
+/// A synchronized round as the coordinator reported it.
+#[derive(Debug, Serialize)]
+struct RoundIssued {
+    challenges: u64,
+    /// Storing the round: one transaction inserting `challenges` rows.
+    store_ms: f64,
+    /// From the round's start to its last frame queued.
+    issue_ms: f64,
+}
+
+/// A synchronized round as the simulated workers saw it.
+#[derive(Debug, Serialize)]
+struct RoundReport {
+    challenges: u64,
+    /// From the first challenge frame's arrival to the last: the round's window.
+    arrival_spread_ms: f64,
+    /// From the round's issue time to the last challenge's arrival, by the wall clock.
+    issue_to_last_ms: f64,
+    /// Challenges failed for their missed deadline (one row update each).
+    expired: u64,
+    /// From the first to the last deadline failure's arrival.
+    expiry_spread_ms: Option<f64>,
+}
+
+#[derive(Debug, Serialize)]
+struct RoundsReport {
+    interval_secs: f64,
+    /// Rounds issued during the measured window.
+    issued: Vec<RoundIssued>,
+    /// Rounds whose first challenge reached a worker during the measured window.
+    seen: Vec<RoundReport>,
 }
 
 #[derive(Debug, Serialize)]
@@ -984,6 +1163,8 @@ struct Report {
     load_avg_1m_max: Option<f64>,
     load_avg_1m_end: Option<f64>,
     failures: Failures,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rounds: Option<RoundsReport>,
     coordinator_exit: String,
 }
 
@@ -1041,6 +1222,38 @@ impl Report {
                 ),
             ),
         ];
+        if let Some(r) = &self.rounds {
+            rows.push((
+                "synchronized rounds",
+                format!(
+                    "every {} s, deadline {:.1} s (the simulated workers ignore challenges)",
+                    r.interval_secs,
+                    r.interval_secs / 3.0
+                ),
+            ));
+            for i in &r.issued {
+                rows.push((
+                    "  round (coordinator)",
+                    format!(
+                        "{} challenges stored in {:.1} ms (one transaction), last frame queued \
+                         after {:.1} ms",
+                        i.challenges, i.store_ms, i.issue_ms
+                    ),
+                ));
+            }
+            for w in &r.seen {
+                let expiry =
+                    w.expiry_spread_ms.map_or(String::new(), |x| format!(" over {x:.0} ms"));
+                rows.push((
+                    "  round (workers)",
+                    format!(
+                        "{} challenges arrived within {:.1} ms, the last {:.0} ms after issue; \
+                         {} expired{expiry}",
+                        w.challenges, w.arrival_spread_ms, w.issue_to_last_ms, w.expired
+                    ),
+                ));
+            }
+        }
         for (kind, n) in &f.coordinator_rejections {
             rows.push(("  coordinator rejected", format!("{kind}: {n}")));
         }
@@ -1062,8 +1275,11 @@ mod tests {
         let text = "# HELP x\nveribench_heartbeats_total 42\nveribench_workers_online 7\n\
                     veribench_rejections_total{kind=\"rate_limited\"} 3\n\
                     veribench_heartbeat_handling_seconds{quantile=\"0.5\"} 0.00025\n\
-                    veribench_heartbeat_handling_seconds{quantile=\"0.99\"} 0.004\n";
+                    veribench_heartbeat_handling_seconds{quantile=\"0.99\"} 0.004\n\
+                    veribench_rounds_total 2\nveribench_round_last{what=\"challenges\"} 9\n\
+                    veribench_round_last{what=\"issue_seconds\"} 0.5\n";
         let s = parse_metrics(text);
+        assert_eq!((s.rounds_total, s.round_last), (2.0, (9.0, 0.0, 0.5)));
         assert_eq!((s.heartbeats_total, s.workers_online), (42.0, 7.0));
         assert_eq!((s.p50, s.p99), (0.00025, 0.004));
         assert_eq!(s.rejections.get("rate_limited"), Some(&3.0));

@@ -9,7 +9,7 @@ use common::{
     keypair, sign_register, unique_device,
 };
 use veribench_coordinator::store::{ChallengeRow, ChallengeStatus};
-use veribench_protocol::{ErrorCode, Message, Mode, RejectReason, UnixMillis, Verdict};
+use veribench_protocol::{ErrorCode, Message, Mode, PublicKey, RejectReason, UnixMillis, Verdict};
 
 /// Asserts `c` failed with `reason`.
 fn assert_failed(c: &ChallengeRow, reason: &str) {
@@ -133,55 +133,114 @@ async fn worker_missing_the_deadline_fails_the_challenge() {
     assert!(error.message.contains("deadline_missed"), "{error:?}");
     // Its late commitment is refused as a commitment to a challenge no longer open.
     let late = h.rejection("unknown_challenge", Some(&w.key())).await;
-    assert!(late[0].detail.contains(&first.id.to_string()), "{late:?}");
+    // Refusals are counted per group with the latest detail: it names a challenge that missed
+    // its deadline (the first, or a later one refused within the same second).
+    let missed: Vec<String> = h
+        .challenges_of(&w.key())
+        .await
+        .iter()
+        .filter(|c| c.reason.as_deref() == Some("deadline_missed"))
+        .map(|c| format!("challenge {} ", c.id))
+        .collect();
+    assert!(missed.iter().any(|m| late[0].detail.contains(m.as_str())), "{late:?}");
     assert!(h.challenges_of(&w.key()).await.iter().all(|c| c.status != ChallengeStatus::Verified));
     w.stop().await;
     h.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_device_serving_two_identities_gets_no_credit() {
-    let h = Harness::start(Db::Sqlite, 2, |_| {}).await;
-    let shared = unique_device("shared");
-    // Both register before either can finish a challenge (commitments are held back a little).
-    let options = WorkerOptions { commit_delay: Duration::from_millis(500), ..Default::default() };
-    let a = h.spawn(
-        Identity::new("twin-a", &h.miners[0], vec![shared.clone()]),
-        Behaviour::Honest,
-        options,
-    );
-    let b = h.spawn(
-        Identity::new("twin-b", &h.miners[1], vec![shared.clone()]),
-        Behaviour::Honest,
-        options,
-    );
-    let conflicts = h.rejection("device_conflict", None).await;
-    assert!(conflicts.iter().all(|r| r.detail.contains(shared.as_str())), "{conflicts:?}");
-    assert!(
-        conflicts.iter().any(|r| r.worker_key == Some(a.key()) || r.worker_key == Some(b.key())),
-        "{conflicts:?}"
-    );
-    assert!(h.store().is_conflicted(&shared).await.expect("query"));
+/// Waits for a credited verified challenge of `worker` that finished after `after`.
+async fn credited_after(h: &Harness, worker: &PublicKey, after: UnixMillis) -> ChallengeRow {
+    let store = h.store();
+    eventually("a credited challenge", PATIENCE, || async move {
+        common::challenges_of(store, worker).await.into_iter().find(|c| {
+            c.status == ChallengeStatus::Verified && c.finished_at.is_some_and(|t| t > after)
+        })
+    })
+    .await
+}
 
-    let mut verified = h.verified(&a.key(), 1).await;
-    verified.extend(h.verified(&b.key(), 1).await);
-    for c in &verified {
-        assert_eq!(c.device, shared);
-        assert!(!c.credited, "a conflicted device must not be credited: {c:?}");
-    }
-    for m in h.store().miners().await.expect("miners") {
-        assert_eq!(m.verified, 0, "{m:?}");
-        assert_eq!(m.mean_gflops, 0.0, "{m:?}");
-    }
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_key_copied_by_another_identity_takes_nothing_from_its_holder() {
+    // Claims lapse half a second after their worker was last active: a connected worker keeps
+    // its device however long it stays, an absent one loses it quickly.
+    let h = Harness::start(Db::Sqlite, 2, |c| c.claims.expiry_secs = 0.5).await;
+    let device = unique_device("contested");
+    let honest = h.spawn(
+        Identity::new("holder", &h.miners[0], vec![device.clone()]),
+        Behaviour::Honest,
+        WorkerOptions::default(),
+    );
+    let first = credited_after(&h, &honest.key(), UnixMillis(0)).await;
+    assert!(first.credited, "{first:?}");
+
+    // Another miner's worker names the same device (device keys are public): refused whole.
+    let attacker =
+        Identity::new("copycat", &h.miners[1], vec![unique_device("own"), device.clone()]);
+    refused(&h, attacker.register(), "device_conflict").await;
+    let stored = h.rejection("device_conflict", Some(&attacker.public())).await;
+    assert!(stored[0].detail.contains(device.as_str()), "{stored:?}");
+    assert!(stored[0].detail.contains(&honest.key().to_string()), "names the holder: {stored:?}");
+    never_registered(&h, &attacker.public()).await;
+    // The holder keeps being credited for its device.
+    let attacked = UnixMillis::now();
+    let later = credited_after(&h, &honest.key(), attacked).await;
+    assert!(later.credited, "the holder lost its credit: {later:?}");
+
+    // Once the holder is gone for longer than the expiry, a new identity takes the device.
+    honest.stop().await;
+    let store = h.store();
+    let (d, expiry) = (&device, 500);
+    eventually("the holder's claim to lapse", PATIENCE, || async move {
+        let since = UnixMillis(UnixMillis::now().0 - expiry);
+        store.device_holder(d, since).await.expect("holder").is_none().then_some(())
+    })
+    .await;
+    let successor = h.spawn(
+        Identity::new("successor", &h.miners[1], vec![device.clone()]),
+        Behaviour::Honest,
+        WorkerOptions::default(),
+    );
+    let taken = credited_after(&h, &successor.key(), UnixMillis(0)).await;
+    assert!(taken.credited, "{taken:?}");
+    assert_eq!(taken.device, device);
+    successor.stop().await;
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn synchronized_rounds_challenge_every_miners_devices_at_once() {
+    // Two miners' workers on this one machine under two device names: per-miner rounds would let
+    // the machine answer them in turn, synchronized rounds challenge both in the same round.
+    let h = Harness::start(Db::Sqlite, 2, |c| c.schedule.synchronized = true).await;
+    let a = h.honest(0, "sync-a");
+    let b = h.honest(1, "sync-b");
+    let (store, ka, kb) = (h.store(), a.key(), b.key());
+    let shared = eventually("two rounds challenging both miners", PATIENCE, || async move {
+        let issued: std::collections::HashSet<UnixMillis> =
+            common::challenges_of(store, &ka).await.iter().map(|c| c.issued_at).collect();
+        let shared: Vec<ChallengeRow> = common::challenges_of(store, &kb)
+            .await
+            .into_iter()
+            .filter(|c| issued.contains(&c.issued_at))
+            .collect();
+        (shared.len() >= 2).then_some(shared)
+    })
+    .await;
+    assert!(
+        shared.iter().all(|c| c.sent_at == Some(c.issued_at)),
+        "stored sent with the round: {shared:?}"
+    );
     a.stop().await;
     b.stop().await;
     h.shutdown().await;
 }
 
 /// Sends `reg` on a new connection and expects it refused as `kind`: an Unauthorized Error frame,
-/// then the connection closed, and the rejection stored.
+/// then the connection closed, and the refusal counted (in the group of this address and kind,
+/// with the key the registration claimed).
 async fn refused(h: &Harness, reg: veribench_protocol::Register, kind: &str) {
     let worker = reg.delegation.worker_key;
+    let before = common::total(&h.rejections(kind).await);
     let mut conn = RawConn::connect(&h.ws_url).await;
     conn.send(&Message::Register(reg)).await.expect("send Register");
     match conn.next(Duration::from_secs(5)).await {
@@ -189,8 +248,9 @@ async fn refused(h: &Harness, reg: veribench_protocol::Register, kind: &str) {
         other => panic!("expected an Error frame, got {other:?}"),
     }
     assert!(conn.closed_within(Duration::from_secs(5)).await, "connection left open");
-    let stored = h.rejection(kind, Some(&worker)).await;
-    assert_eq!(stored.len(), 1, "{stored:?}");
+    let stored = h.counted(kind, before + 1).await;
+    assert_eq!(common::total(&stored), before + 1, "{stored:?}");
+    assert!(stored.iter().any(|r| common::concerns(r, &worker)), "{stored:?}");
 }
 
 /// Asserts that `worker` was never recorded as registered.
@@ -214,7 +274,7 @@ async fn registration_with_a_bad_signature_is_refused() {
     h.shutdown().await;
 }
 
-async fn refused_again(h: &Harness, reg: veribench_protocol::Register, kind: &str, total: usize) {
+async fn refused_again(h: &Harness, reg: veribench_protocol::Register, kind: &str, total: u64) {
     let worker = reg.delegation.worker_key;
     let mut conn = RawConn::connect(&h.ws_url).await;
     conn.send(&Message::Register(reg)).await.expect("send Register");
@@ -222,12 +282,9 @@ async fn refused_again(h: &Harness, reg: veribench_protocol::Register, kind: &st
     assert!(conn.closed_within(Duration::from_secs(5)).await);
     let store = h.store();
     eventually("the second rejection", PATIENCE, || async move {
-        let n = common::rejections_of(store, kind)
-            .await
-            .iter()
-            .filter(|r| r.worker_key == Some(worker))
-            .count();
-        (n == total).then_some(())
+        let groups = common::rejections_of(store, kind).await;
+        let mine: Vec<_> = groups.into_iter().filter(|r| common::concerns(r, &worker)).collect();
+        (common::total(&mine) == total).then_some(())
     })
     .await;
 }
@@ -273,6 +330,30 @@ async fn replayed_registration_is_refused() {
     h.shutdown().await;
 }
 
+/// The same `Register` frame, recorded by an eavesdropper, is refused as a replay even by a
+/// coordinator restarted (on the same database) since the frame was first welcomed.
+async fn registration_replayed_after_a_restart_is_refused(db: Db) {
+    let mut h = Harness::start(db, 1, |_| {}).await;
+    let reg = h.identity(0, "recorded").register();
+    let mut first = RawConn::connect(&h.ws_url).await;
+    first.send(&Message::Register(reg.clone())).await.expect("send Register");
+    assert!(matches!(first.next(Duration::from_secs(5)).await, Next::Msg(Message::Welcome(_))));
+    drop(first);
+    h.restart().await;
+    refused(&h, reg, "replayed_registration").await;
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registration_replayed_after_a_restart_is_refused_on_sqlite() {
+    registration_replayed_after_a_restart_is_refused(Db::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registration_replayed_after_a_restart_is_refused_on_postgres() {
+    registration_replayed_after_a_restart_is_refused(Db::Postgres).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expired_delegation_is_refused() {
     let h = Harness::start(Db::Sqlite, 1, |_| {}).await;
@@ -286,5 +367,84 @@ async fn expired_delegation_is_refused() {
     reg.delegation.signature = keypair().sign(&reg.delegation.signing_payload());
     sign_register(&mut reg, &identity.key); // the registration itself is properly signed
     refused(&h, reg, "bad_delegation").await;
+    h.shutdown().await;
+}
+
+/// Waits for `n` verified challenges of `worker` and returns their rates, all of which must be
+/// credited.
+async fn credited_rates(h: &Harness, worker: &veribench_protocol::PublicKey, n: usize) -> Vec<f64> {
+    let rows = h.verified(worker, n).await;
+    assert!(rows.iter().all(|c| c.credited), "{}", common::summary(&rows));
+    rows.iter().map(|c| c.gflops.expect("a verified challenge has a rate")).collect()
+}
+
+/// SPEC §8.1: a worker can make a round trip longer, never shorter, so delaying or dropping its
+/// pongs must never make it look faster than an honest worker computing the same challenges on
+/// the same machine. All four take 150 ms per challenge; the pong-tampering ones go through a
+/// proxy that holds their pongs a second (always, or only while a challenge is in flight) or
+/// drops them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delayed_or_dropped_pongs_buy_no_speed() {
+    use common::pong_proxy::{PongPolicy, PongProxy};
+    const ROUNDS: usize = 5;
+    let h = Harness::start(Db::Sqlite, 4, |c| {
+        c.schedule.deadline_secs = 5.0;
+        c.liveness.ping_secs = 0.25;
+    })
+    .await;
+    let options =
+        WorkerOptions { commit_delay: Duration::from_millis(150), ..WorkerOptions::default() };
+    let honest =
+        common::TestWorker::spawn(&h.ws_url, h.identity(0, "honest"), Behaviour::Honest, options);
+    let hold = Duration::from_secs(1);
+    let policies =
+        [PongPolicy::Delay(hold), PongPolicy::DelayDuringChallenges(hold), PongPolicy::Drop];
+    let mut attackers = Vec::new();
+    for (i, policy) in policies.into_iter().enumerate() {
+        let proxy = PongProxy::start(h.ws_addr, policy).await;
+        let identity = h.identity(i + 1, &format!("pongs-{i}"));
+        let worker = common::TestWorker::spawn(&proxy.url, identity, Behaviour::Honest, options);
+        attackers.push((policy, proxy, worker));
+    }
+
+    let mut honest_rates = credited_rates(&h, &honest.key(), ROUNDS).await;
+    honest_rates.sort_by(f64::total_cmp);
+    let honest_median = honest_rates[honest_rates.len() / 2];
+    for (policy, _proxy, worker) in &attackers {
+        let rates = credited_rates(&h, &worker.key(), ROUNDS).await;
+        let best = rates.iter().copied().fold(0.0, f64::max);
+        // 150 ms of compute either way; 1.25 leaves room for scheduling noise, a forged credit
+        // of a second would be a factor of thousands.
+        assert!(
+            best <= honest_median * 1.25,
+            "{policy:?}: credited {best} GFLOP/s against the honest median {honest_median} ({rates:?})"
+        );
+    }
+    for (_, _proxy, worker) in attackers {
+        worker.stop().await;
+    }
+    honest.stop().await;
+    h.shutdown().await;
+}
+
+/// SPEC §8.1: a verified rate above what the worker's reported hardware can do is stored as
+/// `implausible_rate` and not credited. Here the per-core peak is set far below what the test
+/// machine computes, so every verified challenge is implausible.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rates_beyond_the_claimed_hardware_are_not_credited() {
+    let h = Harness::start(Db::Sqlite, 1, |c| {
+        let tiny = 1e-9;
+        c.timing.cpu_core_peak.int8 = tiny;
+        c.timing.plausibility_factor = 1.0;
+    })
+    .await;
+    let w = h.honest(0, "too-fast");
+    let rows = h.verified(&w.key(), 2).await;
+    for c in &rows {
+        assert!(!c.credited, "{c:?}");
+        assert_eq!(c.reason.as_deref(), Some("implausible_rate"), "{c:?}");
+        assert!(c.gflops.is_some_and(|g| g > 0.0), "{c:?}");
+    }
+    w.stop().await;
     h.shutdown().await;
 }

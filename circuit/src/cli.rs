@@ -18,8 +18,9 @@ use veribench_wallet::Keypair;
 use crate::fetch::{FetchConfig, FetchLog, Fetcher, MemoryLog};
 use crate::offer::{CircuitOffer, DEFAULT_URL_EXPIRY, offer_urls};
 use crate::publish::{PublishOptions, publish};
+use crate::redact::redact_url;
 use crate::storage::StorageConfig;
-use crate::transfer::{TransferConfig, redact};
+use crate::transfer::TransferConfig;
 use crate::{RequiredFiles, UrlPolicy};
 
 /// The miner's circuit configuration file (all keys optional except the bucket, which may also
@@ -336,7 +337,7 @@ pub async fn run_coordinator_circuit(
             policy.validate().map_err(anyhow::Error::msg)?;
             match policy.check_str(&url) {
                 Ok(u) => {
-                    println!("ok: {} would be fetched", redact(&u));
+                    println!("ok: {} would be fetched", redact_url(u.as_str()));
                     Ok(())
                 }
                 Err(refusal) => bail!("refused ({}): {refusal}", refusal.code()),

@@ -34,9 +34,10 @@ use crate::cache::{Cache, CacheError, ClaimCheck};
 use crate::offer::CircuitOffer;
 use crate::policy::{UrlPolicy, UrlRefusal};
 use crate::publish::detail;
+use crate::redact::redact_url;
 use crate::settings::SettingsError;
 use crate::transfer::{
-    ClientError, TransferConfig, describe, http_client, presigned_expiry_ms, progress_bar, redact,
+    ClientError, TransferConfig, describe, http_client, presigned_expiry_ms, progress_bar,
     s3_error, status_is_transient,
 };
 use crate::{ArtifactHash, HashParseError, RequiredFiles};
@@ -667,9 +668,13 @@ impl Fetcher {
                     .map_err(|_| bad("Location is not ASCII"))?;
                 let next = url.join(location).map_err(|e| bad(&format!("Location: {e}")))?;
                 self.cfg.url_policy.check(&next).map_err(|refusal| {
-                    FetchError::RedirectRefused { file: name.clone(), to: redact(&next), refusal }
+                    FetchError::RedirectRefused {
+                        file: name.clone(),
+                        to: redact_url(next.as_str()),
+                        refusal,
+                    }
                 })?;
-                tracing::debug!(file = %name, to = %redact(&next), "following redirect");
+                tracing::debug!(file = %name, to = %redact_url(next.as_str()), "following redirect");
                 url = next;
                 hops += 1;
                 continue;

@@ -15,9 +15,10 @@ use veribench_chain::{Chain, ChainError, NetUid, RetryPolicy, TxReceipt, retry};
 use veribench_wallet::Keypair;
 
 use crate::offer::{ArtifactError, LocalArtifact, LocalFile, local_artifact};
+use crate::redact::redact_url;
 use crate::storage::Storage;
 use crate::transfer::{
-    TransferConfig, describe, http_client, progress_bar, redact, s3_error, status_is_transient,
+    TransferConfig, describe, http_client, progress_bar, s3_error, status_is_transient,
 };
 use crate::{ArtifactHash, RequiredFiles};
 
@@ -126,7 +127,7 @@ pub async fn publish(
     if let Some(big) = local.iter().find(|f| f.len > MAX_SINGLE_PUT) {
         return Err(PublishError::TooLarge { file: big.name.clone(), len: big.len });
     }
-    tracing::info!(%hash, dir = %dir.display(), bucket = %redact(storage.base_url()), "publishing circuit artifact");
+    tracing::info!(%hash, dir = %dir.display(), bucket = %redact_url(storage.base_url().as_str()), "publishing circuit artifact");
     let client = http_client(&opts.transfer)?;
     let mut uploaded = Vec::with_capacity(local.len());
     for file in &local {

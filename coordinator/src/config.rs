@@ -7,10 +7,13 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use veribench_chain::{Network, RetryPolicy};
+/// The one URL redaction (database URLs here), shared with the worker.
+pub use veribench_circuit::redact_url;
 use veribench_protocol::{DEFAULT_SAMPLED_ROWS, MAX_DIM, Mode, PublicKey};
 pub use veribench_wallet::WalletConfig;
 
 use crate::scoring::ScoringConfig;
+use crate::timing::TimingConfig;
 
 /// Everything the coordinator can be told.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -32,16 +35,22 @@ pub struct CoordinatorConfig {
     pub chain: ChainConfig,
     /// When and what to challenge.
     pub schedule: ScheduleConfig,
+    /// How long a worker identity keeps its devices while away (SPEC §2.1).
+    pub claims: ClaimsConfig,
     /// Liveness and handshake timing.
     pub liveness: LivenessConfig,
     /// Per-connection input limits.
     pub limits: InputLimits,
     /// Constants of the scoring model.
     pub scoring: ScoringConfig,
+    /// How compute time is measured and which rates are believed (SPEC §8.1).
+    pub timing: TimingConfig,
     /// When scores become weights and weights go on chain.
     pub weights: WeightsConfig,
     /// Who may report leases.
     pub leases: LeaseConfig,
+    /// How long refused peer inputs are kept, and how many.
+    pub refusals: RefusalsConfig,
     /// Circuit artifact fetching: cache, URL policy, size caps, timeouts and retries.
     pub circuit: veribench_circuit::FetchConfig,
 }
@@ -57,11 +66,14 @@ impl Default for CoordinatorConfig {
             wallet: WalletConfig::default(),
             chain: ChainConfig::default(),
             schedule: ScheduleConfig::default(),
+            claims: ClaimsConfig::default(),
             liveness: LivenessConfig::default(),
             limits: InputLimits::default(),
             scoring: ScoringConfig::default(),
+            timing: TimingConfig::default(),
             weights: WeightsConfig::default(),
             leases: LeaseConfig::default(),
+            refusals: RefusalsConfig::default(),
             circuit: veribench_circuit::FetchConfig::default(),
         }
     }
@@ -146,13 +158,40 @@ impl Default for LeaseConfig {
     }
 }
 
+/// Refused peer inputs are counted per (address, kind, registered worker) in the `rejections`
+/// table, not stored one row each: whoever can reach the ports must not be able to grow the
+/// database without bound. These bound it by age and by size.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RefusalsConfig {
+    /// Days a row is kept after its last refusal.
+    pub retention_days: f64,
+    /// Most rows kept; the least recently refused go first. The table can exceed it by at most
+    /// a minute of writes (`max_buffered` rows a second) between two prunings.
+    pub max_rows: u64,
+    /// Distinct (address, kind, worker) groups held in memory between two writes (one a
+    /// second); refusals of new groups beyond it are counted in one overflow row per kind.
+    pub max_buffered: usize,
+}
+
+impl Default for RefusalsConfig {
+    fn default() -> Self {
+        Self { retention_days: 7.0, max_rows: 100_000, max_buffered: 1024 }
+    }
+}
+
 /// Challenge scheduling and sizing.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ScheduleConfig {
     /// Whether challenges are issued at all (off for load tests of the connection layer).
     pub enabled: bool,
-    /// Seconds between two challenge rounds of one miner.
+    /// One round for every miner at once instead of one round timer per miner: every idle,
+    /// unleased device of every connected worker is challenged within the same short window, so
+    /// a device answering for two worker identities (of one miner or of two) computes two
+    /// challenges at the same time and is slower for both (SPEC §2.1).
+    pub synchronized: bool,
+    /// Seconds between two challenge rounds (of one miner, or of everyone when `synchronized`).
     pub interval_secs: f64,
     /// A round starts up to this many seconds early or late, so miners cannot predict it.
     pub jitter_secs: f64,
@@ -174,6 +213,7 @@ impl Default for ScheduleConfig {
     fn default() -> Self {
         Self {
             enabled: true,
+            synchronized: false,
             interval_secs: 240.0,
             jitter_secs: 30.0,
             deadline_secs: 60.0,
@@ -183,6 +223,29 @@ impl Default for ScheduleConfig {
             gpu_n: 16384,
             sampled_rows: DEFAULT_SAMPLED_ROWS,
         }
+    }
+}
+
+/// Device claims: the first worker identity to register a device key holds it while it is active.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClaimsConfig {
+    /// Seconds a claim stays active after its worker was last connected (or last registered with
+    /// the device). While it is active, another identity registering the device is refused
+    /// `device_conflict`; once it lapses, the next identity to register the device takes it.
+    ///
+    /// Too short, and an attacker who copies a device key from `GET /api/v1/workers` takes the
+    /// device during an honest operator's reboot or driver upgrade, locking the operator out for
+    /// as long as the attacker stays connected. Too long, and an operator who re-keys a worker
+    /// (a new worker key on the same hardware) waits that long before the new identity is
+    /// accepted. The default, one hour, covers routine maintenance and costs a re-keyed worker at
+    /// most a third of the 3-hour scoring window.
+    pub expiry_secs: f64,
+}
+
+impl Default for ClaimsConfig {
+    fn default() -> Self {
+        Self { expiry_secs: 3600.0 }
     }
 }
 
@@ -228,6 +291,16 @@ pub struct InputLimits {
     pub frame_burst: f64,
     /// Malformed or refused frames after which a connection is closed.
     pub max_strikes: u32,
+    /// Frames (data or control) dropped over the rate limit after which a connection is closed:
+    /// tungstenite answers every ping it reads, so a ping flood is only stopped by closing.
+    pub max_dropped_frames: u32,
+    /// Bytes a connection may send before its `Register` is accepted: the WebSocket upgrade
+    /// request and the first frame (a `Register` is a few KiB) must fit.
+    pub max_register_bytes: u64,
+    /// Connections that have not registered yet, in total.
+    pub max_unregistered: usize,
+    /// Connections that have not registered yet, from one IPv4 address or IPv6 /64.
+    pub max_unregistered_per_address: usize,
 }
 
 impl Default for InputLimits {
@@ -238,6 +311,10 @@ impl Default for InputLimits {
             frames_per_sec: 20.0,
             frame_burst: 60.0,
             max_strikes: 20,
+            max_dropped_frames: 200,
+            max_register_bytes: 64 << 10,
+            max_unregistered: 1024,
+            max_unregistered_per_address: 16,
         }
     }
 }
@@ -323,17 +400,30 @@ impl CoordinatorConfig {
         if !positive(self.chain.metagraph_refresh_secs) || !positive(self.weights.interval_secs) {
             return bad("chain.metagraph_refresh_secs and weights.interval_secs must be positive");
         }
+        if !positive(self.claims.expiry_secs) {
+            return bad("claims.expiry_secs must be positive");
+        }
         if !positive(self.leases.max_skew_secs) {
             return bad("leases.max_skew_secs must be positive");
         }
+        let r = &self.refusals;
+        if !positive(r.retention_days) || r.max_rows == 0 || r.max_buffered == 0 {
+            return bad("refusals.retention_days, max_rows and max_buffered must be positive");
+        }
         self.scoring.validate().map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        self.timing.validate().map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        let l = &self.limits;
+        if l.max_register_bytes < 4096 || l.max_unregistered == 0 || l.max_unregistered_per_address == 0
+        {
+            return bad("limits.max_register_bytes must be at least 4096 and the unregistered caps at least 1");
+        }
         Ok(())
     }
 
     /// The configuration as TOML with secrets (a database password) redacted, for the log.
     pub fn redacted(&self) -> String {
         let mut shown = self.clone();
-        shown.db = redact_url_password(&self.db);
+        shown.db = redact_url(&self.db);
         shown.leases.tokens = self.leases.tokens.iter().map(|_| "***".to_owned()).collect();
         toml::to_string(&shown).unwrap_or_else(|e| format!("<unprintable config: {e}>"))
     }
@@ -344,19 +434,21 @@ pub fn parse_public_key(s: &str) -> Result<PublicKey, ConfigError> {
     veribench_wallet::parse_public_key(s).map_err(|e| ConfigError::Invalid(e.to_string()))
 }
 
-/// `postgres://user:secret@host/db` → `postgres://user:***@host/db`.
-pub fn redact_url_password(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
-    let Some((userinfo, host)) = rest.split_once('@') else { return url.to_owned() };
-    match userinfo.split_once(':') {
-        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
-        None => url.to_owned(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The README's example configuration is a real one: every key it shows exists and parses.
+    #[test]
+    fn the_readme_example_configuration_parses() {
+        let readme = include_str!("../../README.md");
+        let start = readme.find("```toml\nws_listen").expect("the README's coordinator example");
+        let body = &readme[start + "```toml\n".len()..];
+        let example = &body[..body.find("```").expect("the example's end")];
+        let parsed: CoordinatorConfig = toml::from_str(example).expect("the README example parses");
+        assert_eq!(parsed.timing.max_rtt_credit_ms, TimingConfig::default().max_rtt_credit_ms);
+        assert_eq!(parsed.limits.max_register_bytes, InputLimits::default().max_register_bytes);
+    }
 
     #[test]
     fn defaults_are_valid_and_round_trip_through_toml() {
@@ -407,8 +499,15 @@ mod tests {
     }
 
     #[test]
-    fn passwords_are_redacted() {
-        assert_eq!(redact_url_password("postgres://u:pw@h/db"), "postgres://u:***@h/db");
-        assert_eq!(redact_url_password("sqlite://data/c.db"), "sqlite://data/c.db");
+    fn database_passwords_are_redacted_even_with_an_at_sign() {
+        let c = CoordinatorConfig {
+            db: "postgres://postgres:Pw1@LeakedTail99@127.0.0.1:5432/db".into(),
+            ..Default::default()
+        };
+        let shown = c.redacted();
+        assert!(!shown.contains("Pw1") && !shown.contains("LeakedTail99"), "{shown}");
+        assert!(shown.contains("postgres://postgres:***@127.0.0.1:5432/db"), "{shown}");
+        let c = CoordinatorConfig { db: "sqlite://data/c.db".into(), ..Default::default() };
+        assert!(c.redacted().contains("\"sqlite://data/c.db\""));
     }
 }

@@ -17,7 +17,10 @@ use veribench_chain::{
 use veribench_protocol::{PublicKey, UnixMillis};
 
 use crate::config::secs;
-use crate::scoring::{MinerInputs, WorkerInputs, miner_scores, to_weights, worker_performance};
+use crate::scoring::{
+    MinerInputs, RejectCode, WorkerInputs, miner_scores, penalised_rejections, to_weights,
+    worker_performance,
+};
 use crate::service::Coordinator;
 use crate::store::{
     BUCKET_MS, MinerScoreRecord, ScoreRun, StoreError, WeightEntry, WeightSetRow, WeightSetStatus,
@@ -115,6 +118,11 @@ impl Coordinator {
         for (worker, miner, at, gflops) in store.verified_since(window_start).await? {
             verified.entry((worker, miner)).or_default().push((at, gflops));
         }
+        // By worker alone: moving a rig to another of one's hotkeys does not shed its rejections.
+        let mut rejected: HashMap<PublicKey, Vec<(UnixMillis, RejectCode)>> = HashMap::new();
+        for (worker, at, code) in store.rejected_since(window_start).await? {
+            rejected.entry(worker).or_default().push((at, code));
+        }
         let buckets = store.online_bucket_counts(first_bucket).await?;
         let ip_changes = store.ip_change_counts(horizon_start).await?;
         let mut lease_of: HashMap<PublicKey, f64> = HashMap::new();
@@ -142,11 +150,22 @@ impl Coordinator {
                 let lease = lease_of.get(&key).copied();
                 let wi = WorkerInputs {
                     verified: verified.remove(&(key, neuron.hotkey)).unwrap_or_default(),
+                    rejected: rejected.remove(&key).unwrap_or_default(),
                     online_buckets: buckets.get(&key).copied().unwrap_or(0),
                     ip_changes: ip_changes.get(&key).copied().unwrap_or(0),
                     leased: lease.is_some(),
                 };
                 let score = worker_performance(&wi, now, cfg);
+                let penalised = penalised_rejections(&wi.rejected, now, cfg);
+                if penalised > 0 && !wi.leased {
+                    tracing::warn!(
+                        worker = %key,
+                        miner = %neuron.hotkey,
+                        rejections = penalised,
+                        mean_gflops = score.mean_gflops,
+                        "worker penalised: a challenge rejected as wrong is in the scoring window"
+                    );
+                }
                 lease_scores.extend(lease);
                 scores.push(score);
                 let counted = wi.verified.iter().filter(|(at, _)| *at <= now).count();

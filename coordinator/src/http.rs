@@ -1,14 +1,16 @@
 //! The HTTP API: health, Prometheus metrics, read-only JSON views of miners, workers,
 //! challenges, scores, weights and leases, and the one write: authenticated lease reports.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use serde::{Deserialize, Serialize};
 use veribench_protocol::PublicKey;
 
@@ -348,7 +350,30 @@ async fn leases(State(c): Shared, Query(q): Query<LeaseQuery>) -> Response {
 }
 
 /// `POST /api/v1/leases`: see [`crate::leases`] for the body and the authentication.
-async fn post_lease(State(c): Shared, headers: HeaderMap, body: Bytes) -> Response {
+///
+/// Every refusal is counted like a refused worker input, against the client's address: a body
+/// over [`MAX_LEASE_BODY`] (413, `lease_too_large`), a bad or unauthorized report (400 or 401,
+/// `bad_lease`) and a replayed one (409, `lease_replayed`).
+async fn post_lease(
+    State(c): Shared,
+    client: Option<Extension<ConnectInfo<SocketAddr>>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    // Served without connection info (not by `server::start`), the address is unknown.
+    let peer =
+        client.map_or_else(|| "unknown".to_owned(), |Extension(ConnectInfo(a))| a.to_string());
+    let body = match body {
+        Ok(body) => body,
+        Err(e) => {
+            let kind = match e.status() {
+                StatusCode::PAYLOAD_TOO_LARGE => "lease_too_large",
+                _ => "bad_lease",
+            };
+            c.reject(&peer, None, kind, e.body_text()).await;
+            return e.into_response();
+        }
+    };
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let bearer = header(header::AUTHORIZATION.as_str()).and_then(|v| v.strip_prefix("Bearer "));
     let refused = |e: LeaseError| {
@@ -366,8 +391,7 @@ async fn post_lease(State(c): Shared, headers: HeaderMap, body: Bytes) -> Respon
     let lease = match lease {
         Ok(lease) => lease,
         Err(e) => {
-            let peer = "http";
-            c.reject(peer, None, "bad_lease", e.to_string()).await;
+            c.reject(&peer, None, "bad_lease", e.to_string()).await;
             return refused(e);
         }
     };
@@ -379,7 +403,11 @@ async fn post_lease(State(c): Shared, headers: HeaderMap, body: Bytes) -> Respon
             tracing::info!(id, worker = %lease.worker_key, score = lease.score, by = %lease.submitted_by, "lease recorded");
             (StatusCode::CREATED, Json(serde_json::json!({ "id": id }))).into_response()
         }
-        Ok(None) => refused(LeaseError::Duplicate),
+        Ok(None) => {
+            let detail = format!("request {} was already recorded", lease.request_id);
+            c.reject(&peer, None, "lease_replayed", detail).await;
+            refused(LeaseError::Duplicate)
+        }
         Err(e) => internal(e),
     }
 }

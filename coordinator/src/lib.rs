@@ -7,17 +7,21 @@
 //! weights on chain), [`scoring`] (the pure score and weight math), [`leases`] (authenticated
 //! lease reports), [`config`].
 
+pub mod admission;
 pub mod config;
+pub mod detail;
 pub mod epoch;
 pub mod http;
 pub mod leases;
 pub mod metrics;
 pub mod ratelimit;
+pub mod refusals;
 pub mod scoring;
 pub mod server;
 pub mod service;
 pub mod session;
 pub mod store;
+pub mod timing;
 
 pub use config::CoordinatorConfig;
 pub use server::{Running, ServeError, start};

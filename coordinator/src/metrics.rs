@@ -66,6 +66,17 @@ pub struct Metrics {
     pub liveness_flush: Summary,
     /// Time to verify one challenge's openings.
     pub verify_latency: Summary,
+    /// Time to issue one round, from its start to its last frame queued: the width of the
+    /// window a synchronized round's challenges go out in.
+    pub round_issue: Summary,
+    /// Time to store one round's challenges (one transaction).
+    pub round_store: Summary,
+    /// Rounds issued.
+    pub rounds: AtomicU64,
+    /// Challenges stored by rounds.
+    pub round_challenges: AtomicU64,
+    /// The last round: its challenges, store time and issue time.
+    last_round: Mutex<(u64, Duration, Duration)>,
     rejections: Mutex<BTreeMap<String, u64>>,
     challenges: Mutex<BTreeMap<&'static str, u64>>,
 }
@@ -82,6 +93,17 @@ impl Metrics {
     pub fn challenge(&self, status: &'static str) {
         if let Ok(mut m) = self.challenges.lock() {
             *m.entry(status).or_default() += 1;
+        }
+    }
+
+    /// Counts one round of `challenges`, stored in `stored` and issued in `issued`.
+    pub fn round_issued(&self, challenges: usize, stored: Duration, issued: Duration) {
+        self.rounds.fetch_add(1, Ordering::Relaxed);
+        self.round_challenges.fetch_add(challenges as u64, Ordering::Relaxed);
+        self.round_store.observe(stored);
+        self.round_issue.observe(issued);
+        if let Ok(mut last) = self.last_round.lock() {
+            *last = (challenges as u64, stored, issued);
         }
     }
 
@@ -119,6 +141,29 @@ impl Metrics {
             "veribench_heartbeats_total",
             "Heartbeats handled.",
             self.heartbeats.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "veribench_rounds_total",
+            "Challenge rounds issued.",
+            self.rounds.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "veribench_round_challenges_total",
+            "Challenges stored by rounds.",
+            self.round_challenges.load(Ordering::Relaxed),
+        );
+        let (size, stored, issued) = self.last_round.lock().map(|l| *l).unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "# HELP veribench_round_last Size, store and issue seconds of the last round.\n\
+             # TYPE veribench_round_last gauge\n\
+             veribench_round_last{{what=\"challenges\"}} {size}\n\
+             veribench_round_last{{what=\"store_seconds\"}} {}\n\
+             veribench_round_last{{what=\"issue_seconds\"}} {}",
+            stored.as_secs_f64(),
+            issued.as_secs_f64()
         );
         let _ = writeln!(
             out,
@@ -158,6 +203,16 @@ impl Metrics {
             &mut out,
             "veribench_verify_seconds",
             "Openings verification time.",
+        );
+        self.round_issue.render(
+            &mut out,
+            "veribench_round_issue_seconds",
+            "Time to issue one round, from its start to its last frame queued.",
+        );
+        self.round_store.render(
+            &mut out,
+            "veribench_round_store_seconds",
+            "Time to store one round's challenges in one transaction.",
         );
         out
     }

@@ -62,6 +62,8 @@ impl Running {
         for task in self.tasks {
             let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
         }
+        // Refusals are written once a second; write the last second's before the store closes.
+        self.coordinator.flush_refusals().await;
         if let Err(e) = self.coordinator.store().close().await {
             tracing::warn!(error = %e, "closing the database failed");
         }
@@ -106,8 +108,10 @@ pub async fn start(
     let router = crate::http::router(coordinator.clone());
     let stop = shutdown.clone();
     tasks.push(tokio::spawn(async move {
+        // With each client's address, which refused lease reports are counted against.
+        let app = router.into_make_service_with_connect_info::<SocketAddr>();
         let serve =
-            axum::serve(http, router).with_graceful_shutdown(async move { stop.cancelled().await });
+            axum::serve(http, app).with_graceful_shutdown(async move { stop.cancelled().await });
         if let Err(e) = serve.await {
             tracing::error!(error = %e, "HTTP API stopped");
         }

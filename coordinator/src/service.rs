@@ -4,7 +4,7 @@
 //! Connections ([`crate::session`]) feed it decoded frames; it answers through each worker's
 //! outbox. Shared state sits behind one short-held mutex that is never held across an `.await`.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -24,12 +24,12 @@ use veribench_wallet::Keypair;
 
 use crate::config::{CoordinatorConfig, secs};
 use crate::metrics::Metrics;
-use crate::store::{NewChallenge, Rejection, Store, StoreError, WorkerRecord};
+use crate::refusals::RefusalBuffer;
+use crate::store::{Credit, NewChallenge, Store, StoreError, Withheld, WorkerRecord};
+use crate::timing::{ModeRates, RttSample, RttSamples, compute_time};
 
 /// Frames queued per connection before the coordinator treats the peer as too slow.
 pub const OUTBOX_DEPTH: usize = 64;
-/// RTT samples kept per connection; the median is subtracted from commitment times.
-const RTT_SAMPLES: usize = 5;
 /// How often heartbeats are persisted. One write per heartbeat would cap SQLite near 1,700
 /// heartbeats/s (each a synchronous commit); batching makes liveness cost one transaction a second.
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
@@ -61,6 +61,8 @@ pub enum DeviceClass {
 struct DeviceSlot {
     key: DeviceKey,
     class: DeviceClass,
+    /// What the device can plausibly reach, from the worker's hardware report.
+    peak: ModeRates,
     busy: Option<ChallengeId>,
 }
 
@@ -70,14 +72,21 @@ struct Connected {
     miner: PublicKey,
     devices: Vec<DeviceSlot>,
     outbox: mpsc::Sender<Outbound>,
-    rtts: VecDeque<Duration>,
+    rtts: RttSamples,
     last_seen: Instant,
 }
 
 #[derive(Debug)]
 enum Phase {
     Sent,
-    Committed { root: Root, rows: Vec<u32>, compute: Duration, asked: Instant },
+    Committed {
+        root: Root,
+        rows: Vec<u32>,
+        compute: Duration,
+        /// The device's plausible peak in the challenge's mode, GOP/s.
+        peak_gops: f64,
+        asked: Instant,
+    },
     Verifying,
 }
 
@@ -92,12 +101,30 @@ struct Pending {
     phase: Phase,
 }
 
+/// Whose devices one round challenges.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Round {
+    /// One miner's workers: each miner has a round timer of its own.
+    Miner(PublicKey),
+    /// Every connected worker, on one timer (`schedule.synchronized`).
+    Everyone,
+}
+
+impl Round {
+    fn covers(&self, miner: &PublicKey) -> bool {
+        match self {
+            Round::Miner(m) => m == miner,
+            Round::Everyone => true,
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 struct State {
     workers: HashMap<PublicKey, Connected>,
     pending: HashMap<ChallengeId, Pending>,
-    nonces: HashMap<(PublicKey, u64), UnixMillis>,
-    next_round: HashMap<PublicKey, Instant>,
+    /// When each round timer fires next: one per miner, or one for everyone when synchronized.
+    next_round: HashMap<Round, Instant>,
     finished: HashMap<PublicKey, u64>,
     next_conn: u64,
     /// Liveness not yet written to the store (flushed in one transaction per [`FLUSH_EVERY`]).
@@ -139,6 +166,8 @@ pub struct Coordinator {
     store: Store,
     metrics: Metrics,
     state: Mutex<State>,
+    /// Refusals counted since the last write (a lock of their own: refusals come in floods).
+    refusals: Mutex<RefusalBuffer>,
     verifiers: Semaphore,
 }
 
@@ -155,7 +184,13 @@ impl Coordinator {
         if abandoned > 0 {
             tracing::warn!(abandoned, "failed challenges left unfinished by a previous run");
         }
+        // No connection survives a restart: a worker the last run left `online` must not keep its
+        // device claims active by that stale flag (the update applies even if a row is corrupt).
+        if let Err(e) = store.mark_stale_offline(UnixMillis(u64::MAX)).await {
+            tracing::error!(error = %e, "cannot mark the previous run's workers offline");
+        }
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let refusals = Mutex::new(RefusalBuffer::new(config.refusals.max_buffered));
         Ok(Arc::new(Self {
             config,
             chain,
@@ -163,6 +198,7 @@ impl Coordinator {
             store,
             metrics: Metrics::default(),
             state: Mutex::new(State::default()),
+            refusals,
             verifiers: Semaphore::new(cores),
         }))
     }
@@ -238,26 +274,74 @@ impl Coordinator {
         self.state().finished.clone()
     }
 
-    /// Persists and counts a refused input.
+    /// Counts a refused input: in the metrics at once, in the store's `rejections` table with
+    /// the next write (at most a second later, see [`crate::refusals`]). `worker` is the worker
+    /// the input concerns: a registered one, or for a refused registration the key it claims,
+    /// which is recorded as a claim only.
     pub async fn reject(&self, peer: &str, worker: Option<PublicKey>, kind: &str, detail: String) {
-        tracing::warn!(peer, kind, %detail, "rejected peer input");
         self.metrics.rejected(kind);
-        let rejection = Rejection {
-            at: UnixMillis::now(),
-            peer: peer.to_owned(),
-            worker_key: worker,
-            kind: kind.to_owned(),
-            detail,
-        };
-        if let Err(e) = self.store.record_rejection(&rejection).await {
-            tracing::error!(error = %e, "cannot persist a rejection");
+        let registered = worker.filter(|w| self.state().workers.contains_key(w));
+        let claimed = if registered.is_none() { worker } else { None };
+        let now = UnixMillis::now();
+        let opened = self.refusals().add(peer, kind, registered, claimed, &detail, now);
+        // One warning per group and write interval; a flood of the same refusal is not a flood
+        // of log lines.
+        let detail = crate::detail::bounded(&detail);
+        if opened {
+            tracing::warn!(peer, kind, %detail, "rejected peer input");
+        } else {
+            tracing::debug!(peer, kind, %detail, "rejected peer input");
         }
+    }
+
+    fn refusals(&self) -> MutexGuard<'_, RefusalBuffer> {
+        self.refusals.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Writes counted refusals to the store at most once per second (every time when `force`),
+    /// and at most once a minute deletes old rejection rows and registration nonces too old to
+    /// matter, so both tables stay bounded.
+    async fn persist_refusals(&self, force: bool) {
+        let now = Instant::now();
+        let (batch, prune) = {
+            let mut buffer = self.refusals();
+            (buffer.take_due(now, force), buffer.prune_due(now))
+        };
+        if !batch.is_empty()
+            && let Err(e) = self.store.record_rejections(&batch).await
+        {
+            tracing::error!(error = %e, groups = batch.len(), "cannot persist rejections; retrying");
+            self.refusals().restore(batch);
+        }
+        if !prune {
+            return;
+        }
+        let r = &self.config.refusals;
+        let at = UnixMillis::now();
+        let retention = secs(r.retention_days * 86_400.0).as_millis() as u64;
+        let aged = UnixMillis(at.0.saturating_sub(retention));
+        match self.store.prune_rejections(aged, r.max_rows).await {
+            Ok(0) => {}
+            Ok(rows) => tracing::info!(rows, "pruned old rejection rows"),
+            Err(e) => tracing::error!(error = %e, "cannot prune rejections"),
+        }
+        // A registration signed more than the skew ago is refused as stale: its nonce can go.
+        let skew = secs(self.config.liveness.max_clock_skew_secs).as_millis() as u64;
+        let used = UnixMillis(at.0.saturating_sub(skew.saturating_mul(2)));
+        if let Err(e) = self.store.prune_registration_nonces(used).await {
+            tracing::error!(error = %e, "cannot prune registration nonces");
+        }
+    }
+
+    /// Writes every refusal counted so far (at shutdown, so none is lost).
+    pub async fn flush_refusals(&self) {
+        self.persist_refusals(true).await;
     }
 
     /// Checks a registration and, if it passes, records the worker and returns its outbox.
     pub async fn register(&self, reg: Register, peer: &str) -> Result<Registered, Refusal> {
         let now = UnixMillis::now();
-        self.check_registration(&reg, now)?;
+        self.check_registration(&reg, now).await?;
         let worker = reg.delegation.worker_key;
         let miner = reg.delegation.miner_hotkey;
         let record = WorkerRecord {
@@ -268,15 +352,32 @@ impl Coordinator {
             hardware_json: serde_json::to_string(&reg.hardware).unwrap_or_default(),
             devices: reg.devices.clone(),
         };
+        // Claims first: a registration naming a device another identity holds is refused whole,
+        // before anything of it is stored.
+        let since = self.claims_active_since(now);
         let stored = async {
-            self.store.upsert_worker(&record, now).await?;
-            self.store.claim_devices(&worker, &miner, &reg.devices, now).await
+            let held = self.store.claim_devices(&worker, &miner, &reg.devices, now, since).await?;
+            if held.is_empty() {
+                self.store.upsert_worker(&record, now).await?;
+            }
+            Ok::<_, StoreError>(held)
         };
-        let conflicted = stored
+        let held = stored
             .await
             .map_err(|e| Refusal { kind: "internal", detail: format!("storage: {e}") })?;
-        for device in &conflicted {
-            self.reject(peer, Some(worker), "device_conflict", format!("device {device} is claimed by more than one worker identity; none is credited for it")).await;
+        if let Some(first) = held.first() {
+            let more = match held.len() {
+                1 => String::new(),
+                n => format!(" (and {} more of its devices)", n - 1),
+            };
+            return Err(Refusal {
+                kind: "device_conflict",
+                detail: format!(
+                    "device {} is held by worker {}{more}: the oldest active claim keeps a device \
+                     until it has been inactive for {} s",
+                    first.device, first.holder, self.config.claims.expiry_secs
+                ),
+            });
         }
 
         let (tx, rx) = mpsc::channel(OUTBOX_DEPTH);
@@ -289,7 +390,12 @@ impl Coordinator {
         let devices = reg
             .devices
             .iter()
-            .map(|key| DeviceSlot { key: key.clone(), class: device_class(key, &reg), busy: None })
+            .map(|key| DeviceSlot {
+                key: key.clone(),
+                class: device_class(key, &reg),
+                peak: self.config.timing.device_peak(key.as_str(), &reg.hardware),
+                busy: None,
+            })
             .collect();
         let mut s = self.state();
         s.next_conn += 1;
@@ -301,20 +407,20 @@ impl Coordinator {
                 miner,
                 devices,
                 outbox: tx,
-                rtts: VecDeque::new(),
+                rtts: RttSamples::default(),
                 last_seen: Instant::now(),
             },
         ) {
             let _ = old.outbox.try_send(Outbound::Close("replaced by a newer connection".into()));
         }
         let first = Instant::now() + self.jitter();
-        s.next_round.entry(miner).or_insert(first);
+        s.next_round.entry(self.round_of(miner)).or_insert(first);
         self.metrics.registrations.fetch_add(1, Ordering::Relaxed);
         tracing::info!(worker = %worker, miner = %miner, devices = reg.devices.len(), peer, "worker registered");
         Ok(Registered { conn, worker, outbox: rx })
     }
 
-    fn check_registration(&self, reg: &Register, now: UnixMillis) -> Result<(), Refusal> {
+    async fn check_registration(&self, reg: &Register, now: UnixMillis) -> Result<(), Refusal> {
         let refuse = |kind, detail: String| Err(Refusal { kind, detail });
         let skew = secs(self.config.liveness.max_clock_skew_secs).as_millis() as u64;
         if reg.timestamp.0.abs_diff(now.0) > skew {
@@ -359,15 +465,39 @@ impl Coordinator {
         if reg.devices.is_empty() {
             return refuse("no_devices", "a worker must offer at least one device".into());
         }
-        let mut s = self.state();
-        s.nonces.retain(|_, at| at.0.abs_diff(now.0) <= skew);
-        if s.nonces.insert((d.worker_key, reg.nonce), reg.timestamp).is_some() {
-            return refuse(
-                "replayed_registration",
-                format!("nonce {} was already used", reg.nonce),
-            );
+        // Only now, with the signature verified, is the nonce stored: strangers write nothing.
+        // Stored, not kept in memory, so a restarted coordinator refuses the replay too.
+        match self.store.use_registration_nonce(&d.worker_key, reg.nonce, reg.timestamp).await {
+            Ok(true) => Ok(()),
+            Ok(false) => {
+                refuse("replayed_registration", format!("nonce {} was already used", reg.nonce))
+            }
+            Err(e) => refuse("internal", format!("storage: {e}")),
         }
-        Ok(())
+    }
+
+    /// The round timer a worker of `miner` is challenged by.
+    fn round_of(&self, miner: PublicKey) -> Round {
+        if self.config.schedule.synchronized { Round::Everyone } else { Round::Miner(miner) }
+    }
+
+    /// Claims with activity after this are active (`claims.expiry_secs` before `now`).
+    fn claims_active_since(&self, now: UnixMillis) -> UnixMillis {
+        let expiry = secs(self.config.claims.expiry_secs).as_millis();
+        UnixMillis(now.0.saturating_sub(u64::try_from(expiry).unwrap_or(u64::MAX)))
+    }
+
+    /// Whether `worker` holds `device`'s oldest active claim: only that identity is credited for
+    /// the device. A storage error withholds the credit rather than risk giving it to another.
+    async fn holds(&self, worker: &PublicKey, device: &DeviceKey) -> bool {
+        let since = self.claims_active_since(UnixMillis::now());
+        match self.store.device_holder(device, since).await {
+            Ok(holder) => holder.as_ref() == Some(worker),
+            Err(e) => {
+                tracing::error!(error = %e, %device, "cannot read a device's claims");
+                false
+            }
+        }
     }
 
     fn jitter(&self) -> Duration {
@@ -407,12 +537,9 @@ impl Coordinator {
     }
 
     /// Records a WebSocket pong's round trip.
-    pub fn record_rtt(&self, worker: &PublicKey, rtt: Duration) {
+    pub fn record_rtt(&self, worker: &PublicKey, sample: RttSample) {
         if let Some(c) = self.state().workers.get_mut(worker) {
-            if c.rtts.len() == RTT_SAMPLES {
-                c.rtts.pop_front();
-            }
-            c.rtts.push_back(rtt);
+            c.rtts.push(sample);
         }
     }
 
@@ -461,17 +588,31 @@ impl Coordinator {
                 c.challenge_id
             ),
         };
-        let (request, shape, late, compute, rtt) = {
+        let cap = self.config.timing.max_rtt_credit();
+        let (request, shape, late, compute, credit) = {
             let mut guard = self.state();
             let s = &mut *guard;
-            let rtt = s.workers.get(worker).map_or(Duration::ZERO, |w| median(&w.rtts));
             let p = s.pending.get_mut(&c.challenge_id).ok_or_else(unknown)?;
             if &p.worker != worker || p.device != c.device || !matches!(p.phase, Phase::Sent) {
                 return Err(unknown());
             }
+            let Some(connected) = s.workers.get(worker) else { return Err(unknown()) };
+            // SPEC §8.1: only round trips completed before the challenge was sent count, the
+            // smallest of them, bounded by the kernel's TCP round trip and the configured cap.
+            let credit = connected.rtts.credit(p.sent, cap);
+            if let Some(grown) = connected.rtts.largest_since(p.sent)
+                && grown > credit.credited.saturating_mul(2) + Duration::from_millis(5)
+            {
+                tracing::info!(challenge = %c.challenge_id, worker = %worker, credited_ms = ms(credit.credited), during_ms = ms(grown), "round trip grew during the challenge; not credited");
+            }
+            let peak_gops = connected
+                .devices
+                .iter()
+                .find(|d| d.key == p.device)
+                .map_or(0.0, |d| d.peak.of(p.challenge.mode));
             let late = arrived > p.deadline || now > p.challenge.deadline;
             let elapsed = arrived.saturating_duration_since(p.sent);
-            let compute = elapsed.saturating_sub(rtt).max(Duration::from_micros(1));
+            let compute = compute_time(elapsed, credit);
             let rows = sample_rows(
                 &mut rand::rng(),
                 p.challenge.shape.m,
@@ -482,6 +623,7 @@ impl Coordinator {
                     root: c.root,
                     rows: rows.clone(),
                     compute,
+                    peak_gops,
                     asked: Instant::now(),
                 };
             }
@@ -490,7 +632,7 @@ impl Coordinator {
                 p.challenge.shape,
                 late,
                 compute,
-                rtt,
+                credit,
             )
         };
         if late {
@@ -502,10 +644,10 @@ impl Coordinator {
             .await;
             return Ok(());
         }
-        let stored =
-            self.store.mark_committed(c.challenge_id, now, c.root, ms(compute), ms(rtt)).await;
+        let rtt = ms(credit.credited);
+        let stored = self.store.mark_committed(c.challenge_id, now, c.root, ms(compute), rtt).await;
         log_transition(c.challenge_id, "committed", stored);
-        tracing::debug!(challenge = %c.challenge_id, %shape, compute_ms = ms(compute), rtt_ms = ms(rtt), "commitment received");
+        tracing::debug!(challenge = %c.challenge_id, %shape, compute_ms = ms(compute), rtt_ms = rtt, basis = ?credit.basis, "commitment received");
         self.send(worker, &Message::OpenRequest(request));
         Ok(())
     }
@@ -518,18 +660,18 @@ impl Coordinator {
                 o.challenge_id
             ),
         };
-        let (challenge, seed, root, rows, compute, device) = {
+        let (challenge, seed, root, rows, compute, peak_gops, device) = {
             let mut s = self.state();
             let p = s.pending.get_mut(&o.challenge_id).ok_or_else(unknown)?;
             if &p.worker != worker {
                 return Err(unknown());
             }
-            let Phase::Committed { root, rows, compute, .. } =
+            let Phase::Committed { root, rows, compute, peak_gops, .. } =
                 std::mem::replace(&mut p.phase, Phase::Verifying)
             else {
                 return Err(unknown());
             };
-            (p.challenge.clone(), p.seed, root, rows, compute, p.device.clone())
+            (p.challenge.clone(), p.seed, root, rows, compute, peak_gops, p.device.clone())
         };
         let id = challenge.id;
         log_transition(id, "verifying", self.store.mark_verifying(id, UnixMillis::now()).await);
@@ -555,14 +697,28 @@ impl Coordinator {
         match &verdict {
             Verdict::Accepted => {
                 let gflops = challenge.shape.ops() / compute.as_secs_f64() / 1e9;
-                let credited = !self.store.is_conflicted(&device).await.unwrap_or(true);
-                log_transition(
-                    id,
-                    "verified",
-                    self.store.mark_verified(id, now, gflops, credited).await,
-                );
+                let bound = peak_gops * self.config.timing.plausibility_factor;
+                // Written so that a NaN rate is implausible too.
+                let plausible = gflops <= bound;
+                let credit = if !plausible {
+                    // SPEC §8.1: faster than the claimed hardware can go.
+                    Credit::Withheld(Withheld::ImplausibleRate)
+                } else if !self.holds(worker, &device).await {
+                    Credit::Withheld(Withheld::DeviceConflict)
+                } else {
+                    Credit::Credited
+                };
+                log_transition(id, "verified", self.store.mark_verified(id, now, gflops, credit).await);
                 self.metrics.challenge("verified");
-                tracing::info!(challenge = %id, worker = %worker, gflops, credited, "challenge verified");
+                match credit {
+                    Credit::Credited => {
+                        tracing::info!(challenge = %id, worker = %worker, gflops, "challenge verified")
+                    }
+                    Credit::Withheld(reason) => {
+                        self.metrics.challenge("uncredited");
+                        tracing::warn!(challenge = %id, worker = %worker, gflops, bound, reason = reason.as_str(), "challenge verified, not credited")
+                    }
+                }
             }
             Verdict::Rejected(reason) => {
                 log_transition(
@@ -650,13 +806,14 @@ impl Coordinator {
     /// One scheduler step: start due rounds, enforce deadlines, drop silent workers.
     pub async fn tick(&self) {
         self.flush_liveness().await;
+        self.persist_refusals(false).await;
         let now = Instant::now();
         let offline_after = secs(self.config.liveness.offline_after_secs);
         let open_timeout = secs(self.config.schedule.open_timeout_secs);
         let (due, expired, timed_out, silent) = {
             let s = self.state();
-            let due: Vec<PublicKey> =
-                s.next_round.iter().filter(|(_, at)| **at <= now).map(|(m, _)| *m).collect();
+            let due: Vec<Round> =
+                s.next_round.iter().filter(|(_, at)| **at <= now).map(|(r, _)| *r).collect();
             let expired: Vec<ChallengeId> = s
                 .pending
                 .iter()
@@ -689,79 +846,87 @@ impl Coordinator {
             tracing::warn!(worker = %w, "worker silent past the offline timeout; closing");
         }
         if self.config.schedule.enabled {
-            for miner in due {
-                self.start_round(miner).await;
+            for round in due {
+                self.start_round(round).await;
             }
         }
     }
 
-    /// Challenges every idle device of every connected worker of `miner` at the same instant, so
-    /// one device cannot answer for two identities in turn.
-    async fn start_round(&self, miner: PublicKey) {
+    /// Challenges every idle, unleased device of every connected worker `round` covers within one
+    /// short window, so one device cannot answer for two identities in turn (of one miner, or of
+    /// any miners when synchronized). The whole round is stored in one transaction, signed and
+    /// encoded, then its frames are queued back to back.
+    async fn start_round(&self, round: Round) {
+        let started = Instant::now();
         let interval = secs(self.config.schedule.interval_secs);
-        let targets: Vec<(PublicKey, DeviceKey, DeviceClass)> = {
+        let targets: Vec<(PublicKey, PublicKey, DeviceKey, DeviceClass)> = {
             let mut s = self.state();
-            let has_workers = s.workers.values().any(|c| c.miner == miner);
+            let has_workers = s.workers.values().any(|c| round.covers(&c.miner));
             if !has_workers {
-                s.next_round.remove(&miner);
+                s.next_round.remove(&round);
                 return;
             }
             let late_or_early =
                 self.jitter().as_secs_f64() - self.config.schedule.jitter_secs / 2.0;
             let next = Instant::now() + secs(interval.as_secs_f64() + late_or_early);
-            s.next_round.insert(miner, next);
+            s.next_round.insert(round, next);
             let leased = &s.leased;
             s.workers
                 .iter()
-                .filter(|(w, c)| c.miner == miner && !leased.contains(*w))
+                .filter(|(w, c)| round.covers(&c.miner) && !leased.contains(*w))
                 .flat_map(|(w, c)| {
                     c.devices
                         .iter()
                         .filter(|d| d.busy.is_none())
-                        .map(|d| (*w, d.key.clone(), d.class))
+                        .map(|d| (*w, c.miner, d.key.clone(), d.class))
                 })
                 .collect()
         };
-        let mut prepared = Vec::with_capacity(targets.len());
+        if targets.is_empty() {
+            return;
+        }
         let issued = UnixMillis::now();
-        let deadline =
-            UnixMillis(issued.0 + secs(self.config.schedule.deadline_secs).as_millis() as u64);
-        for (worker, device, class) in targets {
-            let new = NewChallenge {
+        let deadline_span = secs(self.config.schedule.deadline_secs);
+        let deadline = UnixMillis(issued.0 + deadline_span.as_millis() as u64);
+        let news: Vec<NewChallenge> = targets
+            .into_iter()
+            .map(|(worker, miner, device, class)| NewChallenge {
                 miner_hotkey: miner,
                 worker_key: worker,
-                device: device.clone(),
+                device,
                 mode: self.config.schedule.mode,
                 shape: Shape::square(self.size_for(class)),
                 seed: Seed(rand::rng().random()),
                 issued_at: issued,
                 deadline,
-            };
-            match self.store.insert_challenge(&new, issued).await {
-                Ok(id) => prepared.push((worker, self.sign(id, &new))),
-                Err(e) => tracing::error!(error = %e, "cannot persist a new challenge"),
-            }
-        }
-        // Persist `sent` for the whole round before any frame leaves: a fast worker's commitment
+            })
+            .collect();
+        // Persist the whole round as `sent` before any frame leaves: a fast worker's commitment
         // may arrive before an await after the send would have run, and the state machine only
         // accepts a commitment for a challenge stored as sent.
-        let now = UnixMillis::now();
-        let mut ready = Vec::with_capacity(prepared.len());
-        for (worker, signed) in prepared {
-            let id = signed.challenge.id;
-            if log_transition(id, "sent", self.store.mark_sent(id, now).await) {
-                ready.push((worker, signed));
+        let ids = match self.store.insert_sent_challenges(&news, issued).await {
+            Ok(ids) => ids,
+            Err(e) => {
+                tracing::error!(error = %e, challenges = news.len(), "cannot persist a round; it is skipped");
+                return;
             }
-        }
-        // Everything is stored and signed: send all frames now, back to back.
-        let sent_at = Instant::now();
-        let deadline_at = sent_at + secs(self.config.schedule.deadline_secs);
+        };
+        let stored = started.elapsed();
+        // Signed and encoded outside the state lock, which the queueing below holds.
+        let frames: Vec<(PublicKey, SignedChallenge, Vec<u8>)> = ids
+            .into_iter()
+            .zip(&news)
+            .map(|(id, new)| {
+                let signed = self.sign(id, new);
+                let frame = veribench_protocol::wire::encode(&Message::Challenge(signed.clone()));
+                (new.worker_key, signed, frame)
+            })
+            .collect();
         let mut unsent = Vec::new();
         {
             let mut s = self.state();
-            for (worker, signed) in ready {
+            for (worker, signed, frame) in frames {
                 let id = signed.challenge.id;
-                let frame = veribench_protocol::wire::encode(&Message::Challenge(signed.clone()));
                 let queued = s.workers.get_mut(&worker).and_then(|c| {
                     let slot = c
                         .devices
@@ -775,20 +940,25 @@ impl Coordinator {
                     unsent.push(id);
                     continue;
                 }
+                // Each challenge's clock starts when its own frame is queued, not at the round's
+                // start, so a device late in a large round is not charged the frames before it.
+                let sent = Instant::now();
                 let seed = signed.challenge.device_seed(&signed.device);
                 let pending = Pending {
                     worker,
                     device: signed.device,
                     challenge: signed.challenge,
                     seed,
-                    sent: sent_at,
-                    deadline: deadline_at,
+                    sent,
+                    deadline: sent + deadline_span,
                     phase: Phase::Sent,
                 };
                 s.pending.insert(id, pending);
                 self.metrics.challenge("sent");
             }
         }
+        self.metrics.round_issued(news.len(), stored, started.elapsed());
+        tracing::debug!(challenges = news.len(), store_ms = ms(stored), issue_ms = ms(started.elapsed()), ?round, "round issued");
         // The worker left or its device got busy between storing and sending.
         for id in unsent {
             self.fail(id, "not_sent", "the worker or its device was gone when the round was sent")
@@ -856,12 +1026,6 @@ fn device_class(key: &DeviceKey, reg: &Register) -> DeviceClass {
     let memory =
         reg.hardware.gpus.iter().find(|g| g.uuid == key.as_str()).map_or(0, |g| g.memory_bytes);
     DeviceClass::Gpu { memory }
-}
-
-fn median(samples: &VecDeque<Duration>) -> Duration {
-    let mut v: Vec<Duration> = samples.iter().copied().collect();
-    v.sort();
-    v.get(v.len() / 2).copied().unwrap_or(Duration::ZERO)
 }
 
 fn ms(d: Duration) -> f64 {

@@ -24,12 +24,12 @@ use tokio_util::sync::CancellationToken;
 use veribench_protocol::wire::{self, ErrorCode, ErrorMsg, Limits, Message};
 use veribench_protocol::{ProtocolError, PublicKey};
 
+use crate::admission::{Admission, Budget, BudgetSpent, Budgeted, Pass};
 use crate::config::secs;
+use crate::detail;
 use crate::ratelimit::TokenBucket;
 use crate::service::{Coordinator, Outbound, Refusal, Registered};
-
-/// Ping payloads remembered per connection (older unanswered pings are forgotten).
-const PINGS_KEPT: usize = 16;
+use crate::timing::{KernelRtt, RTT_SAMPLES, RttSample};
 
 /// Accepts worker connections until `shutdown`.
 pub async fn accept_loop(
@@ -38,6 +38,8 @@ pub async fn accept_loop(
     tls: Option<TlsAcceptor>,
     shutdown: CancellationToken,
 ) {
+    let limits = &coordinator.config().limits;
+    let admission = Admission::new(limits.max_unregistered, limits.max_unregistered_per_address);
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -45,11 +47,26 @@ pub async fn accept_loop(
         };
         match accepted {
             Ok((tcp, peer)) => {
+                let pass = match admission.admit(peer.ip()) {
+                    Ok(pass) => pass,
+                    Err(crowded) => {
+                        // Closed at once: an anonymous peer gets no buffer and no timer.
+                        drop(tcp);
+                        let coordinator = coordinator.clone();
+                        tokio::spawn(async move {
+                            let peer = peer.to_string();
+                            let detail = crowded.to_string();
+                            coordinator.reject(&peer, None, "too_many_connections", detail).await;
+                        });
+                        continue;
+                    }
+                };
                 let _ = tcp.set_nodelay(true);
                 tokio::spawn(connection(
                     coordinator.clone(),
                     tcp,
                     peer,
+                    pass,
                     tls.clone(),
                     shutdown.clone(),
                 ));
@@ -63,20 +80,30 @@ pub async fn accept_loop(
     }
 }
 
+/// What a session knows of its connection besides the stream.
+struct Link {
+    peer: String,
+    /// Held until the peer registers: it counts against the unregistered caps.
+    pass: Option<Pass>,
+    kernel_rtt: KernelRtt,
+}
+
 async fn connection(
     coordinator: Arc<Coordinator>,
     tcp: TcpStream,
     peer: SocketAddr,
+    pass: Pass,
     tls: Option<TlsAcceptor>,
     shutdown: CancellationToken,
 ) {
     coordinator.metrics().connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let peer = peer.to_string();
     let handshake = secs(coordinator.config().liveness.handshake_timeout_secs);
+    let link = Link { peer: peer.clone(), pass: Some(pass), kernel_rtt: KernelRtt::of(&tcp) };
     match tls {
-        None => session(coordinator, tcp, peer, shutdown).await,
+        None => session(coordinator, tcp, link, shutdown).await,
         Some(acceptor) => match timeout(handshake, acceptor.accept(tcp)).await {
-            Ok(Ok(stream)) => session(coordinator, stream, peer, shutdown).await,
+            Ok(Ok(stream)) => session(coordinator, stream, link, shutdown).await,
             Ok(Err(e)) => coordinator.reject(&peer, None, "tls_handshake", e.to_string()).await,
             Err(_) => {
                 coordinator
@@ -119,24 +146,41 @@ fn error_code(kind: &str) -> ErrorCode {
 fn ws_error_kind(e: &tungstenite::Error) -> &'static str {
     match e {
         tungstenite::Error::Capacity(_) => "frame_too_large",
+        tungstenite::Error::Io(e) if BudgetSpent::is(e) => "register_too_large",
         tungstenite::Error::Protocol(_) | tungstenite::Error::Utf8(_) => "malformed_frame",
         _ => "connection_error",
     }
 }
 
-fn error_frame(code: ErrorCode, message: String) -> Vec<u8> {
-    wire::encode(&Message::Error(ErrorMsg { code, message }))
+/// An `Error` frame; the message is bounded, as everything echoed to a peer is.
+fn error_frame(code: ErrorCode, message: &str) -> Vec<u8> {
+    wire::encode(&Message::Error(ErrorMsg { code, message: detail::bounded(message) }))
+}
+
+/// How a non-binary first frame is described: its kind and size, never its content.
+fn describe(frame: &WsMessage) -> String {
+    let kind = match frame {
+        WsMessage::Text(_) => "text",
+        WsMessage::Ping(_) => "ping",
+        WsMessage::Pong(_) => "pong",
+        WsMessage::Close(_) => "close",
+        WsMessage::Binary(_) | WsMessage::Frame(_) => "raw",
+    };
+    format!("expected a binary Register frame, got a {kind} frame of {} bytes", frame.len())
 }
 
 async fn session<S>(
     coordinator: Arc<Coordinator>,
     stream: S,
-    peer: String,
+    mut link: Link,
     shutdown: CancellationToken,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let peer = link.peer.clone();
     let config = coordinator.config().clone();
+    // Until `Register` is accepted, the upgrade request and the first frame share a small budget.
+    let (stream, budget): (_, Budget) = Budgeted::new(stream, config.limits.max_register_bytes);
     let handshake = secs(config.liveness.handshake_timeout_secs);
     let max = config.limits.max_frame_bytes;
     // A small read buffer: tungstenite keeps (and zeroes) the whole buffer per connection, and
@@ -166,10 +210,7 @@ async fn session<S>(
     let first = match timeout(handshake, frames.next()).await {
         Ok(Some(Ok(WsMessage::Binary(bytes)))) => wire::decode(&bytes, &limits)
             .map_err(|e| Refusal { kind: decode_kind(&e), detail: e.to_string() }),
-        Ok(Some(Ok(other))) => Err(Refusal {
-            kind: "malformed_frame",
-            detail: format!("expected a binary Register frame, got {other:?}"),
-        }),
+        Ok(Some(Ok(other))) => Err(Refusal { kind: "malformed_frame", detail: describe(&other) }),
         Ok(Some(Err(e))) => Err(Refusal { kind: ws_error_kind(&e), detail: e.to_string() }),
         Ok(None) => return,
         Err(_) => {
@@ -203,15 +244,18 @@ async fn session<S>(
         Err((worker, refusal)) => {
             coordinator.reject(&peer, worker, refusal.kind, refusal.detail.clone()).await;
             let code = error_code(refusal.kind);
-            let _ = sink.send(WsMessage::binary(error_frame(code, refusal.detail))).await;
+            let _ = sink.send(WsMessage::binary(error_frame(code, &refusal.detail))).await;
             let _ = sink.close().await;
             return;
         }
     };
+    // Registered: frames up to the configured limit, and no longer counted as anonymous.
+    budget.lift();
+    link.pass = None;
 
     let pinger = coordinator.outbox_of(&worker);
     let writer = tokio::spawn(write_loop(sink, outbox));
-    read_loop(&coordinator, &mut frames, &worker, &peer, &limits, pinger, &shutdown).await;
+    read_loop(&coordinator, &mut frames, &worker, &link, &limits, pinger, &shutdown).await;
     coordinator.disconnect(&worker, conn).await;
     // The writer ends once every sender of the outbox is gone; give it a moment to flush a close.
     let _ = timeout(Duration::from_secs(2), writer).await;
@@ -243,22 +287,25 @@ async fn read_loop<R>(
     coordinator: &Coordinator,
     frames: &mut R,
     worker: &PublicKey,
-    peer: &str,
+    link: &Link,
     limits: &Limits,
     pinger: Option<tokio::sync::mpsc::Sender<Outbound>>,
     shutdown: &CancellationToken,
 ) where
     R: futures_util::Stream<Item = Result<WsMessage, tungstenite::Error>> + Unpin,
 {
+    let peer = link.peer.as_str();
     let config = coordinator.config();
     let idle = secs(config.liveness.offline_after_secs);
     let mut bucket = TokenBucket::new(config.limits.frames_per_sec, config.limits.frame_burst);
     let mut ticker = tokio::time::interval(secs(config.liveness.ping_secs));
-    let mut pings: HashMap<u64, Instant> = HashMap::new();
+    // Ping payloads are random, so a worker cannot answer a ping before it has received it.
+    let mut pings: HashMap<u64, (u64, Instant)> = HashMap::new();
     let mut ping_seq = 0u64;
     let mut strikes = 0u32;
+    let mut dropped = 0u32;
     let mut last_flood_report: Option<Instant> = None;
-    let reply = |code: ErrorCode, message: String| {
+    let reply = |code: ErrorCode, message: &str| {
         if let Some(p) = &pinger {
             let _ = p.try_send(Outbound::Frame(error_frame(code, message)));
         }
@@ -269,10 +316,11 @@ async fn read_loop<R>(
             _ = shutdown.cancelled() => break,
             _ = ticker.tick() => {
                 ping_seq += 1;
-                pings.insert(ping_seq, Instant::now());
-                pings.retain(|seq, _| seq + PINGS_KEPT as u64 > ping_seq);
+                let payload: u64 = rand::random();
+                pings.insert(payload, (ping_seq, Instant::now()));
+                pings.retain(|_, (seq, _)| *seq + RTT_SAMPLES as u64 > ping_seq);
                 if let Some(p) = &pinger {
-                    let _ = p.try_send(Outbound::Ping(ping_seq.to_le_bytes().to_vec()));
+                    let _ = p.try_send(Outbound::Ping(payload.to_le_bytes().to_vec()));
                 }
                 continue;
             }
@@ -299,37 +347,21 @@ async fn read_loop<R>(
             }
             Ok(Some(Ok(msg))) => msg,
         };
-        let bytes = match msg {
-            WsMessage::Binary(bytes) => bytes,
-            WsMessage::Pong(payload) => {
-                if let Ok(seq) = <[u8; 8]>::try_from(payload.as_ref())
-                    && let Some(sent) = pings.remove(&u64::from_le_bytes(seq))
-                {
-                    coordinator.record_rtt(worker, arrived.saturating_duration_since(sent));
-                }
-                continue;
-            }
-            WsMessage::Ping(_) | WsMessage::Frame(_) => continue,
-            WsMessage::Text(_) => {
-                strikes += 1;
-                coordinator
-                    .reject(
-                        peer,
-                        Some(*worker),
-                        "malformed_frame",
-                        "text frames are not part of the protocol".into(),
-                    )
-                    .await;
-                reply(ErrorCode::Malformed, "text frames are not part of the protocol".into());
-                if strikes >= config.limits.max_strikes {
-                    break;
-                }
-                continue;
-            }
-            WsMessage::Close(_) => break,
-        };
+        if let WsMessage::Close(_) = msg {
+            break;
+        }
+        // Every frame, control frames included, pays into the same bucket.
         coordinator.metrics().frames.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if !bucket.allow(arrived) {
+            dropped += 1;
+            if dropped >= config.limits.max_dropped_frames {
+                let detail = format!("{dropped} frames over the rate limit; closed");
+                coordinator.reject(peer, Some(*worker), "flood", detail).await;
+                if let Some(p) = &pinger {
+                    let _ = p.try_send(Outbound::Close("flooding".into()));
+                }
+                break;
+            }
             // Dropped. Report (and persist) at most once a second per connection.
             if last_flood_report.is_none_or(|t| arrived.duration_since(t) >= Duration::from_secs(1))
             {
@@ -342,12 +374,39 @@ async fn read_loop<R>(
                         format!("more than {} frames/s", config.limits.frames_per_sec),
                     )
                     .await;
-                reply(ErrorCode::RateLimited, "slow down: frames are being dropped".into());
+                reply(ErrorCode::RateLimited, "slow down: frames are being dropped");
             } else {
                 coordinator.metrics().rejected("rate_limited");
             }
             continue;
         }
+        let bytes = match msg {
+            WsMessage::Binary(bytes) => bytes,
+            WsMessage::Pong(payload) => {
+                if let Ok(payload) = <[u8; 8]>::try_from(payload.as_ref())
+                    && let Some((_, sent)) = pings.remove(&u64::from_le_bytes(payload))
+                {
+                    let sample = RttSample {
+                        received: arrived,
+                        rtt: arrived.saturating_duration_since(sent),
+                        kernel_min: link.kernel_rtt.min_rtt(),
+                    };
+                    coordinator.record_rtt(worker, sample);
+                }
+                continue;
+            }
+            WsMessage::Ping(_) | WsMessage::Frame(_) | WsMessage::Close(_) => continue,
+            WsMessage::Text(_) => {
+                strikes += 1;
+                let detail = "text frames are not part of the protocol";
+                coordinator.reject(peer, Some(*worker), "malformed_frame", detail.into()).await;
+                reply(ErrorCode::Malformed, detail);
+                if strikes >= config.limits.max_strikes {
+                    break;
+                }
+                continue;
+            }
+        };
         let outcome = match wire::decode(&bytes, limits) {
             Ok(msg) => coordinator.on_message(worker, msg, arrived).await,
             Err(e) => Err(Refusal { kind: decode_kind(&e), detail: e.to_string() }),
@@ -355,7 +414,7 @@ async fn read_loop<R>(
         if let Err(refusal) = outcome {
             strikes += 1;
             let code = error_code(refusal.kind);
-            reply(code, refusal.detail.clone());
+            reply(code, &refusal.detail);
             coordinator.reject(peer, Some(*worker), refusal.kind, refusal.detail).await;
             if strikes >= config.limits.max_strikes {
                 if let Some(p) = &pinger {

@@ -5,6 +5,8 @@
 
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod pong_proxy;
+
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -234,6 +236,8 @@ pub struct Harness {
     pub chain: LocalChain,
     /// Holds the chain's state file.
     _chain_dir: tempfile::TempDir,
+    /// The configuration the coordinator was started with (and is restarted with).
+    pub config: CoordinatorConfig,
     /// The database (dropped last).
     pub db: TestDb,
 }
@@ -274,10 +278,13 @@ impl Harness {
         config.chain.network = format!("file:{}", chain.path().display());
         config.chain.netuid = NETUID.0;
         tweak(&mut config);
-        let running =
-            veribench_coordinator::start(config, coordinator_keys.clone(), wrap(chain.clone()))
-                .await
-                .expect("the coordinator starts");
+        let running = veribench_coordinator::start(
+            config.clone(),
+            coordinator_keys.clone(),
+            wrap(chain.clone()),
+        )
+        .await
+        .expect("the coordinator starts");
         Harness {
             coordinator: running.coordinator.clone(),
             ws_url: format!("ws://{}/", running.ws_addr),
@@ -289,8 +296,28 @@ impl Harness {
             coordinator_keys,
             chain,
             _chain_dir: chain_dir,
+            config,
             db,
         }
+    }
+
+    /// Stops the coordinator and starts a new one on the same database, chain, keys and
+    /// configuration, as an operator restarting it would (the listeners get new ports, and the
+    /// new one drives the local chain itself, not a `wrap`per).
+    pub async fn restart(&mut self) {
+        if let Some(running) = self.running.take() {
+            running.shutdown().await;
+        }
+        let chain: Arc<dyn veribench_chain::Chain> = Arc::new(self.chain.clone());
+        let running =
+            veribench_coordinator::start(self.config.clone(), self.coordinator_keys.clone(), chain)
+                .await
+                .expect("the coordinator restarts");
+        self.coordinator = running.coordinator.clone();
+        self.ws_url = format!("ws://{}/", running.ws_addr);
+        self.ws_addr = running.ws_addr;
+        self.http_addr = running.http_addr;
+        self.running = Some(running);
     }
 
     /// The coordinator's store.
@@ -330,7 +357,7 @@ impl Harness {
         challenges_of(self.store(), worker).await
     }
 
-    /// Every stored rejection of `kind`.
+    /// Every stored rejection group of `kind`.
     pub async fn rejections(&self, kind: &str) -> Vec<Rejection> {
         rejections_of(self.store(), kind).await
     }
@@ -366,14 +393,26 @@ impl Harness {
         }
     }
 
-    /// Waits until a rejection of `kind` (optionally of `worker`) is stored and returns them all.
+    /// Waits until at least `n` refusals of `kind` are counted in the store; returns the groups.
+    pub async fn counted(&self, kind: &str, n: u64) -> Vec<Rejection> {
+        let store = self.store();
+        eventually(&format!("{n} {kind} refusals"), PATIENCE, || async move {
+            let groups = rejections_of(store, kind).await;
+            (total(&groups) >= n).then_some(groups)
+        })
+        .await
+    }
+
+    /// Waits until a rejection of `kind` (optionally concerning `worker`, see [`concerns`]) is
+    /// stored and returns the groups of that kind (and worker). Refusals are written to the store
+    /// about a second after they happen.
     pub async fn rejection(&self, kind: &str, worker: Option<&PublicKey>) -> Vec<Rejection> {
         let store = self.store();
         eventually(&format!("a {kind} rejection"), PATIENCE, || async move {
             let found: Vec<Rejection> = rejections_of(store, kind)
                 .await
                 .into_iter()
-                .filter(|r| worker.is_none_or(|w| r.worker_key.as_ref() == Some(w)))
+                .filter(|r| worker.is_none_or(|w| concerns(r, w)))
                 .collect();
             (!found.is_empty()).then_some(found)
         })
@@ -406,7 +445,18 @@ pub fn summary(rows: &[ChallengeRow]) -> String {
     items.join(" ")
 }
 
-/// Every stored rejection of `kind`.
+/// Whether a rejection group concerns `worker`: as the registered worker it is counted for, or
+/// as the key its latest refused registration claimed.
+pub fn concerns(r: &Rejection, worker: &PublicKey) -> bool {
+    r.worker_key.as_ref() == Some(worker) || r.last_claimed.as_ref() == Some(worker)
+}
+
+/// Refusals counted in `groups`.
+pub fn total(groups: &[Rejection]) -> u64 {
+    groups.iter().map(|r| r.count).sum()
+}
+
+/// Every stored rejection group of `kind`.
 pub async fn rejections_of(store: &Store, kind: &str) -> Vec<Rejection> {
     store
         .rejections(100_000)

@@ -6,12 +6,14 @@
 //! ByteLeap's (see `SCORING.md` in the crate root for the formulas, the deviations and the
 //! worked examples that the unit tests check).
 //!
-//! - [`worker_performance`]: mean verified GFLOP/s in the window × participation × availability.
+//! - [`worker_performance`]: mean verified GFLOP/s in the window × participation × availability,
+//!   0 while a challenge rejected as wrong is in the window ([`penalised_rejections`]).
 //! - [`miner_scores`]: challenge part (top workers, normalised by the best miner), lease part,
 //!   weighted total.
 //! - [`to_weights`]: scores → u16 weights, largest = 65535.
 
 mod miner;
+mod penalty;
 mod weights;
 mod window;
 
@@ -21,6 +23,7 @@ mod tests;
 use serde::{Deserialize, Serialize};
 
 pub use miner::{MinerInputs, MinerScore, miner_scores};
+pub use penalty::{RejectCode, penalised_rejections};
 pub use weights::{WEIGHT_MAX, to_weights};
 pub use window::{WorkerInputs, WorkerScore, verified_from_rows, worker_performance};
 
@@ -45,6 +48,10 @@ pub struct ScoringConfig {
     pub lease_weight: f64,
     /// Weight of the challenge part in the total (0.30).
     pub challenge_weight: f64,
+    /// Verifier rejections that make a worker's performance 0 while one is in the window
+    /// (`value_mismatch`, `out_of_tolerance`, `bad_proof`, `wrong_rows`); empty turns the
+    /// penalty off. Missed deadlines and timeouts are not rejections and cannot be listed.
+    pub penalised_reasons: Vec<RejectCode>,
 }
 
 impl Default for ScoringConfig {
@@ -58,6 +65,7 @@ impl Default for ScoringConfig {
             top_workers: 100,
             lease_weight: 0.70,
             challenge_weight: 0.30,
+            penalised_reasons: RejectCode::PENALISED_BY_DEFAULT.to_vec(),
         }
     }
 }
@@ -74,6 +82,9 @@ pub enum ScoringConfigError {
     /// `lease_weight + challenge_weight` is not 1.
     #[error("scoring.lease_weight + scoring.challenge_weight must be 1, got {0}")]
     WeightSum(f64),
+    /// A reason listed twice in `penalised_reasons` (a typo for another one, most likely).
+    #[error("scoring.penalised_reasons lists {0} twice")]
+    DuplicateReason(&'static str),
 }
 
 impl ScoringConfig {
@@ -109,6 +120,11 @@ impl ScoringConfig {
         let sum = self.lease_weight + self.challenge_weight;
         if (sum - 1.0).abs() > 1e-9 {
             return Err(ScoringConfigError::WeightSum(sum));
+        }
+        for (i, code) in self.penalised_reasons.iter().enumerate() {
+            if self.penalised_reasons[..i].contains(code) {
+                return Err(ScoringConfigError::DuplicateReason(code.as_str()));
+            }
         }
         Ok(())
     }

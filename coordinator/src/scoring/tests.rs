@@ -18,12 +18,23 @@ fn results(n: usize, gflops: f64, age_min: u64) -> Vec<(UnixMillis, f64)> {
 }
 
 fn worker(verified: Vec<(UnixMillis, f64)>, online_buckets: u32, ip_changes: u32) -> WorkerInputs {
-    WorkerInputs { verified, online_buckets, ip_changes, leased: false }
+    WorkerInputs { verified, rejected: Vec::new(), online_buckets, ip_changes, leased: false }
+}
+
+/// A full worker (36 × 1000 GFLOP/s 10 minutes ago, always online) with one rejection, finished
+/// `age_min` minutes before [`NOW`].
+fn rejected_once(code: RejectCode, age_min: u64) -> WorkerInputs {
+    let at = UnixMillis(NOW.0 - age_min * MIN);
+    WorkerInputs { rejected: vec![(at, code)], ..worker(results(36, 1000.0, 10), 2028, 0) }
 }
 
 /// Checks one row of table 1: (mean_gflops, participation, availability, performance).
 fn check_worker(inputs: WorkerInputs, expected: [f64; 4]) {
-    let s = worker_performance(&inputs, NOW, &ScoringConfig::default());
+    check_worker_with(&ScoringConfig::default(), inputs, expected);
+}
+
+fn check_worker_with(cfg: &ScoringConfig, inputs: WorkerInputs, expected: [f64; 4]) {
+    let s = worker_performance(&inputs, NOW, cfg);
     let got = [s.mean_gflops, s.participation, s.availability, s.performance];
     for (g, e) in got.iter().zip(expected) {
         assert!(close(*g, e), "got {got:?}, expected {expected:?}");
@@ -120,6 +131,73 @@ fn scoring_w14_no_results() {
 #[test]
 fn scoring_w15_huge_ip_churn() {
     check_worker(worker(results(36, 1000.0, 10), 2028, u32::MAX), [1000.0, 1.0, 0.0, 0.0]);
+}
+
+#[test]
+fn scoring_w16_rejection_in_window_zeroes_performance() {
+    // Each default reason, rejected 179 minutes ago (just inside the 180-minute window).
+    for code in RejectCode::PENALISED_BY_DEFAULT {
+        check_worker(rejected_once(code, 179), [1000.0, 1.0, 1.0, 0.0]);
+    }
+}
+
+#[test]
+fn scoring_w17_rejection_outside_window_ignored() {
+    // 180 minutes ago is just outside the window, as for verified results (w3).
+    let mut w = rejected_once(RejectCode::ValueMismatch, 180);
+    w.rejected.push((UnixMillis(NOW.0 + MIN), RejectCode::ValueMismatch));
+    check_worker(w, [1000.0, 1.0, 1.0, 1000.0]);
+}
+
+#[test]
+fn scoring_w18_unlisted_reason_ignored() {
+    check_worker(rejected_once(RejectCode::RowLength, 10), [1000.0, 1.0, 1.0, 1000.0]);
+}
+
+#[test]
+fn scoring_w19_listed_reason_penalised() {
+    let cfg =
+        ScoringConfig { penalised_reasons: vec![RejectCode::RowLength], ..Default::default() };
+    check_worker_with(&cfg, rejected_once(RejectCode::RowLength, 10), [1000.0, 1.0, 1.0, 0.0]);
+    let w = rejected_once(RejectCode::ValueMismatch, 10);
+    check_worker_with(&cfg, w, [1000.0, 1.0, 1.0, 1000.0]);
+}
+
+#[test]
+fn scoring_w20_penalty_off() {
+    let cfg = ScoringConfig { penalised_reasons: Vec::new(), ..Default::default() };
+    let w = rejected_once(RejectCode::ValueMismatch, 10);
+    check_worker_with(&cfg, w, [1000.0, 1.0, 1.0, 1000.0]);
+}
+
+#[test]
+fn scoring_w21_failures_other_than_verdicts_are_not_rejections() {
+    // What the coordinator stores for failures that are not the verifier's verdict: none has a
+    // code, so none reaches `WorkerInputs::rejected` (the store skips them) and none penalises.
+    for reason in [
+        "deadline_missed",
+        "open_timeout",
+        "disconnected",
+        "not_sent",
+        "coordinator_restart",
+        "verifier_error",
+    ] {
+        assert_eq!(RejectCode::parse(reason), None, "{reason}");
+    }
+    // Every verdict has a code, and it is the stored one.
+    use veribench_protocol::RejectReason;
+    let verdicts = [
+        RejectReason::WrongRows { asked: 32 },
+        RejectReason::RowLength { row: 1, expected: 8, got: 4 },
+        RejectReason::BadProof,
+        RejectReason::Mismatch { row: 1, col: 2, expected: 1.0, got: 0.0 },
+        RejectReason::OutOfTolerance { row: 1, col: 2, expected: 1.0, got: 0.0, bound: 1e-6 },
+    ];
+    for reason in &verdicts {
+        let code = RejectCode::from(reason);
+        assert_eq!((code.as_str(), RejectCode::parse(reason.code())), (reason.code(), Some(code)));
+    }
+    assert_eq!(verdicts.len(), RejectCode::ALL.len());
 }
 
 // Table 2: miner scores. One population, scored together.
@@ -297,8 +375,24 @@ fn scoring_config_defaults_and_serde() {
     assert!(matches!(bad.validate(), Err(ScoringConfigError::WeightSum(_))));
     let bad = ScoringConfig { participation_baseline: 0, ..cfg.clone() };
     assert_eq!(bad.validate(), Err(ScoringConfigError::Zero("participation_baseline")));
-    let bad = ScoringConfig { ip_change_factor: f64::NAN, ..cfg };
+    let bad = ScoringConfig { ip_change_factor: f64::NAN, ..cfg.clone() };
     assert!(matches!(bad.validate(), Err(ScoringConfigError::OutOfRange("ip_change_factor", _))));
+
+    use RejectCode::*;
+    assert_eq!(cfg.penalised_reasons, [ValueMismatch, OutOfTolerance, BadProof, WrongRows]);
+    let listed: ScoringConfig =
+        serde_json::from_str(r#"{"penalised_reasons": ["row_length", "bad_proof"]}"#)
+            .expect("parses");
+    assert_eq!(listed.penalised_reasons, [RowLength, BadProof]);
+    let off: ScoringConfig = serde_json::from_str(r#"{"penalised_reasons": []}"#).expect("parses");
+    assert_eq!((off.penalised_reasons.len(), off.validate()), (0, Ok(())));
+    assert!(
+        serde_json::from_str::<ScoringConfig>(r#"{"penalised_reasons": ["deadline_missed"]}"#)
+            .is_err(),
+        "only verifier rejections can be penalised"
+    );
+    let bad = ScoringConfig { penalised_reasons: vec![BadProof, WrongRows, BadProof], ..cfg };
+    assert_eq!(bad.validate(), Err(ScoringConfigError::DuplicateReason("bad_proof")));
 }
 
 fn row(

@@ -2,7 +2,7 @@
 
 use veribench_protocol::UnixMillis;
 
-use super::{ScoringConfig, sanitize};
+use super::{RejectCode, ScoringConfig, penalised_rejections, sanitize};
 use crate::store::{ChallengeRow, ChallengeStatus};
 
 /// What the scorer knows about one worker.
@@ -11,6 +11,10 @@ pub struct WorkerInputs {
     /// Verified, credited challenges: (finish time, measured GFLOP/s). Entries outside the window,
     /// in the future, or with a non-finite or non-positive rate are ignored.
     pub verified: Vec<(UnixMillis, f64)>,
+    /// Challenges the verifier rejected: (finish time, code). One in the window whose code is in
+    /// [`ScoringConfig::penalised_reasons`] makes the worker's performance 0; the others (outside
+    /// the window, in the future, or with an unpenalised code) are ignored.
+    pub rejected: Vec<(UnixMillis, RejectCode)>,
     /// 5-minute buckets in which the worker was online during the last 169 hours.
     pub online_buckets: u32,
     /// IP changes observed over the same horizon.
@@ -30,7 +34,8 @@ pub struct WorkerScore {
     /// `min(1, online_buckets / availability_buckets) · ip_change_factor^ip_changes`, 0 below
     /// `min_availability`.
     pub availability: f64,
-    /// `mean_gflops · participation · availability`.
+    /// `mean_gflops · participation · availability`, or 0 if a penalised rejection is in the
+    /// window (the three factors are still reported, so the forfeited score stays visible).
     pub performance: f64,
 }
 
@@ -46,9 +51,16 @@ fn availability(inputs: &WorkerInputs, cfg: &ScoringConfig) -> f64 {
     if a < cfg.min_availability { 0.0 } else { a }
 }
 
+/// Whether `at` is in the window `(now − window, now]`: the one window test for verified and
+/// rejected challenges alike.
+pub(super) fn in_window(at: UnixMillis, now: UnixMillis, cfg: &ScoringConfig) -> bool {
+    at <= now && now.0 - at.0 < cfg.window_ms()
+}
+
 /// Scores one worker at `now`: the mean GFLOP/s of its verified challenges finished in the window
-/// `(now − window, now]`, times participation, times availability. A leased worker's challenge
-/// results are ignored (it is not challenged), so its performance is 0.
+/// `(now − window, now]`, times participation, times availability; 0 if a challenge rejected for
+/// a penalised reason finished in the same window. A leased worker's challenge results are
+/// ignored (it is not challenged), so its performance is 0.
 pub fn worker_performance(
     inputs: &WorkerInputs,
     now: UnixMillis,
@@ -58,12 +70,10 @@ pub fn worker_performance(
     if inputs.leased {
         return WorkerScore { availability, ..WorkerScore::default() };
     }
-    let window = cfg.window_ms();
     let (mut count, mut sum) = (0u32, 0.0f64);
     for &(at, gflops) in &inputs.verified {
-        let in_window = at <= now && now.0 - at.0 < window;
         let g = sanitize(gflops);
-        if in_window && g > 0.0 {
+        if in_window(at, now, cfg) && g > 0.0 {
             count += 1;
             sum += g;
         }
@@ -74,7 +84,9 @@ pub fn worker_performance(
     } else {
         (f64::from(count) / f64::from(cfg.participation_baseline)).min(1.0)
     };
-    let performance = sanitize(mean_gflops * participation * availability);
+    let penalised = penalised_rejections(&inputs.rejected, now, cfg) > 0;
+    let performance =
+        if penalised { 0.0 } else { sanitize(mean_gflops * participation * availability) };
     WorkerScore { mean_gflops, participation, availability, performance }
 }
 

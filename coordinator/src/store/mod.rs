@@ -1,5 +1,5 @@
 //! Persistence of everything the coordinator learns: workers, their devices, every challenge and
-//! each of its state transitions, and every rejected peer input.
+//! each of its state transitions, and counts of rejected peer inputs.
 //!
 //! One `Store` over sqlx's `Any` driver serves SQLite (the embedded default, one file created
 //! on first use) and PostgreSQL (production), with a migration set per database. Timestamps are
@@ -67,6 +67,42 @@ impl ChallengeStatus {
     }
 }
 
+/// Whether a verified challenge counts towards its miner's score.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Credit {
+    /// It counts.
+    Credited,
+    /// It was verified but does not count.
+    Withheld(Withheld),
+}
+
+/// Why a verified challenge does not count (stored in its `reason` column).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Withheld {
+    /// Faster than the worker's claimed hardware can plausibly go (SPEC §8.1).
+    ImplausibleRate,
+    /// Another identity holds the device.
+    DeviceConflict,
+}
+
+impl Withheld {
+    /// The stored and API name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Withheld::ImplausibleRate => "implausible_rate",
+            Withheld::DeviceConflict => "device_conflict",
+        }
+    }
+}
+
+impl Credit {
+    /// `Credited`, or withheld as a device conflict.
+    #[cfg(test)]
+    pub(crate) fn from_flag(credited: bool) -> Self {
+        if credited { Credit::Credited } else { Credit::Withheld(Withheld::DeviceConflict) }
+    }
+}
+
 /// A challenge about to be sent.
 #[derive(Clone, Debug, PartialEq)]
 pub struct NewChallenge {
@@ -130,7 +166,8 @@ pub struct ChallengeRow {
     pub rtt_ms: Option<f64>,
     /// 2·m·k·n / compute time.
     pub gflops: Option<f64>,
-    /// Whether the result counts for the miner (false for a device claimed by two identities).
+    /// Whether the result counts for the miner (false when its worker did not hold the device's
+    /// claim, or its rate was implausible; `reason` says which).
     pub credited: bool,
 }
 
@@ -181,19 +218,27 @@ pub struct MinerRow {
     pub mean_gflops: f64,
 }
 
-/// A refused peer input (bad frame, bad signature, flood, …), kept for operators.
+/// Refused peer inputs (bad frames, bad signatures, floods, …) of one group, counted for
+/// operators: one row per (peer address, kind, registered worker), see [`crate::refusals`].
 #[derive(Clone, Debug, PartialEq)]
 pub struct Rejection {
-    /// When.
-    pub at: UnixMillis,
-    /// Peer address.
+    /// The peer's IP, its /64 for IPv6, or `overflow` for refusals counted while the in-memory
+    /// buffer was full.
     pub peer: String,
-    /// The worker identity, when known.
-    pub worker_key: Option<PublicKey>,
     /// Short stable kind (`malformed_frame`, `frame_too_large`, `rate_limited`, `bad_signature`,
-    /// `unknown_hotkey`, `replayed_registration`, `handshake_timeout`, …).
+    /// `unknown_hotkey`, `replayed_registration`, `handshake_timeout`, `bad_lease`, …).
     pub kind: String,
-    /// Details.
+    /// The registered worker the refusals concern (its connection proved the key).
+    pub worker_key: Option<PublicKey>,
+    /// The worker key the most recent refused registration of the group claimed, unproven.
+    pub last_claimed: Option<PublicKey>,
+    /// Refusals counted.
+    pub count: u64,
+    /// The first one.
+    pub first_at: UnixMillis,
+    /// The most recent one.
+    pub last_at: UnixMillis,
+    /// Details of the most recent one (bounded, [`crate::detail::bounded`]).
     pub detail: String,
 }
 
@@ -235,11 +280,15 @@ pub struct Store {
 }
 
 mod circuits;
+mod claims;
 mod liveness;
+mod nonces;
 mod queries;
+mod rejections;
 mod row;
 mod scoring;
 
+pub use claims::HeldDevice;
 pub use scoring::{
     BUCKET_MS, LeaseRow, MinerScoreRecord, NewLease, ScoreRun, ScoreRunRow, WeightEntry,
     WeightSetRow, WeightSetStatus, WeightSetUpdate, WorkerScoreRecord, bucket_of,

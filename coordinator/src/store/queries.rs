@@ -7,18 +7,19 @@
 //! single `UPDATE`s whose `WHERE` clause names the allowed previous statuses, so concurrent callers
 //! cannot both move a challenge.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::Path;
 
 use sqlx::AnyConnection;
 use sqlx::Executor;
 use sqlx::any::AnyPoolOptions;
 use sqlx::migrate::Migrator;
-use veribench_protocol::{ChallengeId, DeviceKey, PublicKey, Root, UnixMillis};
+use veribench_protocol::{ChallengeId, PublicKey, Root, UnixMillis};
 
-use super::row::{self, CHALLENGE_COLUMNS, REJECTION_COLUMNS, finite, flag, id_param, millis};
+use super::row::{self, CHALLENGE_COLUMNS, finite, flag, id_param, millis};
 use super::{
-    ChallengeRow, ChallengeStatus, DbKind, MinerRow, NewChallenge, Rejection, Store, StoreError,
+    Credit,
+    ChallengeRow, ChallengeStatus, DbKind, MinerRow, NewChallenge, Store, StoreError,
     WorkerRecord, WorkerRow,
 };
 
@@ -36,6 +37,10 @@ const POSTGRES_POOL_SIZE: u32 = 10;
 
 /// The statuses a challenge can still leave, as an SQL list.
 const NON_TERMINAL: &str = "('created', 'sent', 'committed', 'verifying')";
+
+/// Challenges per `INSERT` of [`Store::insert_sent_challenges`]: 11 parameters a row stays far
+/// below SQLite's 32,766 and PostgreSQL's 65,535 bound parameters per statement.
+const ROUND_ROWS_PER_STATEMENT: usize = 500;
 
 /// Moves a worker's `last_seen` forward, never backwards.
 const TOUCH: &str = "UPDATE workers \
@@ -320,79 +325,6 @@ impl Store {
         Ok(out)
     }
 
-    // ---------------------------------------------------------------- devices
-
-    /// Records that `worker_key` (delegated by `miner_hotkey`) claims `devices`. Returns, in the
-    /// order given and without repeats, the devices among them that more than one worker identity
-    /// has ever claimed.
-    ///
-    /// The claims are committed before they are counted, so of two identities claiming one device
-    /// at the same moment at least the later one sees the conflict.
-    pub async fn claim_devices(
-        &self,
-        worker_key: &PublicKey,
-        miner_hotkey: &PublicKey,
-        devices: &[DeviceKey],
-        at: UnixMillis,
-    ) -> Result<Vec<DeviceKey>, StoreError> {
-        let mut unique: Vec<&DeviceKey> = Vec::with_capacity(devices.len());
-        for device in devices {
-            if !unique.contains(&device) {
-                unique.push(device);
-            }
-        }
-        let worker = worker_key.to_string();
-        let miner = miner_hotkey.to_string();
-        let mut tx = self.pool.begin().await?;
-        for device in &unique {
-            sqlx::query(
-                "INSERT INTO device_claims \
-                     (device_key, worker_key, miner_hotkey, first_claimed_at, last_claimed_at) \
-                 VALUES ($1, $2, $3, $4, $4) \
-                 ON CONFLICT (device_key, worker_key) DO UPDATE SET \
-                     miner_hotkey = excluded.miner_hotkey, \
-                     last_claimed_at = excluded.last_claimed_at",
-            )
-            .bind(device.as_str())
-            .bind(&worker)
-            .bind(&miner)
-            .bind(millis(at))
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        let mut conflicted = Vec::new();
-        for device in unique {
-            if self.is_conflicted(device).await? {
-                conflicted.push(device.clone());
-            }
-        }
-        Ok(conflicted)
-    }
-
-    /// Whether more than one worker identity has claimed `device`.
-    pub async fn is_conflicted(&self, device: &DeviceKey) -> Result<bool, StoreError> {
-        let r = sqlx::query("SELECT COUNT(*) AS claims FROM device_claims WHERE device_key = $1")
-            .bind(device.as_str())
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(row::int(&r, "claims")? > 1)
-    }
-
-    /// Every device claimed by more than one worker identity, sorted by key.
-    pub async fn conflicted_devices(&self) -> Result<Vec<DeviceKey>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT device_key FROM device_claims GROUP BY device_key HAVING COUNT(*) > 1",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        let mut devices =
-            rows.iter().map(|r| row::device(r, "device_key")).collect::<Result<Vec<_>, _>>()?;
-        // Byte order on both databases, whatever PostgreSQL's collation.
-        devices.sort();
-        Ok(devices)
-    }
-
     // ------------------------------------------------------------- challenges
 
     /// Stores a new challenge in status `created`; the id comes from the database and is never
@@ -442,6 +374,75 @@ impl Store {
         Ok(done.rows_affected() > 0)
     }
 
+    /// Stores a round of new challenges directly in status `sent` (sent at `at`), in one
+    /// transaction of a few multi-row statements, and returns their ids in the order given.
+    ///
+    /// A round is stored as sent before any of its frames leaves, so a fast worker's commitment
+    /// always finds its challenge sent; a frame that then cannot be queued fails its challenge
+    /// (`not_sent`). One transaction, not one per challenge, keeps a synchronized round of
+    /// thousands of devices within a short window.
+    pub async fn insert_sent_challenges(
+        &self,
+        challenges: &[NewChallenge],
+        at: UnixMillis,
+    ) -> Result<Vec<ChallengeId>, StoreError> {
+        const COLUMNS: usize = 11;
+        let mut returned: HashMap<String, VecDeque<i64>> = HashMap::new();
+        let mut tx = self.pool.begin().await?;
+        for chunk in challenges.chunks(ROUND_ROWS_PER_STATEMENT) {
+            let values: Vec<String> = (0..chunk.len())
+                .map(|i| {
+                    let p: Vec<String> =
+                        (1..=COLUMNS).map(|c| format!("${}", i * COLUMNS + c)).collect();
+                    format!(
+                        "({}, {}, {}, {}, {}, {}, {}, {}, 'sent', {}, {}, {}, 0)",
+                        p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8], p[9], p[10]
+                    )
+                })
+                .collect();
+            let sql = format!(
+                "INSERT INTO challenges \
+                     (miner_hotkey, worker_key, device_key, mode, m, k, n, seed, status, \
+                      issued_at, deadline, sent_at, credited) \
+                 VALUES {} RETURNING id, seed",
+                values.join(", ")
+            );
+            let mut query = sqlx::query(&sql);
+            for c in chunk {
+                query = query
+                    .bind(c.miner_hotkey.to_string())
+                    .bind(c.worker_key.to_string())
+                    .bind(c.device.as_str())
+                    .bind(c.mode.as_str())
+                    .bind(i64::from(c.shape.m))
+                    .bind(i64::from(c.shape.k))
+                    .bind(i64::from(c.shape.n))
+                    .bind(c.seed.to_string())
+                    .bind(millis(c.issued_at))
+                    .bind(millis(c.deadline))
+                    .bind(millis(at));
+            }
+            for r in query.fetch_all(&mut *tx).await? {
+                returned.entry(row::text(&r, "seed")?).or_default().push_back(row::int(&r, "id")?);
+            }
+        }
+        tx.commit().await?;
+        // RETURNING order is unspecified (SQLite documents it as arbitrary): match rows by their
+        // fresh seed; ids of equal seeds are handed out in insertion order.
+        returned.values_mut().for_each(|ids| ids.make_contiguous().sort_unstable());
+        challenges
+            .iter()
+            .map(|c| {
+                let seed = c.seed.to_string();
+                let id = returned.get_mut(&seed).and_then(VecDeque::pop_front);
+                let id = id.ok_or(StoreError::Corrupt { column: "seed", value: seed })?;
+                u64::try_from(id)
+                    .map(ChallengeId)
+                    .map_err(|_| StoreError::Corrupt { column: "id", value: id.to_string() })
+            })
+            .collect()
+    }
+
     /// sent → committed, with the root and the coordinator's timing.
     pub async fn mark_committed(
         &self,
@@ -489,17 +490,22 @@ impl Store {
         id: ChallengeId,
         at: UnixMillis,
         gflops: f64,
-        credited: bool,
+        credit: Credit,
     ) -> Result<bool, StoreError> {
+        let (credited, withheld) = match credit {
+            Credit::Credited => (true, None),
+            Credit::Withheld(reason) => (false, Some(reason.as_str())),
+        };
         let done = sqlx::query(
             "UPDATE challenges SET status = 'verified', finished_at = $2, gflops = $3, \
-                 credited = $4 \
+                 credited = $4, reason = $5 \
              WHERE id = $1 AND status = 'verifying'",
         )
         .bind(id_param(id))
         .bind(millis(at))
         .bind(finite(gflops))
         .bind(flag(credited))
+        .bind(withheld)
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() > 0)
@@ -625,34 +631,5 @@ impl Store {
             miner.mean_gflops = mean.unwrap_or(0.0);
         }
         Ok(miners.into_values().collect())
-    }
-
-    // ------------------------------------------------------------- rejections
-
-    /// Stores one refused peer input.
-    pub async fn record_rejection(&self, rejection: &Rejection) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO rejections (at, peer, worker_key, kind, detail) \
-             VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(millis(rejection.at))
-        .bind(&rejection.peer)
-        .bind(rejection.worker_key.map(|k| k.to_string()))
-        .bind(&rejection.kind)
-        .bind(&rejection.detail)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    /// Up to `limit` rejections, newest first.
-    pub async fn rejections(&self, limit: u32) -> Result<Vec<Rejection>, StoreError> {
-        let rows = sqlx::query(&format!(
-            "SELECT {REJECTION_COLUMNS} FROM rejections ORDER BY at DESC, id DESC LIMIT $1"
-        ))
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(row::rejection).collect()
     }
 }

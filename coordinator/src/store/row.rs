@@ -16,7 +16,8 @@ pub(super) const CHALLENGE_COLUMNS: &str = "id, miner_hotkey, worker_key, device
      root, compute_ms, rtt_ms, gflops, credited";
 
 /// The columns [`rejection`] reads, in `SELECT` order.
-pub(super) const REJECTION_COLUMNS: &str = "at, peer, worker_key, kind, detail";
+pub(super) const REJECTION_COLUMNS: &str =
+    "peer, kind, worker_key, last_claimed, count, first_at, last_at, detail";
 
 /// A timestamp as stored: milliseconds as `BIGINT`, saturating at `i64::MAX` (year 292 million).
 pub(super) fn millis(at: UnixMillis) -> i64 {
@@ -153,14 +154,22 @@ pub(super) fn challenge(row: &AnyRow) -> Result<ChallengeRow, StoreError> {
 
 /// Decodes one row selected with [`REJECTION_COLUMNS`].
 pub(super) fn rejection(row: &AnyRow) -> Result<Rejection, StoreError> {
+    let worker_key = text(row, "worker_key")?;
     Ok(Rejection {
-        at: time(row, "at")?,
         peer: text(row, "peer")?,
-        worker_key: match opt_text(row, "worker_key")? {
-            None => None,
-            Some(k) => Some(parse_key("worker_key", k)?),
-        },
         kind: text(row, "kind")?,
+        // '' rather than NULL when no registered worker: NULLs would not collide in the unique key.
+        worker_key: match worker_key.is_empty() {
+            true => None,
+            false => Some(parse_key("worker_key", worker_key)?),
+        },
+        last_claimed: match opt_text(row, "last_claimed")? {
+            None => None,
+            Some(k) => Some(parse_key("last_claimed", k)?),
+        },
+        count: small(row, "count")?,
+        first_at: time(row, "first_at")?,
+        last_at: time(row, "last_at")?,
         detail: text(row, "detail")?,
     })
 }

@@ -1,5 +1,5 @@
-//! What scoring reads (online buckets, IP changes, verified results, leases) and writes (score
-//! runs with every component, weight vectors and their way to the chain).
+//! What scoring reads (online buckets, IP changes, verified and rejected results, leases) and
+//! writes (score runs with every component, weight vectors and their way to the chain).
 
 use std::collections::HashMap;
 
@@ -9,7 +9,7 @@ use veribench_protocol::{PublicKey, UnixMillis};
 
 use super::row::{self, millis};
 use super::{Store, StoreError};
-use crate::scoring::WorkerScore;
+use crate::scoring::{RejectCode, WorkerScore};
 
 /// Length of an availability bucket: 5 minutes.
 pub const BUCKET_MS: u64 = 300_000;
@@ -333,6 +333,35 @@ impl Store {
                     row::time(r, "finished_at")?,
                     row::float(r, "gflops")?,
                 ))
+            })
+            .collect()
+    }
+
+    /// Challenges the verifier rejected (failed with a [`RejectCode`] reason) that finished at or
+    /// after `since`: (worker, finish, code). Deadline misses, timeouts and other failures are
+    /// not returned; which codes are penalised is the scoring's decision.
+    pub async fn rejected_since(
+        &self,
+        since: UnixMillis,
+    ) -> Result<Vec<(PublicKey, UnixMillis, RejectCode)>, StoreError> {
+        let codes: Vec<String> =
+            (0..RejectCode::ALL.len()).map(|i| format!("${}", i + 2)).collect();
+        let sql = format!(
+            "SELECT worker_key, finished_at, reason FROM challenges \
+             WHERE status = 'failed' AND finished_at >= $1 AND reason IN ({})",
+            codes.join(", ")
+        );
+        let mut query = sqlx::query(&sql).bind(millis(since));
+        for code in RejectCode::ALL {
+            query = query.bind(code.as_str());
+        }
+        let rows = query.fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|r| {
+                let reason = row::text(r, "reason")?;
+                let code = RejectCode::parse(&reason)
+                    .ok_or(StoreError::Corrupt { column: "reason", value: reason })?;
+                Ok((row::key(r, "worker_key")?, row::time(r, "finished_at")?, code))
             })
             .collect()
     }

@@ -12,7 +12,7 @@ use veribench_protocol::{ChallengeId, DeviceKey, Mode, PublicKey, Root, Seed, Sh
 
 use super::queries::{SqliteTarget, sqlite_target};
 use super::{
-    ChallengeRow, ChallengeStatus, DbKind, MinerRow, NewChallenge, Rejection, Store, StoreError,
+    HeldDevice, ChallengeRow, Credit, ChallengeStatus, DbKind, MinerRow, NewChallenge, Rejection, Store, StoreError,
     WorkerRecord, WorkerRow,
 };
 
@@ -153,19 +153,23 @@ on_both_databases!(
     migrations_on_fresh_database_and_rerun,
     workers_register_touch_and_go_offline,
     stale_workers_are_marked_offline,
-    device_conflicts,
+    device_claims_oldest_active_wins,
+    rounds_are_stored_sent_in_one_batch,
     challenge_state_machine,
     illegal_transitions_are_refused,
     fail_unfinished_after_crash,
     ids_are_never_reused,
     miners_aggregate_workers_and_credited_challenges,
     challenges_listing,
-    rejections_newest_first,
+    rejections_are_counted_per_group_and_pruned,
+    old_rejections_are_grouped_by_the_migration,
+    registration_nonces_are_used_once_and_pruned,
     corrupt_values_are_errors,
     values_round_trip_exactly,
     concurrent_writers,
     availability_buckets_and_ip_changes,
     verified_since_counts_credited_results_only,
+    rejected_since_returns_verifier_rejections_only,
     leases_are_unique_and_filtered_by_time,
     score_runs_and_weight_sets_round_trip,
     circuit_fetches_round_trip,
@@ -230,7 +234,7 @@ async fn challenge_in(
                 store.mark_committed(id, UnixMillis(at + 2), Root([7; 32]), 10.0, 1.0).await?
             }
             ChallengeStatus::Verifying => store.mark_verifying(id, UnixMillis(at + 3)).await?,
-            _ => store.mark_verified(id, UnixMillis(at + 4), 100.0, true).await?,
+            _ => store.mark_verified(id, UnixMillis(at + 4), 100.0, Credit::Credited).await?,
         };
         assert!(moved, "{step:?}");
         if step == target {
@@ -356,35 +360,98 @@ async fn stale_workers_are_marked_offline(backend: Backend) -> TestResult {
     store.close().await
 }
 
-async fn device_conflicts(backend: Backend) -> TestResult {
+/// Claims active after `since`, for the claim tests: an expiry of 1,000 ms before `t`.
+fn since(t: UnixMillis) -> UnixMillis {
+    UnixMillis(t.0 - 1_000)
+}
+
+async fn device_claims_oldest_active_wins(backend: Backend) -> TestResult {
     let db = TestDb::new(backend).await;
     let store = db.open().await;
-    let (a, b, c) = (dev("GPU-a"), dev("GPU-b"), dev("cpu:machine-1"));
-    let t = UnixMillis(1_000);
+    let (a, b, c, d) = (dev("GPU-a"), dev("GPU-b"), dev("cpu:machine-1"), dev("GPU-d"));
+    let claim = |worker: u8, miner: u8, devices: Vec<DeviceKey>, t: u64| {
+        let store = store.clone();
+        async move {
+            let t = UnixMillis(t);
+            store.claim_devices(&key(worker), &key(miner), &devices, t, since(t)).await
+        }
+    };
+    let held_by = |device: &DeviceKey, holder: u8| HeldDevice { device: device.clone(), holder: key(holder) };
 
-    assert!(store.claim_devices(&key(1), &key(9), &[a.clone(), b.clone()], t).await?.is_empty());
-    // The same identity again (even under another hotkey) is no conflict.
-    assert!(store.claim_devices(&key(1), &key(8), &[a.clone(), a.clone()], t).await?.is_empty());
-    assert!(store.conflicted_devices().await?.is_empty());
+    // Identity 1 claims a and b, and again (under another hotkey, a repeated device): no conflict.
+    assert!(claim(1, 9, vec![a.clone(), b.clone()], 1_000).await?.is_empty());
+    assert!(claim(1, 8, vec![a.clone(), a.clone()], 1_000).await?.is_empty());
+    store.upsert_worker(&worker(key(1), key(9), &["GPU-a", "GPU-b"]), UnixMillis(1_000)).await?;
+    // Identity 2 names b while identity 1's claim is active: refused whole, nothing recorded.
+    let got = claim(2, 9, vec![c.clone(), b.clone(), b.clone()], 1_500).await?;
+    assert_eq!(got, vec![held_by(&b, 1)]);
+    assert_eq!(store.device_holder(&b, since(UnixMillis(1_500))).await?, Some(key(1)));
+    assert_eq!(store.device_holder(&c, since(UnixMillis(1_500))).await?, None);
+    assert_eq!(store.device_holder(&dev("never-seen"), UnixMillis(0)).await?, None);
+    // Long after its registration identity 1 still holds b: it is connected and offers it.
+    assert_eq!(claim(2, 9, vec![b.clone()], 50_000).await?, vec![held_by(&b, 1)]);
+    assert_eq!(store.device_holder(&b, since(UnixMillis(50_000))).await?, Some(key(1)));
 
-    // A second identity claiming b: b is conflicted, for it and from then on.
-    let got = store.claim_devices(&key(2), &key(9), &[c.clone(), b.clone(), b.clone()], t).await?;
-    assert_eq!(got, vec![b.clone()]);
-    assert!(store.is_conflicted(&b).await?);
-    assert!(!store.is_conflicted(&a).await?);
-    assert!(!store.is_conflicted(&c).await?);
-    assert!(!store.is_conflicted(&dev("never-seen")).await?);
-    // The first identity claiming again now learns it too.
-    assert_eq!(
-        store.claim_devices(&key(1), &key(9), &[a.clone(), b.clone()], t).await?,
-        vec![b.clone()]
-    );
-    assert_eq!(
-        store.claim_devices(&key(3), &key(7), std::slice::from_ref(&c), t).await?,
-        vec![c.clone()]
-    );
-    assert_eq!(store.conflicted_devices().await?, vec![b, c]);
-    assert!(store.claim_devices(&key(3), &key(7), &[], t).await?.is_empty());
+    // Identity 1 goes offline (last seen at 1,000): its claims lapse and identity 2 takes b.
+    assert!(store.set_offline(&key(1), UnixMillis(50_000)).await?);
+    assert_eq!(store.device_holder(&b, since(UnixMillis(50_000))).await?, None);
+    assert!(claim(2, 7, vec![c.clone(), b.clone()], 50_000).await?.is_empty());
+    assert_eq!(store.device_holder(&b, since(UnixMillis(50_100))).await?, Some(key(2)));
+    // Identity 1 coming back is now the newcomer; its lapsed claim on b was deleted.
+    assert_eq!(claim(1, 9, vec![a.clone(), b.clone()], 50_100).await?, vec![held_by(&b, 2)]);
+    assert_eq!(count(&store, "device_claims").await, 3, "a by 1, b and c by 2");
+
+    // Two active claims (only by hand, or left by a coordinator that never refused a claim):
+    // the oldest holds the device, is credited and keeps it, even against the younger claimant.
+    assert!(claim(4, 9, vec![d.clone()], 60_000).await?.is_empty());
+    assert!(store.conflicted_devices(since(UnixMillis(60_100))).await?.is_empty());
+    sqlx::query("INSERT INTO device_claims VALUES ($1, $2, $2, $3, $3)")
+        .bind("GPU-d")
+        .bind(key(5).to_string())
+        .bind(59_900_i64)
+        .execute(&store.pool)
+        .await?;
+    assert_eq!(store.conflicted_devices(since(UnixMillis(60_100))).await?, vec![d.clone()]);
+    assert_eq!(store.device_holder(&d, since(UnixMillis(60_100))).await?, Some(key(5)));
+    assert_eq!(claim(4, 9, vec![d.clone()], 60_200).await?, vec![held_by(&d, 5)]);
+    assert!(claim(5, 9, vec![d.clone()], 60_200).await?.is_empty());
+    assert!(claim(3, 7, vec![], 60_200).await?.is_empty());
+    store.close().await
+}
+
+async fn rounds_are_stored_sent_in_one_batch(backend: Backend) -> TestResult {
+    let db = TestDb::new(backend).await;
+    let store = db.open().await;
+    assert!(store.insert_sent_challenges(&[], UnixMillis(5)).await?.is_empty());
+    // More than two statements' worth, and two challenges sharing a seed.
+    let mut round: Vec<NewChallenge> = (0..1_201_u32)
+        .map(|i| {
+            let mut c = challenge(key(9), key((i % 7) as u8), &format!("GPU-{i}"), 1_000);
+            c.seed = Seed(std::array::from_fn(|j| (i >> (8 * (j % 4))) as u8 ^ j as u8));
+            c
+        })
+        .collect();
+    round[7].seed = round[3].seed;
+    let ids = store.insert_sent_challenges(&round, UnixMillis(1_001)).await?;
+    assert_eq!(ids.len(), round.len());
+    let stored: std::collections::HashMap<ChallengeId, ChallengeRow> = store
+        .challenges(Some(ChallengeStatus::Sent), 5_000)
+        .await?
+        .into_iter()
+        .map(|r| (r.id, r))
+        .collect();
+    assert_eq!(stored.len(), round.len(), "unique ids, all sent");
+    for (id, new) in ids.iter().zip(&round) {
+        let row = &stored[id];
+        assert_eq!(
+            (&row.worker_key, &row.device, row.seed, row.shape, row.deadline),
+            (&new.worker_key, &new.device, new.seed, new.shape, new.deadline)
+        );
+        assert_eq!(row.sent_at, Some(UnixMillis(1_001)));
+    }
+    // The usual transitions apply.
+    assert!(store.mark_committed(ids[0], UnixMillis(1_002), Root([1; 32]), 1.0, 0.1).await?);
+    assert!(!store.mark_sent(ids[1], UnixMillis(1_002)).await?, "already sent");
     store.close().await
 }
 
@@ -442,7 +509,7 @@ async fn challenge_state_machine(backend: Backend) -> TestResult {
     let verifying = ChallengeRow { status: ChallengeStatus::Verifying, ..committed };
     assert_eq!(store.challenge(id).await?, Some(verifying.clone()));
 
-    assert!(store.mark_verified(id, UnixMillis(11_000), 21_154.5, true).await?);
+    assert!(store.mark_verified(id, UnixMillis(11_000), 21_154.5, Credit::Credited).await?);
     let verified = ChallengeRow {
         status: ChallengeStatus::Verified,
         finished_at: Some(UnixMillis(11_000)),
@@ -477,7 +544,7 @@ async fn challenge_state_machine(backend: Backend) -> TestResult {
     }
     // Verified but not credited (a conflicted device).
     let id = challenge_in(&store, ChallengeStatus::Verifying, &new).await?;
-    assert!(store.mark_verified(id, UnixMillis(13_000), 5.0, false).await?);
+    assert!(store.mark_verified(id, UnixMillis(13_000), 5.0, Credit::from_flag(false)).await?);
     let row = store.challenge(id).await?.expect("exists");
     assert_eq!(
         (row.status, row.credited, row.gflops),
@@ -496,20 +563,20 @@ async fn illegal_transitions_are_refused(backend: Backend) -> TestResult {
     let created = challenge_in(&store, ChallengeStatus::Created, &new).await?;
     assert!(!store.mark_committed(created, t, root, 1.0, 1.0).await?, "created→committed");
     assert!(!store.mark_verifying(created, t).await?, "created→verifying");
-    assert!(!store.mark_verified(created, t, 1.0, true).await?, "created→verified");
+    assert!(!store.mark_verified(created, t, 1.0, Credit::Credited).await?, "created→verified");
     assert_eq!(store.challenge(created).await?.expect("exists").committed_at, None);
     assert_eq!(status(&store, created).await?, ChallengeStatus::Created);
 
     let sent = challenge_in(&store, ChallengeStatus::Sent, &new).await?;
     assert!(!store.mark_sent(sent, t).await?, "sent→sent");
     assert!(!store.mark_verifying(sent, t).await?, "sent→verifying");
-    assert!(!store.mark_verified(sent, t, 1.0, true).await?, "sent→verified");
+    assert!(!store.mark_verified(sent, t, 1.0, Credit::Credited).await?, "sent→verified");
     assert_eq!(status(&store, sent).await?, ChallengeStatus::Sent);
 
     let committed = challenge_in(&store, ChallengeStatus::Committed, &new).await?;
     assert!(!store.mark_sent(committed, t).await?, "committed→sent");
     assert!(!store.mark_committed(committed, t, Root([2; 32]), 9.0, 9.0).await?);
-    assert!(!store.mark_verified(committed, t, 1.0, true).await?, "committed→verified");
+    assert!(!store.mark_verified(committed, t, 1.0, Credit::Credited).await?, "committed→verified");
     let row = store.challenge(committed).await?.expect("exists");
     assert_eq!((row.status, row.root), (ChallengeStatus::Committed, Some(Root([7; 32]))));
 
@@ -521,7 +588,7 @@ async fn illegal_transitions_are_refused(backend: Backend) -> TestResult {
     let verified = challenge_in(&store, ChallengeStatus::Verified, &new).await?;
     let before = store.challenge(verified).await?;
     assert!(!store.mark_failed(verified, t, "late", "too late").await?, "verified→failed");
-    assert!(!store.mark_verified(verified, t, 1.0, false).await?, "verified→verified");
+    assert!(!store.mark_verified(verified, t, 1.0, Credit::from_flag(false)).await?, "verified→verified");
     assert!(!store.mark_sent(verified, t).await?, "verified→sent");
     assert_eq!(store.challenge(verified).await?, before, "untouched");
 
@@ -532,7 +599,7 @@ async fn illegal_transitions_are_refused(backend: Backend) -> TestResult {
     assert!(!store.mark_sent(failed, t).await?, "failed→sent");
     assert!(!store.mark_committed(failed, t, root, 1.0, 1.0).await?, "failed→committed");
     assert!(!store.mark_verifying(failed, t).await?, "failed→verifying");
-    assert!(!store.mark_verified(failed, t, 1.0, true).await?, "failed→verified");
+    assert!(!store.mark_verified(failed, t, 1.0, Credit::Credited).await?, "failed→verified");
     assert_eq!(store.challenge(failed).await?, before, "untouched");
 
     let unknown = ChallengeId(999_999);
@@ -636,7 +703,7 @@ async fn miners_aggregate_workers_and_credited_challenges(backend: Backend) -> T
         async move {
             let c = challenge(miner, w, "GPU-a", 1_000);
             let id = challenge_in(store, ChallengeStatus::Verifying, &c).await?;
-            assert!(store.mark_verified(id, UnixMillis(1_010), gflops, credited).await?);
+            assert!(store.mark_verified(id, UnixMillis(1_010), gflops, Credit::from_flag(credited)).await?);
             Ok::<_, StoreError>(id)
         }
     };
@@ -712,30 +779,141 @@ async fn challenges_listing(backend: Backend) -> TestResult {
     store.close().await
 }
 
-async fn rejections_newest_first(backend: Backend) -> TestResult {
+/// A tally of one group, as the service's buffer hands it over.
+fn tally(
+    kind: &str,
+    worker: Option<PublicKey>,
+    claimed: Option<PublicKey>,
+    count: u64,
+    span: (u64, u64),
+    detail: &str,
+) -> Rejection {
+    Rejection {
+        peer: "203.0.113.9".into(),
+        kind: kind.into(),
+        worker_key: worker,
+        last_claimed: claimed,
+        count,
+        first_at: UnixMillis(span.0),
+        last_at: UnixMillis(span.1),
+        detail: detail.into(),
+    }
+}
+
+async fn rejections_are_counted_per_group_and_pruned(backend: Backend) -> TestResult {
     let db = TestDb::new(backend).await;
     let store = db.open().await;
     assert!(store.rejections(10).await?.is_empty());
-    let r = |at, kind: &str, worker_key| Rejection {
-        at: UnixMillis(at),
-        peer: "203.0.113.9:5555".into(),
-        worker_key,
-        kind: kind.into(),
-        detail: format!("{kind} at {at}: it's \"bad\""),
+    let claimed = tally("bad_signature", None, Some(key(1)), 2, (1_000, 2_000), "it's \"bad\"");
+    let registered = tally("bad_signature", Some(key(3)), None, 1, (1_500, 1_500), "b");
+    store.record_rejections(&[claimed.clone(), registered.clone()]).await?;
+    // A later tally of the group adds up; the newer detail and claim win.
+    let later = tally("bad_signature", None, Some(key(2)), 3, (500, 3_000), "newer");
+    store.record_rejections(&[later]).await?;
+    // A tally whose refusals are older than the row's last one keeps the row's detail and claim.
+    let older = tally("bad_signature", None, None, 1, (2_500, 2_500), "older");
+    store.record_rejections(&[older]).await?;
+    let merged = Rejection {
+        count: 6,
+        first_at: UnixMillis(500),
+        last_at: UnixMillis(3_000),
+        last_claimed: Some(key(2)),
+        detail: "newer".into(),
+        ..claimed
     };
-    let all = [
-        r(1_000, "malformed_frame", None),
-        r(3_000, "bad_signature", Some(key(1))),
-        r(2_000, "rate_limited", Some(key(2))),
-        r(3_000, "frame_too_large", None),
-    ];
-    for rej in &all {
-        store.record_rejection(rej).await?;
+    assert_eq!(store.rejections(10).await?, vec![merged.clone(), registered.clone()]);
+    assert_eq!(store.rejections(1).await?, vec![merged.clone()]);
+
+    // Pruning by age, then by count (least recently refused first).
+    let stale = tally("handshake_timeout", None, None, 9, (10, 100), "old");
+    store.record_rejections(&[stale]).await?;
+    assert_eq!(store.rejections(10).await?.len(), 3);
+    assert_eq!(store.prune_rejections(UnixMillis(1_000), 10).await?, 1);
+    assert_eq!(store.rejections(10).await?, vec![merged.clone(), registered]);
+    assert_eq!(store.prune_rejections(UnixMillis(0), 1).await?, 1);
+    assert_eq!(store.rejections(10).await?, vec![merged]);
+    assert_eq!(store.prune_rejections(UnixMillis(0), 1).await?, 0);
+    store.close().await
+}
+
+/// Applies the migrations before 0004 to `db`, then stores rows of the old one-row-per-refusal
+/// table; opening the store then runs 0004, which must group them.
+async fn old_rejections_are_grouped_by_the_migration(backend: Backend) -> TestResult {
+    let db = TestDb::new(backend).await;
+    let (flavour, url) = match backend {
+        Backend::Sqlite => match sqlite_target(&db.url) {
+            Some(SqliteTarget::File { path, url }) => {
+                if let Some(dir) = std::path::Path::new(&path).parent() {
+                    std::fs::create_dir_all(dir).expect("database directory");
+                }
+                ("sqlite", url)
+            }
+            other => panic!("{other:?}"),
+        },
+        Backend::Postgres => ("postgres", db.url.clone()),
+    };
+    let all = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations").join(flavour);
+    let before = tempfile::tempdir().expect("temp dir");
+    for entry in std::fs::read_dir(&all).expect("migrations") {
+        let path = entry.expect("entry").path();
+        let name = path.file_name().expect("file name").to_string_lossy().into_owned();
+        if name.as_str() < "0004" {
+            std::fs::copy(&path, before.path().join(name)).expect("copy");
+        }
     }
-    // Newest first; equal times in the order they were recorded, latest first.
-    let expected = vec![all[3].clone(), all[1].clone(), all[2].clone(), all[0].clone()];
-    assert_eq!(store.rejections(10).await?, expected);
-    assert_eq!(store.rejections(2).await?, expected[..2].to_vec());
+    let mut conn = AnyConnection::connect(&url).await?;
+    sqlx::migrate::Migrator::new(before.path()).await?.run_direct(&mut conn).await?;
+    let long = "x".repeat(1_000);
+    sqlx::query(
+        "INSERT INTO rejections (at, peer, worker_key, kind, detail) VALUES \
+             (1000, '203.0.113.9:5555', NULL, 'handshake_timeout', 'first'), \
+             (2000, '203.0.113.9:6666', NULL, 'handshake_timeout', 'last'), \
+             (1500, '[2001:db8::1]:80', $1, 'bad_signature', $2), \
+             (1700, 'http', NULL, 'bad_lease', 'c')",
+    )
+    .bind(key(1).to_string())
+    .bind(&long)
+    .execute(&mut conn)
+    .await?;
+    conn.close().await?;
+
+    let store = db.open().await;
+    let row = |peer: &str, kind: &str, claimed, count, span: (u64, u64), detail: &str| Rejection {
+        peer: peer.into(),
+        last_claimed: claimed,
+        ..tally(kind, None, None, count, span, detail)
+    };
+    assert_eq!(
+        store.rejections(10).await?,
+        vec![
+            row("203.0.113.9", "handshake_timeout", None, 2, (1_000, 2_000), "last"),
+            row("http", "bad_lease", None, 1, (1_700, 1_700), "c"),
+            row("2001:db8::1", "bad_signature", Some(key(1)), 1, (1_500, 1_500), &long[..240]),
+        ]
+    );
+    assert_eq!(count(&store, "registration_nonces").await, 0);
+    store.close().await
+}
+
+async fn registration_nonces_are_used_once_and_pruned(backend: Backend) -> TestResult {
+    let db = TestDb::new(backend).await;
+    let store = db.open().await;
+    assert!(store.use_registration_nonce(&key(1), 7, UnixMillis(1_000)).await?);
+    assert!(!store.use_registration_nonce(&key(1), 7, UnixMillis(1_001)).await?);
+    assert!(store.use_registration_nonce(&key(2), 7, UnixMillis(1_000)).await?);
+    // Nonces use all 64 bits.
+    assert!(store.use_registration_nonce(&key(1), u64::MAX, UnixMillis(5_000)).await?);
+    assert!(store.use_registration_nonce(&key(1), i64::MAX as u64, UnixMillis(5_000)).await?);
+    assert!(!store.use_registration_nonce(&key(1), u64::MAX, UnixMillis(5_000)).await?);
+    store.close().await?;
+
+    // Still used after a restart; forgotten once pruned.
+    let store = db.open().await;
+    assert!(!store.use_registration_nonce(&key(1), 7, UnixMillis(1_000)).await?);
+    assert_eq!(store.prune_registration_nonces(UnixMillis(2_000)).await?, 2);
+    assert!(store.use_registration_nonce(&key(1), 7, UnixMillis(6_000)).await?);
+    assert!(!store.use_registration_nonce(&key(1), u64::MAX, UnixMillis(6_000)).await?);
+    assert_eq!(count(&store, "registration_nonces").await, 3);
     store.close().await
 }
 
@@ -822,7 +1000,8 @@ async fn corrupt_values_are_errors(backend: Backend) -> TestResult {
         Some(("worker_key", "bad-key".to_owned()))
     );
     sqlx::query(
-        "INSERT INTO rejections (at, peer, worker_key, kind, detail) VALUES (1, 'p', 'nothex', 'k', 'd')",
+        "INSERT INTO rejections (peer, kind, worker_key, count, first_at, last_at, detail) \
+         VALUES ('p', 'k', 'nothex', 1, 1, 1, 'd')",
     )
     .execute(&store.pool)
     .await?;
@@ -836,7 +1015,7 @@ async fn corrupt_values_are_errors(backend: Backend) -> TestResult {
         .execute(&store.pool)
         .await?;
     assert_eq!(
-        corrupt_column(store.conflicted_devices().await),
+        corrupt_column(store.conflicted_devices(UnixMillis(0)).await),
         Some(("device_key", String::new()))
     );
     store.close().await
@@ -857,7 +1036,7 @@ async fn values_round_trip_exactly(backend: Backend) -> TestResult {
     let (compute, rtt) = (std::f64::consts::PI * 1e3, 0.1 + 0.2);
     store.mark_committed(id, UnixMillis(1_767_225_601_000), root, compute, rtt).await?;
     store.mark_verifying(id, UnixMillis(1_767_225_601_001)).await?;
-    store.mark_verified(id, UnixMillis(1_767_225_601_002), f64::NAN, true).await?;
+    store.mark_verified(id, UnixMillis(1_767_225_601_002), f64::NAN, Credit::Credited).await?;
     let row = store.challenge(id).await?.expect("exists");
     assert_eq!(row.shape, new.shape);
     assert_eq!(row.mode, Mode::Bf16);
@@ -895,7 +1074,8 @@ async fn concurrent_writers(backend: Backend) -> TestResult {
         tasks.push(tokio::spawn(async move {
             let mut ids = Vec::new();
             store.upsert_worker(&worker(key(t), key(9), &["GPU-x"]), UnixMillis(1)).await?;
-            store.claim_devices(&key(t), &key(9), &[dev("GPU-x")], UnixMillis(1)).await?;
+            let (x, at) = ([dev("GPU-x")], UnixMillis(1));
+            let won = store.claim_devices(&key(t), &key(9), &x, at, UnixMillis(0)).await?.is_empty();
             for i in 0..10 {
                 let id = store
                     .insert_challenge(&challenge(key(9), key(t), "GPU-x", i), UnixMillis(i))
@@ -904,18 +1084,24 @@ async fn concurrent_writers(backend: Backend) -> TestResult {
                 store.touch(&key(t), UnixMillis(i + 2)).await?;
                 ids.push(id);
             }
-            Ok::<_, StoreError>(ids)
+            Ok::<_, StoreError>((ids, won.then_some(key(t))))
         }));
     }
     let mut all = Vec::new();
+    let mut winners = Vec::new();
     for task in tasks {
-        all.extend(task.await.expect("task")?);
+        let (ids, won) = task.await.expect("task")?;
+        all.extend(ids);
+        winners.extend(won);
     }
+    // Of eight identities claiming one free device at once, exactly one holds it.
+    assert_eq!(winners.len(), 1, "{winners:?}");
+    assert_eq!(store.device_holder(&dev("GPU-x"), UnixMillis(0)).await?, winners.pop());
+    assert!(store.conflicted_devices(UnixMillis(0)).await?.is_empty());
     all.sort();
     all.dedup();
     assert_eq!(all.len(), 80, "unique ids");
     assert_eq!(store.challenges(Some(ChallengeStatus::Sent), 1_000).await?.len(), 80);
-    assert_eq!(store.conflicted_devices().await?, vec![dev("GPU-x")]);
     store.close().await
 }
 
@@ -947,13 +1133,7 @@ async fn sqlite_file_directory_wal_and_busy_timeout() -> TestResult {
 async fn sqlite_in_memory_keeps_one_database() -> TestResult {
     let store = Store::connect("sqlite::memory:").await?;
     store
-        .record_rejection(&Rejection {
-            at: UnixMillis(1),
-            peer: "p".into(),
-            worker_key: None,
-            kind: "k".into(),
-            detail: "d".into(),
-        })
+        .record_rejections(&[tally("k", None, None, 1, (1, 1), "d")])
         .await?;
     assert_eq!(store.rejections(10).await?.len(), 1);
     store.close().await
@@ -1039,13 +1219,49 @@ async fn verified_since_counts_credited_results_only(backend: Backend) -> TestRe
     store.mark_sent(uncredited, UnixMillis(2_001)).await?;
     store.mark_committed(uncredited, UnixMillis(2_002), Root([1; 32]), 5.0, 1.0).await?;
     store.mark_verifying(uncredited, UnixMillis(2_003)).await?;
-    store.mark_verified(uncredited, UnixMillis(2_004), 50.0, false).await?;
+    store.mark_verified(uncredited, UnixMillis(2_004), 50.0, Credit::from_flag(false)).await?;
     challenge_in(&store, ChallengeStatus::Committed, &challenge(key(9), key(3), "cpu:c", 3_000))
         .await?;
     let rows = store.verified_since(UnixMillis(0)).await?;
     assert_eq!(rows, vec![(key(1), key(9), UnixMillis(1_004), 100.0)]);
     assert!(store.verified_since(UnixMillis(1_005)).await?.is_empty(), "finish time filter");
     assert_eq!(status(&store, credited).await?, ChallengeStatus::Verified);
+    Ok(())
+}
+
+async fn rejected_since_returns_verifier_rejections_only(backend: Backend) -> TestResult {
+    use crate::scoring::RejectCode;
+    let db = TestDb::new(backend).await;
+    let store = db.open().await;
+    let failed = [
+        (1_000, "value_mismatch"),
+        (2_000, "row_length"),
+        (3_000, "deadline_missed"),
+        (4_000, "open_timeout"),
+        (5_000, "bad_proof"),
+    ];
+    for (at, reason) in failed {
+        let c = challenge(key(9), key(1), "cpu:a", at);
+        let id = challenge_in(&store, ChallengeStatus::Committed, &c).await?;
+        assert!(store.mark_failed(id, UnixMillis(at + 10), reason, "detail").await?);
+    }
+    challenge_in(&store, ChallengeStatus::Verified, &challenge(key(9), key(2), "cpu:b", 6_000))
+        .await?;
+    let rejected = |at: u64, code| (key(1), UnixMillis(at), code);
+    let mut rows = store.rejected_since(UnixMillis(0)).await?;
+    rows.sort_by_key(|r| r.1);
+    assert_eq!(
+        rows,
+        [
+            rejected(1_010, RejectCode::ValueMismatch),
+            rejected(2_010, RejectCode::RowLength),
+            rejected(5_010, RejectCode::BadProof),
+        ],
+        "deadline misses, timeouts and verified challenges are not rejections"
+    );
+    let since = store.rejected_since(UnixMillis(2_010)).await?;
+    assert_eq!(since.len(), 2, "finish time filter, inclusive: {since:?}");
+    assert!(store.rejected_since(UnixMillis(5_011)).await?.is_empty());
     Ok(())
 }
 

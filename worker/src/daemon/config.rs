@@ -254,7 +254,7 @@ impl WorkerConfig {
         } else {
             Err(ConfigError::Invalid {
                 setting: "coordinator",
-                value: redact_url(&self.coordinator),
+                value: veribench_circuit::redact_url(&self.coordinator),
                 reason: "must start with ws:// or wss://".into(),
             })
         }
@@ -286,7 +286,7 @@ impl WorkerConfig {
 
     /// A copy fit for logs: credentials and query of the URL are masked.
     pub fn redacted(&self) -> Self {
-        Self { coordinator: redact_url(&self.coordinator), ..self.clone() }
+        Self { coordinator: veribench_circuit::redact_url(&self.coordinator), ..self.clone() }
     }
 }
 
@@ -303,25 +303,6 @@ pub fn parse_public_key(text: &str) -> Result<PublicKey, ConfigError> {
             reason: format!("neither 64 hex digits nor an ss58 address ({e})"),
         }
     })
-}
-
-/// `url` with any `user:password@` and query string masked, for logs.
-pub fn redact_url(url: &str) -> String {
-    let (scheme, rest) = match url.find("://") {
-        Some(i) => (&url[..i + 3], &url[i + 3..]),
-        None => ("", url),
-    };
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    let authority = match authority.rfind('@') {
-        Some(at) => format!("***@{}", &authority[at + 1..]),
-        None => authority.to_owned(),
-    };
-    let tail = match tail.find('?') {
-        Some(q) => format!("{}?***", &tail[..q]),
-        None => tail.to_owned(),
-    };
-    format!("{scheme}{authority}{tail}")
 }
 
 #[cfg(test)]
@@ -387,9 +368,16 @@ mod tests {
     }
 
     #[test]
-    fn urls_are_redacted() {
-        assert_eq!(redact_url("wss://u:p@host:1/ws?token=s"), "wss://***@host:1/ws?***");
-        assert_eq!(redact_url("ws://host:1/ws"), "ws://host:1/ws");
-        assert_eq!(redact_url("ws://host?x=1"), "ws://host?***");
+    fn the_coordinator_url_is_redacted() {
+        let config = WorkerConfig {
+            coordinator: "wss://u:Pw1@Tail@host:1/ws?token=s3cret".into(),
+            ..Default::default()
+        };
+        let shown = config.redacted().coordinator;
+        assert_eq!(shown, "wss://u:***@host:1/ws?***");
+        let config =
+            WorkerConfig { coordinator: "http://u:Pw1@Tail@x".into(), ..Default::default() };
+        let refused = config.validate().expect_err("not ws").to_string();
+        assert!(!refused.contains("Pw1") && !refused.contains("Tail"), "{refused}");
     }
 }

@@ -120,7 +120,7 @@ pub async fn run_worker_with_token(
     );
 
     let mut backoff = Backoff::new(shared.config.backoff);
-    let url = config::redact_url(&shared.config.coordinator);
+    let url = veribench_circuit::redact_url(&shared.config.coordinator);
     let mut attempt: u64 = 0;
     while !shutdown.is_cancelled() {
         attempt += 1;
