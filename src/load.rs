@@ -3,10 +3,12 @@
 //!
 //! The run: generate a coordinator hotkey (written as a btcli wallet), miner hotkeys and worker
 //! keys with their delegations; start the coordinator on free loopback ports with challenges
-//! pushed out of the run; connect every worker (a bounded number of handshakes in flight, so the
-//! accept queue is not overrun); once all are connected, measure for `--duration-secs` while a
-//! sampler scrapes `/metrics` and the coordinator's RSS every second; print a table or one JSON
-//! object; stop the coordinator with SIGTERM. The exit status is non-zero when fewer than
+//! pushed out of the run, or with `--round-secs` in synchronized rounds that the workers receive
+//! and ignore; connect every worker (a bounded number of handshakes in flight, so the accept queue
+//! is not overrun); once all are connected, measure for `--duration-secs` while a sampler scrapes
+//! `/metrics` and the coordinator's RSS every second; print a table or one JSON object (with the
+//! rounds of the window: store and issue time, the spread of the challenges' arrivals, their
+//! expiry); stop the coordinator with SIGTERM. The exit status is non-zero when fewer than
 //! `--workers` workers were connected at the end.
 
 use std::collections::BTreeMap;

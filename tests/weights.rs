@@ -126,7 +126,7 @@ async fn a_worker_cheating_on_some_challenges_loses_its_verified_record() {
     let out = h.coordinator.score_epoch(UnixMillis::now()).await.expect("scores");
     let line = out.run.workers.iter().find(|w| w.worker_key == cheater.key()).expect("line");
     let s = line.score;
-    assert!(line.verified >= 1, "{line:?}");
+    assert!(line.verified >= 1 && line.penalised >= 1, "{line:?}");
     assert!(s.mean_gflops > 0.0 && s.participation > 0.0 && s.availability > 0.0, "{line:?}");
     assert_eq!(s.performance, 0.0, "the rejection voids the verified work: {line:?}");
     let weight_of = |i: usize| {

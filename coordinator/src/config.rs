@@ -413,9 +413,13 @@ impl CoordinatorConfig {
         self.scoring.validate().map_err(|e| ConfigError::Invalid(e.to_string()))?;
         self.timing.validate().map_err(|e| ConfigError::Invalid(e.to_string()))?;
         let l = &self.limits;
-        if l.max_register_bytes < 4096 || l.max_unregistered == 0 || l.max_unregistered_per_address == 0
+        if l.max_register_bytes < 4096
+            || l.max_unregistered == 0
+            || l.max_unregistered_per_address == 0
         {
-            return bad("limits.max_register_bytes must be at least 4096 and the unregistered caps at least 1");
+            return bad(
+                "limits.max_register_bytes must be at least 4096 and the unregistered caps at least 1",
+            );
         }
         Ok(())
     }

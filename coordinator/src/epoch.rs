@@ -177,6 +177,11 @@ impl Coordinator {
                     verified: u32::try_from(counted).unwrap_or(u32::MAX),
                     online_buckets: wi.online_buckets,
                     ip_changes: wi.ip_changes,
+                    penalised: if wi.leased {
+                        0
+                    } else {
+                        u32::try_from(penalised).unwrap_or(u32::MAX)
+                    },
                     score,
                 });
             }

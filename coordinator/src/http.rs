@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use veribench_protocol::PublicKey;
 
 use crate::leases::{LeaseError, SIGNATURE_HEADER, SIGNER_HEADER, authorize, parse_request};
+use crate::refusal_kind::RefusalKind;
 use crate::service::Coordinator;
 use crate::store::{
     ChallengeRow, ChallengeStatus, LeaseRow, MinerRow, ScoreRunRow, WeightEntry, WeightSetRow,
@@ -281,6 +282,7 @@ fn score_view(r: &ScoreRunRow) -> serde_json::Value {
             "verified": w.verified,
             "online_buckets": w.online_buckets,
             "ip_changes": w.ip_changes,
+            "penalised": w.penalised,
             "mean_gflops": w.score.mean_gflops,
             "participation": w.score.participation,
             "availability": w.score.availability,
@@ -367,8 +369,8 @@ async fn post_lease(
         Ok(body) => body,
         Err(e) => {
             let kind = match e.status() {
-                StatusCode::PAYLOAD_TOO_LARGE => "lease_too_large",
-                _ => "bad_lease",
+                StatusCode::PAYLOAD_TOO_LARGE => RefusalKind::LeaseTooLarge,
+                _ => RefusalKind::BadLease,
             };
             c.reject(&peer, None, kind, e.body_text()).await;
             return e.into_response();
@@ -391,7 +393,7 @@ async fn post_lease(
     let lease = match lease {
         Ok(lease) => lease,
         Err(e) => {
-            c.reject(&peer, None, "bad_lease", e.to_string()).await;
+            c.reject(&peer, None, RefusalKind::BadLease, e.to_string()).await;
             return refused(e);
         }
     };
@@ -405,7 +407,7 @@ async fn post_lease(
         }
         Ok(None) => {
             let detail = format!("request {} was already recorded", lease.request_id);
-            c.reject(&peer, None, "lease_replayed", detail).await;
+            c.reject(&peer, None, RefusalKind::LeaseReplayed, detail).await;
             refused(LeaseError::Duplicate)
         }
         Err(e) => internal(e),

@@ -15,6 +15,7 @@ pub mod http;
 pub mod leases;
 pub mod metrics;
 pub mod ratelimit;
+pub mod refusal_kind;
 pub mod refusals;
 pub mod scoring;
 pub mod server;

@@ -20,6 +20,7 @@ use veribench_protocol::{PublicKey, UnixMillis};
 
 use crate::admission::address_group;
 use crate::detail::bounded;
+use crate::refusal_kind::RefusalKind;
 use crate::store::Rejection;
 
 /// The peer recorded for refusals of groups that did not fit in a full buffer.
@@ -60,7 +61,7 @@ impl RefusalBuffer {
     pub fn add(
         &mut self,
         peer: &str,
-        kind: &str,
+        kind: RefusalKind,
         worker: Option<PublicKey>,
         claimed: Option<PublicKey>,
         detail: &str,
@@ -68,7 +69,7 @@ impl RefusalBuffer {
     ) -> bool {
         let rejection = Rejection {
             peer: peer_group(peer),
-            kind: kind.to_owned(),
+            kind: kind.as_str().to_owned(),
             worker_key: worker,
             last_claimed: claimed,
             count: 1,
@@ -196,12 +197,33 @@ mod tests {
         let mut buffer = RefusalBuffer::new(16);
         let t = |ms| UnixMillis(ms);
         // Ports and claimed keys do not split a group; the last claim and detail are kept.
-        assert!(buffer.add("10.0.0.1:1", "bad_signature", None, Some(key(1)), "first", t(5)));
-        assert!(!buffer.add("10.0.0.1:2", "bad_signature", None, Some(key(2)), "second", t(7)));
+        assert!(buffer.add(
+            "10.0.0.1:1",
+            RefusalKind::BadSignature,
+            None,
+            Some(key(1)),
+            "first",
+            t(5)
+        ));
+        assert!(!buffer.add(
+            "10.0.0.1:2",
+            RefusalKind::BadSignature,
+            None,
+            Some(key(2)),
+            "second",
+            t(7)
+        ));
         // A registered worker, another kind, another address: three more groups.
-        assert!(buffer.add("10.0.0.1:3", "rate_limited", Some(key(3)), None, "flood", t(6)));
-        assert!(buffer.add("10.0.0.1:3", "bad_signature", Some(key(3)), None, "x", t(6)));
-        assert!(buffer.add("10.0.0.2:1", "bad_signature", None, None, "y", t(6)));
+        assert!(buffer.add(
+            "10.0.0.1:3",
+            RefusalKind::RateLimited,
+            Some(key(3)),
+            None,
+            "flood",
+            t(6)
+        ));
+        assert!(buffer.add("10.0.0.1:3", RefusalKind::BadSignature, Some(key(3)), None, "x", t(6)));
+        assert!(buffer.add("10.0.0.2:1", RefusalKind::BadSignature, None, None, "y", t(6)));
         let mut rows = buffer.take_due(Instant::now(), false);
         rows.sort_by(|a, b| {
             (&a.peer, &a.kind, a.worker_key).cmp(&(&b.peer, &b.kind, b.worker_key))
@@ -214,7 +236,7 @@ mod tests {
         assert_eq!(rows[1].worker_key, Some(key(3)));
         assert!(buffer.is_empty());
         // The next write is not due within the second, unless forced.
-        buffer.add("10.0.0.1:1", "k", None, None, "d", t(9));
+        buffer.add("10.0.0.1:1", RefusalKind::Flood, None, None, "d", t(9));
         assert!(buffer.take_due(Instant::now(), false).is_empty());
         assert_eq!(buffer.take_due(Instant::now(), true).len(), 1);
     }
@@ -225,8 +247,15 @@ mod tests {
         let long = "z".repeat(10_000);
         for i in 0..1000u32 {
             let peer = format!("10.{}.{}.{}:9", i >> 16, (i >> 8) & 255, i & 255);
-            buffer.add(&peer, "handshake_timeout", None, Some(key(1)), &long, UnixMillis(1));
-            buffer.add(&peer, "malformed_frame", None, None, "m", UnixMillis(2));
+            buffer.add(
+                &peer,
+                RefusalKind::HandshakeTimeout,
+                None,
+                Some(key(1)),
+                &long,
+                UnixMillis(1),
+            );
+            buffer.add(&peer, RefusalKind::MalformedFrame, None, None, "m", UnixMillis(2));
         }
         // Two groups, plus one overflow group per kind.
         assert_eq!(buffer.len(), 4);
@@ -237,8 +266,8 @@ mod tests {
         assert!(overflow.iter().all(|r| r.worker_key.is_none() && r.last_claimed.is_none()));
         assert!(rows.iter().all(|r| r.detail.chars().count() < 300), "details are bounded");
         // A failed write puts its tallies back, bounded the same way.
-        buffer.add("10.9.9.9:1", "a", None, None, "d", UnixMillis(3));
-        buffer.add("10.9.9.8:1", "b", None, None, "d", UnixMillis(3));
+        buffer.add("10.9.9.9:1", RefusalKind::NoDevices, None, None, "d", UnixMillis(3));
+        buffer.add("10.9.9.8:1", RefusalKind::BadLease, None, None, "d", UnixMillis(3));
         buffer.restore(rows);
         assert_eq!(buffer.len(), 4, "two groups and two overflow groups");
         let back = buffer.take_due(Instant::now(), true);

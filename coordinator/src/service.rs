@@ -24,6 +24,7 @@ use veribench_wallet::Keypair;
 
 use crate::config::{CoordinatorConfig, secs};
 use crate::metrics::Metrics;
+use crate::refusal_kind::RefusalKind;
 use crate::refusals::RefusalBuffer;
 use crate::store::{Credit, NewChallenge, Store, StoreError, Withheld, WorkerRecord};
 use crate::timing::{ModeRates, RttSample, RttSamples, compute_time};
@@ -140,8 +141,8 @@ struct State {
 /// A refused registration: what to persist and tell the peer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
-    /// Stable rejection kind.
-    pub kind: &'static str,
+    /// What was refused.
+    pub kind: RefusalKind,
     /// Details for the operator and the peer.
     pub detail: String,
 }
@@ -278,8 +279,14 @@ impl Coordinator {
     /// the next write (at most a second later, see [`crate::refusals`]). `worker` is the worker
     /// the input concerns: a registered one, or for a refused registration the key it claims,
     /// which is recorded as a claim only.
-    pub async fn reject(&self, peer: &str, worker: Option<PublicKey>, kind: &str, detail: String) {
-        self.metrics.rejected(kind);
+    pub async fn reject(
+        &self,
+        peer: &str,
+        worker: Option<PublicKey>,
+        kind: RefusalKind,
+        detail: String,
+    ) {
+        self.metrics.rejected(kind.as_str());
         let registered = worker.filter(|w| self.state().workers.contains_key(w));
         let claimed = if registered.is_none() { worker } else { None };
         let now = UnixMillis::now();
@@ -288,9 +295,9 @@ impl Coordinator {
         // of log lines.
         let detail = crate::detail::bounded(&detail);
         if opened {
-            tracing::warn!(peer, kind, %detail, "rejected peer input");
+            tracing::warn!(peer, kind = kind.as_str(), %detail, "rejected peer input");
         } else {
-            tracing::debug!(peer, kind, %detail, "rejected peer input");
+            tracing::debug!(peer, kind = kind.as_str(), %detail, "rejected peer input");
         }
     }
 
@@ -362,16 +369,17 @@ impl Coordinator {
             }
             Ok::<_, StoreError>(held)
         };
-        let held = stored
-            .await
-            .map_err(|e| Refusal { kind: "internal", detail: format!("storage: {e}") })?;
+        let held = stored.await.map_err(|e| Refusal {
+            kind: RefusalKind::Internal,
+            detail: format!("storage: {e}"),
+        })?;
         if let Some(first) = held.first() {
             let more = match held.len() {
                 1 => String::new(),
                 n => format!(" (and {} more of its devices)", n - 1),
             };
             return Err(Refusal {
-                kind: "device_conflict",
+                kind: RefusalKind::DeviceConflict,
                 detail: format!(
                     "device {} is held by worker {}{more}: the oldest active claim keeps a device \
                      until it has been inactive for {} s",
@@ -425,7 +433,7 @@ impl Coordinator {
         let skew = secs(self.config.liveness.max_clock_skew_secs).as_millis() as u64;
         if reg.timestamp.0.abs_diff(now.0) > skew {
             return refuse(
-                "stale_registration",
+                RefusalKind::StaleRegistration,
                 format!(
                     "registration timestamp {} is more than {skew} ms from our clock {}",
                     reg.timestamp.0, now.0
@@ -438,13 +446,13 @@ impl Coordinator {
         match registered {
             None => {
                 return refuse(
-                    "chain_unavailable",
+                    RefusalKind::ChainUnavailable,
                     "the coordinator has not read the subnet's metagraph yet; retry later".into(),
                 );
             }
             Some(false) => {
                 return refuse(
-                    "unknown_hotkey",
+                    RefusalKind::UnknownHotkey,
                     format!(
                         "miner hotkey {} is not registered on subnet {}",
                         d.miner_hotkey, self.config.chain.netuid
@@ -454,25 +462,29 @@ impl Coordinator {
             Some(true) => {}
         }
         if let Err(e) = veribench_wallet::verify_delegation(d, now) {
-            return refuse("bad_delegation", e.to_string());
+            return refuse(RefusalKind::BadDelegation, e.to_string());
         }
         if !veribench_wallet::verify(&d.worker_key, &reg.signing_payload(), &reg.signature) {
             return refuse(
-                "bad_signature",
+                RefusalKind::BadSignature,
                 "the registration is not signed by its worker key".into(),
             );
         }
         if reg.devices.is_empty() {
-            return refuse("no_devices", "a worker must offer at least one device".into());
+            return refuse(
+                RefusalKind::NoDevices,
+                "a worker must offer at least one device".into(),
+            );
         }
         // Only now, with the signature verified, is the nonce stored: strangers write nothing.
         // Stored, not kept in memory, so a restarted coordinator refuses the replay too.
         match self.store.use_registration_nonce(&d.worker_key, reg.nonce, reg.timestamp).await {
             Ok(true) => Ok(()),
-            Ok(false) => {
-                refuse("replayed_registration", format!("nonce {} was already used", reg.nonce))
-            }
-            Err(e) => refuse("internal", format!("storage: {e}")),
+            Ok(false) => refuse(
+                RefusalKind::ReplayedRegistration,
+                format!("nonce {} was already used", reg.nonce),
+            ),
+            Err(e) => refuse(RefusalKind::Internal, format!("storage: {e}")),
         }
     }
 
@@ -568,7 +580,7 @@ impl Coordinator {
                 Ok(())
             }
             other => Err(Refusal {
-                kind: "unexpected_message",
+                kind: RefusalKind::UnexpectedMessage,
                 detail: format!("a worker may not send {}", other.kind()),
             }),
         }
@@ -582,7 +594,7 @@ impl Coordinator {
     ) -> Result<(), Refusal> {
         let now = UnixMillis::now();
         let unknown = || Refusal {
-            kind: "unknown_challenge",
+            kind: RefusalKind::UnknownChallenge,
             detail: format!(
                 "challenge {} is not awaiting a commitment from this worker",
                 c.challenge_id
@@ -654,7 +666,7 @@ impl Coordinator {
 
     async fn on_openings(&self, worker: &PublicKey, o: OpeningsMsg) -> Result<(), Refusal> {
         let unknown = || Refusal {
-            kind: "unknown_challenge",
+            kind: RefusalKind::UnknownChallenge,
             detail: format!(
                 "challenge {} is not awaiting openings from this worker",
                 o.challenge_id
@@ -708,7 +720,11 @@ impl Coordinator {
                 } else {
                     Credit::Credited
                 };
-                log_transition(id, "verified", self.store.mark_verified(id, now, gflops, credit).await);
+                log_transition(
+                    id,
+                    "verified",
+                    self.store.mark_verified(id, now, gflops, credit).await,
+                );
                 self.metrics.challenge("verified");
                 match credit {
                     Credit::Credited => {
@@ -958,7 +974,13 @@ impl Coordinator {
             }
         }
         self.metrics.round_issued(news.len(), stored, started.elapsed());
-        tracing::debug!(challenges = news.len(), store_ms = ms(stored), issue_ms = ms(started.elapsed()), ?round, "round issued");
+        tracing::debug!(
+            challenges = news.len(),
+            store_ms = ms(stored),
+            issue_ms = ms(started.elapsed()),
+            ?round,
+            "round issued"
+        );
         // The worker left or its device got busy between storing and sending.
         for id in unsent {
             self.fail(id, "not_sent", "the worker or its device was gone when the round was sent")

@@ -28,6 +28,7 @@ use crate::admission::{Admission, Budget, BudgetSpent, Budgeted, Pass};
 use crate::config::secs;
 use crate::detail;
 use crate::ratelimit::TokenBucket;
+use crate::refusal_kind::RefusalKind;
 use crate::service::{Coordinator, Outbound, Refusal, Registered};
 use crate::timing::{KernelRtt, RTT_SAMPLES, RttSample};
 
@@ -56,7 +57,9 @@ pub async fn accept_loop(
                         tokio::spawn(async move {
                             let peer = peer.to_string();
                             let detail = crowded.to_string();
-                            coordinator.reject(&peer, None, "too_many_connections", detail).await;
+                            coordinator
+                                .reject(&peer, None, RefusalKind::TooManyConnections, detail)
+                                .await;
                         });
                         continue;
                     }
@@ -104,10 +107,17 @@ async fn connection(
         None => session(coordinator, tcp, link, shutdown).await,
         Some(acceptor) => match timeout(handshake, acceptor.accept(tcp)).await {
             Ok(Ok(stream)) => session(coordinator, stream, link, shutdown).await,
-            Ok(Err(e)) => coordinator.reject(&peer, None, "tls_handshake", e.to_string()).await,
+            Ok(Err(e)) => {
+                coordinator.reject(&peer, None, RefusalKind::TlsHandshake, e.to_string()).await
+            }
             Err(_) => {
                 coordinator
-                    .reject(&peer, None, "handshake_timeout", "TLS handshake timed out".into())
+                    .reject(
+                        &peer,
+                        None,
+                        RefusalKind::HandshakeTimeout,
+                        "TLS handshake timed out".into(),
+                    )
                     .await
             }
         },
@@ -121,34 +131,23 @@ fn wire_limits(coordinator: &Coordinator) -> Limits {
 }
 
 /// The rejection kind of a frame that failed to decode.
-fn decode_kind(e: &ProtocolError) -> &'static str {
+fn decode_kind(e: &ProtocolError) -> RefusalKind {
     match e {
-        ProtocolError::FrameTooLarge { .. } => "frame_too_large",
-        ProtocolError::UnsupportedVersion { .. } => "unsupported_version",
-        _ => "malformed_frame",
-    }
-}
-
-/// The error code a peer is told for a refusal of `kind`; refused registrations are
-/// `Unauthorized`.
-fn error_code(kind: &str) -> ErrorCode {
-    match kind {
-        "unknown_challenge" => ErrorCode::UnknownChallenge,
-        "internal" => ErrorCode::Internal,
-        "frame_too_large" => ErrorCode::TooLarge,
-        "unsupported_version" => ErrorCode::Unsupported,
-        "malformed_frame" | "unexpected_message" => ErrorCode::Malformed,
-        _ => ErrorCode::Unauthorized,
+        ProtocolError::FrameTooLarge { .. } => RefusalKind::FrameTooLarge,
+        ProtocolError::UnsupportedVersion { .. } => RefusalKind::UnsupportedVersion,
+        _ => RefusalKind::MalformedFrame,
     }
 }
 
 /// The rejection kind of a WebSocket-level read error.
-fn ws_error_kind(e: &tungstenite::Error) -> &'static str {
+fn ws_error_kind(e: &tungstenite::Error) -> RefusalKind {
     match e {
-        tungstenite::Error::Capacity(_) => "frame_too_large",
-        tungstenite::Error::Io(e) if BudgetSpent::is(e) => "register_too_large",
-        tungstenite::Error::Protocol(_) | tungstenite::Error::Utf8(_) => "malformed_frame",
-        _ => "connection_error",
+        tungstenite::Error::Capacity(_) => RefusalKind::FrameTooLarge,
+        tungstenite::Error::Io(e) if BudgetSpent::is(e) => RefusalKind::RegisterTooLarge,
+        tungstenite::Error::Protocol(_) | tungstenite::Error::Utf8(_) => {
+            RefusalKind::MalformedFrame
+        }
+        _ => RefusalKind::ConnectionError,
     }
 }
 
@@ -196,10 +195,17 @@ async fn session<S>(
     .await
     {
         Ok(Ok(ws)) => ws,
-        Ok(Err(e)) => return coordinator.reject(&peer, None, "ws_handshake", e.to_string()).await,
+        Ok(Err(e)) => {
+            return coordinator.reject(&peer, None, RefusalKind::WsHandshake, e.to_string()).await;
+        }
         Err(_) => {
             return coordinator
-                .reject(&peer, None, "handshake_timeout", "WebSocket upgrade timed out".into())
+                .reject(
+                    &peer,
+                    None,
+                    RefusalKind::HandshakeTimeout,
+                    "WebSocket upgrade timed out".into(),
+                )
                 .await;
         }
     };
@@ -210,7 +216,9 @@ async fn session<S>(
     let first = match timeout(handshake, frames.next()).await {
         Ok(Some(Ok(WsMessage::Binary(bytes)))) => wire::decode(&bytes, &limits)
             .map_err(|e| Refusal { kind: decode_kind(&e), detail: e.to_string() }),
-        Ok(Some(Ok(other))) => Err(Refusal { kind: "malformed_frame", detail: describe(&other) }),
+        Ok(Some(Ok(other))) => {
+            Err(Refusal { kind: RefusalKind::MalformedFrame, detail: describe(&other) })
+        }
         Ok(Some(Err(e))) => Err(Refusal { kind: ws_error_kind(&e), detail: e.to_string() }),
         Ok(None) => return,
         Err(_) => {
@@ -218,13 +226,13 @@ async fn session<S>(
                 .reject(
                     &peer,
                     None,
-                    "handshake_timeout",
+                    RefusalKind::HandshakeTimeout,
                     "no registration within the handshake timeout".into(),
                 )
                 .await;
         }
     };
-    let refused = |kind: &'static str, detail: String| Refusal { kind, detail };
+    let refused = |kind: RefusalKind, detail: String| Refusal { kind, detail };
     let registered = match first {
         Ok(Message::Register(reg)) => {
             let worker = reg.delegation.worker_key;
@@ -233,7 +241,7 @@ async fn session<S>(
         Ok(other) => Err((
             None,
             refused(
-                "unexpected_message",
+                RefusalKind::UnexpectedMessage,
                 format!("the first frame must be a Register, got {}", other.kind()),
             ),
         )),
@@ -243,7 +251,7 @@ async fn session<S>(
         Ok(r) => r,
         Err((worker, refusal)) => {
             coordinator.reject(&peer, worker, refusal.kind, refusal.detail.clone()).await;
-            let code = error_code(refusal.kind);
+            let code = refusal.kind.error_code();
             let _ = sink.send(WsMessage::binary(error_frame(code, &refusal.detail))).await;
             let _ = sink.close().await;
             return;
@@ -333,7 +341,7 @@ async fn read_loop<R>(
                     .reject(
                         peer,
                         Some(*worker),
-                        "idle_timeout",
+                        RefusalKind::IdleTimeout,
                         format!("nothing received for {idle:?}"),
                     )
                     .await;
@@ -356,7 +364,7 @@ async fn read_loop<R>(
             dropped += 1;
             if dropped >= config.limits.max_dropped_frames {
                 let detail = format!("{dropped} frames over the rate limit; closed");
-                coordinator.reject(peer, Some(*worker), "flood", detail).await;
+                coordinator.reject(peer, Some(*worker), RefusalKind::Flood, detail).await;
                 if let Some(p) = &pinger {
                     let _ = p.try_send(Outbound::Close("flooding".into()));
                 }
@@ -370,13 +378,13 @@ async fn read_loop<R>(
                     .reject(
                         peer,
                         Some(*worker),
-                        "rate_limited",
+                        RefusalKind::RateLimited,
                         format!("more than {} frames/s", config.limits.frames_per_sec),
                     )
                     .await;
                 reply(ErrorCode::RateLimited, "slow down: frames are being dropped");
             } else {
-                coordinator.metrics().rejected("rate_limited");
+                coordinator.metrics().rejected(RefusalKind::RateLimited.as_str());
             }
             continue;
         }
@@ -399,7 +407,9 @@ async fn read_loop<R>(
             WsMessage::Text(_) => {
                 strikes += 1;
                 let detail = "text frames are not part of the protocol";
-                coordinator.reject(peer, Some(*worker), "malformed_frame", detail.into()).await;
+                coordinator
+                    .reject(peer, Some(*worker), RefusalKind::MalformedFrame, detail.into())
+                    .await;
                 reply(ErrorCode::Malformed, detail);
                 if strikes >= config.limits.max_strikes {
                     break;
@@ -413,7 +423,7 @@ async fn read_loop<R>(
         };
         if let Err(refusal) = outcome {
             strikes += 1;
-            let code = error_code(refusal.kind);
+            let code = refusal.kind.error_code();
             reply(code, &refusal.detail);
             coordinator.reject(peer, Some(*worker), refusal.kind, refusal.detail).await;
             if strikes >= config.limits.max_strikes {

@@ -56,3 +56,7 @@ CREATE TABLE registration_nonces (
     PRIMARY KEY (worker_key, nonce)
 );
 CREATE INDEX registration_nonces_at ON registration_nonces (registered_at);
+
+-- Challenges of a worker rejected as wrong (SPEC §6) in the window of a score run: any one zeroes
+-- its performance for that run, and the count shows an operator why.
+ALTER TABLE worker_scores ADD COLUMN penalised INTEGER NOT NULL DEFAULT 0;

@@ -18,8 +18,7 @@ use veribench_protocol::{ChallengeId, PublicKey, Root, UnixMillis};
 
 use super::row::{self, CHALLENGE_COLUMNS, finite, flag, id_param, millis};
 use super::{
-    Credit,
-    ChallengeRow, ChallengeStatus, DbKind, MinerRow, NewChallenge, Store, StoreError,
+    ChallengeRow, ChallengeStatus, Credit, DbKind, MinerRow, NewChallenge, Store, StoreError,
     WorkerRecord, WorkerRow,
 };
 

@@ -64,6 +64,8 @@ pub struct WorkerScoreRecord {
     pub online_buckets: u32,
     /// IP changes in the availability horizon.
     pub ip_changes: u32,
+    /// Challenges rejected as wrong in the window (SPEC §6): any one makes performance 0.
+    pub penalised: u32,
     /// The computed factors.
     pub score: WorkerScore,
 }
@@ -461,9 +463,9 @@ impl Store {
             sqlx::query(
                 "INSERT INTO worker_scores \
                      (run_id, worker_key, miner_hotkey, leased, lease_score, verified, \
-                      online_buckets, ip_changes, mean_gflops, participation, availability, \
-                      performance) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                      online_buckets, ip_changes, penalised, mean_gflops, participation, \
+                      availability, performance) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
             )
             .bind(run_id)
             .bind(w.worker_key.to_string())
@@ -473,6 +475,7 @@ impl Store {
             .bind(i64::from(w.verified))
             .bind(i64::from(w.online_buckets))
             .bind(i64::from(w.ip_changes))
+            .bind(i64::from(w.penalised))
             .bind(w.score.mean_gflops)
             .bind(w.score.participation)
             .bind(w.score.availability)
@@ -552,7 +555,8 @@ impl Store {
             .collect::<Result<Vec<_>, StoreError>>()?;
             let workers = sqlx::query(
                 "SELECT worker_key, miner_hotkey, leased, lease_score, verified, online_buckets, \
-                        ip_changes, mean_gflops, participation, availability, performance \
+                        ip_changes, penalised, mean_gflops, participation, availability, \
+                        performance \
                  FROM worker_scores WHERE run_id = $1 ORDER BY performance DESC, worker_key",
             )
             .bind(id)
@@ -568,6 +572,7 @@ impl Store {
                     verified: row::small(w, "verified")?,
                     online_buckets: row::small(w, "online_buckets")?,
                     ip_changes: row::small(w, "ip_changes")?,
+                    penalised: row::small(w, "penalised")?,
                     score: WorkerScore {
                         mean_gflops: row::float(w, "mean_gflops")?,
                         participation: row::float(w, "participation")?,

@@ -12,8 +12,8 @@ use veribench_protocol::{ChallengeId, DeviceKey, Mode, PublicKey, Root, Seed, Sh
 
 use super::queries::{SqliteTarget, sqlite_target};
 use super::{
-    HeldDevice, ChallengeRow, Credit, ChallengeStatus, DbKind, MinerRow, NewChallenge, Rejection, Store, StoreError,
-    WorkerRecord, WorkerRow,
+    ChallengeRow, ChallengeStatus, Credit, DbKind, HeldDevice, MinerRow, NewChallenge, Rejection,
+    Store, StoreError, WorkerRecord, WorkerRow,
 };
 
 type TestResult = Result<(), StoreError>;
@@ -376,7 +376,8 @@ async fn device_claims_oldest_active_wins(backend: Backend) -> TestResult {
             store.claim_devices(&key(worker), &key(miner), &devices, t, since(t)).await
         }
     };
-    let held_by = |device: &DeviceKey, holder: u8| HeldDevice { device: device.clone(), holder: key(holder) };
+    let held_by =
+        |device: &DeviceKey, holder: u8| HeldDevice { device: device.clone(), holder: key(holder) };
 
     // Identity 1 claims a and b, and again (under another hotkey, a repeated device): no conflict.
     assert!(claim(1, 9, vec![a.clone(), b.clone()], 1_000).await?.is_empty());
@@ -588,7 +589,10 @@ async fn illegal_transitions_are_refused(backend: Backend) -> TestResult {
     let verified = challenge_in(&store, ChallengeStatus::Verified, &new).await?;
     let before = store.challenge(verified).await?;
     assert!(!store.mark_failed(verified, t, "late", "too late").await?, "verified→failed");
-    assert!(!store.mark_verified(verified, t, 1.0, Credit::from_flag(false)).await?, "verified→verified");
+    assert!(
+        !store.mark_verified(verified, t, 1.0, Credit::from_flag(false)).await?,
+        "verified→verified"
+    );
     assert!(!store.mark_sent(verified, t).await?, "verified→sent");
     assert_eq!(store.challenge(verified).await?, before, "untouched");
 
@@ -703,7 +707,11 @@ async fn miners_aggregate_workers_and_credited_challenges(backend: Backend) -> T
         async move {
             let c = challenge(miner, w, "GPU-a", 1_000);
             let id = challenge_in(store, ChallengeStatus::Verifying, &c).await?;
-            assert!(store.mark_verified(id, UnixMillis(1_010), gflops, Credit::from_flag(credited)).await?);
+            assert!(
+                store
+                    .mark_verified(id, UnixMillis(1_010), gflops, Credit::from_flag(credited))
+                    .await?
+            );
             Ok::<_, StoreError>(id)
         }
     };
@@ -1075,7 +1083,8 @@ async fn concurrent_writers(backend: Backend) -> TestResult {
             let mut ids = Vec::new();
             store.upsert_worker(&worker(key(t), key(9), &["GPU-x"]), UnixMillis(1)).await?;
             let (x, at) = ([dev("GPU-x")], UnixMillis(1));
-            let won = store.claim_devices(&key(t), &key(9), &x, at, UnixMillis(0)).await?.is_empty();
+            let won =
+                store.claim_devices(&key(t), &key(9), &x, at, UnixMillis(0)).await?.is_empty();
             for i in 0..10 {
                 let id = store
                     .insert_challenge(&challenge(key(9), key(t), "GPU-x", i), UnixMillis(i))
@@ -1132,9 +1141,7 @@ async fn sqlite_file_directory_wal_and_busy_timeout() -> TestResult {
 #[tokio::test]
 async fn sqlite_in_memory_keeps_one_database() -> TestResult {
     let store = Store::connect("sqlite::memory:").await?;
-    store
-        .record_rejections(&[tally("k", None, None, 1, (1, 1), "d")])
-        .await?;
+    store.record_rejections(&[tally("k", None, None, 1, (1, 1), "d")]).await?;
     assert_eq!(store.rejections(10).await?.len(), 1);
     store.close().await
 }
@@ -1340,6 +1347,7 @@ async fn score_runs_and_weight_sets_round_trip(backend: Backend) -> TestResult {
             verified: 36,
             online_buckets: 2028,
             ip_changes: 1,
+            penalised: 2,
             score: WorkerScore {
                 mean_gflops: 1234.5,
                 participation: 1.0,
