@@ -219,6 +219,10 @@ pub async fn run(args: DevnetArgs) -> anyhow::Result<()> {
     config.scoring.availability_buckets = 1;
     config.scoring.participation_baseline = args.rounds.map_or(10, |r| r.clamp(1, 36) as u32);
     config.weights.interval_secs = 30.0;
+    // Every devnet worker connects from loopback, one address: let them all register at once.
+    let everyone = config.limits.max_unregistered.max(usize::try_from(total).unwrap_or(usize::MAX));
+    config.limits.max_unregistered = everyone;
+    config.limits.max_unregistered_per_address = everyone;
     let running =
         veribench_coordinator::start(config, coordinator_key.clone(), Arc::new(chain.clone()))
             .await
