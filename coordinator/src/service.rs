@@ -35,11 +35,18 @@ pub const OUTBOX_DEPTH: usize = 64;
 /// heartbeats/s (each a synchronous commit); batching makes liveness cost one transaction a second.
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
 
+/// When a challenge's frame was taken from the outbox to be written, set by the session's
+/// writer: the instant the challenge's clock starts. A frame queued behind others (late in a
+/// large synchronized round) is not charged its wait, and the worker cannot receive it earlier.
+pub type WrittenAt = Arc<std::sync::OnceLock<Instant>>;
+
 /// What a session's writer sends.
 #[derive(Debug)]
 pub enum Outbound {
     /// An encoded frame.
     Frame(Vec<u8>),
+    /// An encoded challenge frame; the writer records when it starts writing it.
+    Challenge(Vec<u8>, WrittenAt),
     /// A WebSocket ping carrying this payload.
     Ping(Vec<u8>),
     /// Close the connection, telling the peer why.
@@ -97,9 +104,19 @@ struct Pending {
     device: DeviceKey,
     challenge: Challenge,
     seed: DeviceSeed,
+    /// When the frame was queued; the deadline runs from here.
     sent: Instant,
+    /// When the writer took the frame: the clock starts here (the queue time until then).
+    written: WrittenAt,
     deadline: Instant,
     phase: Phase,
+}
+
+impl Pending {
+    /// The instant the challenge's clock started.
+    fn started(&self) -> Instant {
+        self.written.get().copied().unwrap_or(self.sent)
+    }
 }
 
 /// Whose devices one round challenges.
@@ -611,8 +628,9 @@ impl Coordinator {
             let Some(connected) = s.workers.get(worker) else { return Err(unknown()) };
             // SPEC §8.1: only round trips completed before the challenge was sent count, the
             // smallest of them, bounded by the kernel's TCP round trip and the configured cap.
-            let credit = connected.rtts.credit(p.sent, cap);
-            if let Some(grown) = connected.rtts.largest_since(p.sent)
+            let started = p.started();
+            let credit = connected.rtts.credit(started, cap);
+            if let Some(grown) = connected.rtts.largest_since(started)
                 && grown > credit.credited.saturating_mul(2) + Duration::from_millis(5)
             {
                 tracing::info!(challenge = %c.challenge_id, worker = %worker, credited_ms = ms(credit.credited), during_ms = ms(grown), "round trip grew during the challenge; not credited");
@@ -623,7 +641,7 @@ impl Coordinator {
                 .find(|d| d.key == p.device)
                 .map_or(0.0, |d| d.peak.of(p.challenge.mode));
             let late = arrived > p.deadline || now > p.challenge.deadline;
-            let elapsed = arrived.saturating_duration_since(p.sent);
+            let elapsed = arrived.saturating_duration_since(started);
             let compute = compute_time(elapsed, credit);
             let rows = sample_rows(
                 &mut rand::rng(),
@@ -943,12 +961,13 @@ impl Coordinator {
             let mut s = self.state();
             for (worker, signed, frame) in frames {
                 let id = signed.challenge.id;
+                let written = WrittenAt::default();
                 let queued = s.workers.get_mut(&worker).and_then(|c| {
                     let slot = c
                         .devices
                         .iter_mut()
                         .find(|d| d.key == signed.device && d.busy.is_none())?;
-                    c.outbox.try_send(Outbound::Frame(frame)).ok()?;
+                    c.outbox.try_send(Outbound::Challenge(frame, written.clone())).ok()?;
                     slot.busy = Some(id);
                     Some(())
                 });
@@ -956,8 +975,8 @@ impl Coordinator {
                     unsent.push(id);
                     continue;
                 }
-                // Each challenge's clock starts when its own frame is queued, not at the round's
-                // start, so a device late in a large round is not charged the frames before it.
+                // The deadline runs from the queueing; the clock from the writing (`written`), so
+                // a device late in a large round is not charged the frames before it.
                 let sent = Instant::now();
                 let seed = signed.challenge.device_seed(&signed.device);
                 let pending = Pending {
@@ -966,6 +985,7 @@ impl Coordinator {
                     challenge: signed.challenge,
                     seed,
                     sent,
+                    written,
                     deadline: sent + deadline_span,
                     phase: Phase::Sent,
                 };

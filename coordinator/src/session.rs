@@ -276,6 +276,11 @@ where
     while let Some(out) = outbox.recv().await {
         let result = match out {
             Outbound::Frame(frame) => sink.send(WsMessage::binary(frame)).await,
+            Outbound::Challenge(frame, written) => {
+                // Before the write: the worker cannot have the frame any earlier (SPEC §8.1).
+                let _ = written.set(Instant::now());
+                sink.send(WsMessage::binary(frame)).await
+            }
             Outbound::Ping(payload) => sink.send(WsMessage::Ping(payload.into())).await,
             Outbound::Close(reason) => {
                 let frame = CloseFrame { code: CloseCode::Policy, reason: reason.into() };
@@ -433,5 +438,31 @@ async fn read_loop<R>(
                 break;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::service::WrittenAt;
+
+    /// A challenge queued behind a slow write starts its clock when the writer takes it, not
+    /// when it was queued (SPEC §8.1).
+    #[tokio::test]
+    async fn a_challenge_clock_starts_when_the_writer_takes_the_frame() {
+        const SLOW: Duration = Duration::from_millis(60);
+        let sink = futures_util::sink::unfold((), |(), _: WsMessage| async move {
+            tokio::time::sleep(SLOW).await;
+            Ok::<(), tungstenite::Error>(())
+        });
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let written = WrittenAt::default();
+        let queued = Instant::now();
+        tx.send(Outbound::Frame(vec![1; 16])).await.expect("queue");
+        tx.send(Outbound::Challenge(vec![2; 16], written.clone())).await.expect("queue");
+        drop(tx);
+        write_loop(Box::pin(sink), rx).await;
+        let started = *written.get().expect("the writer stamps a challenge frame");
+        assert!(started.duration_since(queued) >= SLOW, "{:?}", started.duration_since(queued));
     }
 }
