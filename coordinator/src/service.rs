@@ -307,10 +307,11 @@ impl Coordinator {
         let registered = worker.filter(|w| self.state().workers.contains_key(w));
         let claimed = if registered.is_none() { worker } else { None };
         let now = UnixMillis::now();
+        // Cut once, for the store and the log alike.
+        let detail = crate::detail::bounded(&detail);
         let opened = self.refusals().add(peer, kind, registered, claimed, &detail, now);
         // One warning per group and write interval; a flood of the same refusal is not a flood
         // of log lines.
-        let detail = crate::detail::bounded(&detail);
         if opened {
             tracing::warn!(peer, kind = kind.as_str(), %detail, "rejected peer input");
         } else {
@@ -993,11 +994,12 @@ impl Coordinator {
                 self.metrics.challenge("sent");
             }
         }
-        self.metrics.round_issued(news.len(), stored, started.elapsed());
+        let issued_in = started.elapsed();
+        self.metrics.round_issued(news.len(), stored, issued_in);
         tracing::debug!(
             challenges = news.len(),
             store_ms = ms(stored),
-            issue_ms = ms(started.elapsed()),
+            issue_ms = ms(issued_in),
             ?round,
             "round issued"
         );
