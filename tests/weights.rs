@@ -349,6 +349,45 @@ async fn weights_survive_an_unreachable_node_and_wait_for_the_rate_limit() {
     h.shutdown().await;
 }
 
+/// A local-chain file that does not parse (a process rewriting it without the lock, a hand edit)
+/// is transient: the vector stays pending with the error recorded, and once the file is whole
+/// again the same vector goes on chain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_local_chain_file_keeps_the_vector_pending_until_it_is_readable_again() {
+    let h = Harness::start(Db::Sqlite, 1, quick_scoring).await;
+    let worker = h.honest(0, "w");
+    h.verified(&worker.key(), 3).await;
+    let out = h.coordinator.score_epoch(UnixMillis::now()).await.expect("scores");
+
+    let good = std::fs::read(h.chain.path()).expect("read the chain file");
+    std::fs::write(h.chain.path(), &good[..good.len() / 2]).expect("half a rewrite");
+    let failed = h.coordinator.submit_weights().await;
+    let Err(EpochError::Chain(e @ ChainError::CorruptState { .. })) = &failed else {
+        panic!("a corrupt chain file must fail the submission, got {failed:?}");
+    };
+    assert!(e.is_transient(), "{e}");
+    let sets = h.store().weight_sets(10).await.expect("sets");
+    assert_eq!(
+        (sets[0].id, sets[0].status, sets[0].attempts),
+        (out.set_id, WeightSetStatus::Pending, 1)
+    );
+    assert_eq!(sets[0].entries, out.run.weights, "the vector is kept as computed");
+    let path = h.chain.path().display().to_string();
+    assert!(sets[0].last_error.as_deref().is_some_and(|m| m.contains(&path)), "{sets:?}");
+
+    std::fs::write(h.chain.path(), &good).expect("restore");
+    let ok = h.coordinator.submit_weights().await.expect("file readable again");
+    assert!(
+        matches!(ok, SubmitOutcome::Submitted { set_id, .. } if set_id == out.set_id),
+        "{ok:?}"
+    );
+    let on_chain = chain_weights(&h);
+    for e in &out.run.weights {
+        assert_eq!(on_chain.get(&e.uid), Some(&e.weight), "the computed vector is on chain");
+    }
+    h.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commit_reveal_round_on_the_local_chain() {
     let h = Harness::start(Db::Sqlite, 2, quick_scoring).await;
@@ -399,6 +438,7 @@ async fn a_coordinator_without_a_validator_permit_refuses_to_set_weights() {
     let sets = h.store().weight_sets(1).await.expect("sets");
     assert_eq!((sets[0].id, sets[0].status), (out.set_id, WeightSetStatus::Failed));
     assert!(sets[0].last_error.as_deref().is_some_and(|e| e.contains("validator permit")));
+    assert_eq!(sets[0].entries, out.run.weights, "a refused vector is kept as computed");
     assert!(chain_weights(&h).is_empty());
     h.shutdown().await;
 }

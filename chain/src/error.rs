@@ -27,9 +27,20 @@ pub enum ChainError {
     /// The chain refused the extrinsic (final), e.g. a module error or a bad argument.
     #[error("extrinsic rejected: {0}")]
     Rejected(String),
-    /// A value read from the chain could not be decoded or is inconsistent.
+    /// A value read from the chain could not be decoded or is inconsistent (final: the node or
+    /// the runtime sends something this build does not understand).
     #[error("cannot decode chain state: {0}")]
     Decode(String),
+    /// The local chain's state file does not parse (transient): a process writing it without
+    /// the lock may be halfway through, or someone is repairing it; the file is left as it is,
+    /// and a later call reads it again.
+    #[error("local chain state {path} does not parse: {reason}")]
+    CorruptState {
+        /// The state file.
+        path: String,
+        /// What the JSON parser said.
+        reason: String,
+    },
     /// The local chain's state file could not be read or written.
     #[error("local chain state {path}: {source}")]
     Io {
@@ -43,6 +54,12 @@ pub enum ChainError {
 impl ChainError {
     /// Whether the same call may succeed later without anyone changing anything.
     pub fn is_transient(&self) -> bool {
-        matches!(self, Self::Unreachable(_) | Self::RateLimited { .. } | Self::Io { .. })
+        matches!(
+            self,
+            Self::Unreachable(_)
+                | Self::RateLimited { .. }
+                | Self::Io { .. }
+                | Self::CorruptState { .. }
+        )
     }
 }

@@ -34,8 +34,8 @@ pub use types::{Commitment, Metagraph, NetUid, Neuron, TxReceipt, WeightVector, 
 /// A Bittensor chain: reads of the subnet state and the extrinsics veribench submits.
 ///
 /// Every method returns a [`ChainError`]; [`ChainError::is_transient`] tells [`retry`] which
-/// failures are worth trying again (unreachable node, rate limit) and which are final (not
-/// registered, no validator permit, rejected call).
+/// failures are worth trying again (unreachable node, rate limit, a local state file that does not
+/// parse) and which are final (not registered, no validator permit, rejected call).
 #[async_trait]
 pub trait Chain: Send + Sync + std::fmt::Debug {
     /// A human-readable name of the endpoint, for logs (`file:/…`, `wss://…`).

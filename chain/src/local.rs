@@ -242,10 +242,13 @@ impl LocalChain {
         Ok(file)
     }
 
+    /// Reads the state; a file that does not parse is [`ChainError::CorruptState`], and since
+    /// [`Self::update`] stops there, it is never overwritten with a state built from nothing.
     fn load(&self) -> Result<State, ChainError> {
         match std::fs::read(&self.path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
-                ChainError::Decode(format!("local chain state {}: {e}", self.path.display()))
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| ChainError::CorruptState {
+                path: self.path.display().to_string(),
+                reason: e.to_string(),
             }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(State::new()),
             Err(e) => Err(self.io(e)),

@@ -239,7 +239,10 @@ impl Coordinator {
     /// Brings the next weight vector on chain if the rate limits allow: reveals a committed
     /// vector whose reveal is due, else submits the newest pending one (`set_weights`, or
     /// `commit_weights` when the subnet has commit-reveal on). Transient chain failures are
-    /// retried with backoff and leave the vector where it was; final ones mark it `failed`.
+    /// retried with backoff and leave the vector where it was, for the next pass of the epoch
+    /// loop; final ones mark it `failed`. Either way the error is recorded on the vector and
+    /// the vector itself (its entries, its reveal) stays stored: a failure changes a status,
+    /// it never deletes what was computed.
     pub async fn submit_weights(&self) -> Result<SubmitOutcome, EpochError> {
         if !self.config().weights.submit {
             return Ok(SubmitOutcome::Disabled);
@@ -250,11 +253,17 @@ impl Coordinator {
         let result = self.try_submit(&set).await;
         let (status, error) = match &result {
             Ok(_) => return result,
-            Err(EpochError::Chain(e)) if e.is_transient() => (set.status, e.to_string()),
-            Err(EpochError::Chain(e)) => (WeightSetStatus::Failed, e.to_string()),
+            Err(EpochError::Chain(e)) if !e.is_transient() => {
+                (WeightSetStatus::Failed, e.to_string())
+            }
             Err(e) => (set.status, e.to_string()),
         };
-        tracing::error!(set = set.id, status = status.as_str(), %error, "weight submission failed");
+        if status == WeightSetStatus::Failed {
+            tracing::error!(set = set.id, %error, "weight submission refused for good");
+        } else {
+            let status = status.as_str();
+            tracing::warn!(set = set.id, status, %error, "weight submission failed; will retry");
+        }
         let update = WeightSetUpdate { status, error: Some(error), commit: None, included: None };
         self.store().update_weight_set(set.id, &update).await?;
         result

@@ -166,8 +166,31 @@ fn a_corrupt_state_file_is_an_error_and_left_alone() {
     let path = dir.path().join("chain.json");
     std::fs::write(&path, b"{ not json").expect("write");
     let err = LocalChain::open(&path).expect_err("corrupt state refused");
-    assert!(matches!(err, ChainError::Decode(_)), "{err}");
+    assert!(matches!(err, ChainError::CorruptState { .. }), "{err}");
     assert_eq!(std::fs::read(&path).expect("read"), b"{ not json");
+}
+
+#[tokio::test]
+async fn a_state_file_overwritten_with_garbage_fails_transiently_until_it_is_valid_again() {
+    let (_dir, chain) = chain();
+    let (validator, _) = populated(&chain);
+    let good = std::fs::read(chain.path()).expect("read");
+    // What a reader sees while a process without the lock rewrites the file in place.
+    std::fs::write(chain.path(), &good[..good.len() / 2]).expect("truncate");
+
+    let read = chain.metagraph(NET).await.expect_err("half a file does not parse");
+    assert!(matches!(read, ChainError::CorruptState { .. }), "{read:?}");
+    assert!(read.is_transient(), "{read}");
+    let message = read.to_string();
+    assert!(message.contains(&chain.path().display().to_string()), "names the file: {message}");
+    let write = chain.set_weights(&validator, NET, &weights(&[(2, 1)]), 0).await;
+    assert!(write.as_ref().err().is_some_and(ChainError::is_transient), "{write:?}");
+    assert_eq!(std::fs::read(chain.path()).expect("read").len(), good.len() / 2, "left alone");
+
+    std::fs::write(chain.path(), &good).expect("restore");
+    assert_eq!(chain.metagraph(NET).await.expect("readable again").neurons.len(), 4);
+    chain.set_weights(&validator, NET, &weights(&[(2, 1)]), 0).await.expect("set");
+    assert_eq!(chain.weights(NET).expect("weights")[&0], vec![(2, 1)]);
 }
 
 #[tokio::test]
