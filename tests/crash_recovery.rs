@@ -1,119 +1,18 @@
-//! The real coordinator binary, killed with SIGKILL in the middle of a round and restarted on the
-//! same database and ports: what was verified stays verified, what was in flight is failed as
-//! `coordinator_restart`, and the workers reconnect and are verified again.
+//! The real coordinator process (`veribench coordinator run`), killed with SIGKILL in the middle of
+//! a round and restarted on the same database and ports: what was verified stays verified, what was
+//! in flight is failed as `coordinator_restart`, and the workers reconnect and are verified again.
+//! SIGTERM then stops it cleanly.
 
 mod common;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use common::process::{CoordinatorProcess, free_port};
 use common::{Behaviour, Identity, PATIENCE, TestWorker, WorkerOptions, eventually, keypair};
 use serde_json::Value;
 use veribench_protocol::UnixMillis;
 use veribench_wallet::Wallet;
-
-/// `target/<profile>/veribench-coordinator`, built (or brought up to date) first.
-fn coordinator_binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    // target/<profile>/deps/<test> → target/<profile>
-    let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>").to_path_buf();
-    let binary = profile_dir.join(format!("veribench-coordinator{}", std::env::consts::EXE_SUFFIX));
-    let target_dir = profile_dir.parent().expect("target dir");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut build = Command::new(cargo);
-    build
-        .args(["build", "--quiet", "-p", "veribench-coordinator", "--bin", "veribench-coordinator"])
-        .arg("--manifest-path")
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"))
-        .env("CARGO_TARGET_DIR", target_dir);
-    if profile_dir.file_name().is_some_and(|p| p == "release") {
-        build.arg("--release");
-    }
-    let started = std::time::Instant::now();
-    let status = build.status();
-    eprintln!("cargo build -p veribench-coordinator: {status:?} in {:?}", started.elapsed());
-    match status {
-        Ok(s) if s.success() => {}
-        // An up-to-date build cannot be made; a stale binary is better than none, but say so.
-        _ if binary.exists() => eprintln!(
-            "warning: `cargo build -p veribench-coordinator` failed ({status:?}); using the existing {}",
-            binary.display()
-        ),
-        _ => panic!(
-            "cannot build the coordinator binary ({status:?}) and {} is missing",
-            binary.display()
-        ),
-    }
-    binary
-}
-
-/// A loopback port free right now.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
-}
-
-/// The coordinator process; killed when dropped.
-struct Process {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Process {
-    fn spawn(binary: &Path, config: &Path, log: &Path) -> Process {
-        let out =
-            std::fs::OpenOptions::new().create(true).append(true).open(log).expect("log file");
-        let mut cmd = Command::new(binary);
-        cmd.arg("run").arg("--config").arg(config);
-        for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("VERIBENCH_")) {
-            cmd.env_remove(key);
-        }
-        cmd.env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(out));
-        let child = cmd.spawn().expect("spawn the coordinator");
-        Process { child, log: log.to_owned() }
-    }
-
-    /// SIGKILL (std's `Child::kill` on unix) and reap.
-    fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(40)..].join("\n")
-    }
-
-    /// Waits until `/healthz` answers 200; panics with the log if the process exits or hangs.
-    async fn healthy(&mut self, http: SocketAddr) {
-        let started = std::time::Instant::now();
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("the coordinator exited with {status}:\n{}", self.log_tail());
-            }
-            if let Ok(r) = common::try_http_get(http, "/healthz").await
-                && r.status == 200
-            {
-                return;
-            }
-            if started.elapsed() > Duration::from_secs(30) {
-                panic!("the coordinator did not become healthy:\n{}", self.log_tail());
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
 
 /// Every challenge, through the HTTP API, oldest first.
 async fn challenges(http: SocketAddr) -> Vec<Value> {
@@ -134,7 +33,6 @@ fn is_terminal(c: &Value) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn coordinator_killed_mid_round_keeps_results_and_serves_reconnected_workers() {
-    let binary = tokio::task::spawn_blocking(coordinator_binary).await.expect("build");
     let dir = tempfile::tempdir().expect("temporary directory");
     let wallets = dir.path().join("wallets");
     let coordinator_key = Wallet::new(&wallets, "coordinator")
@@ -189,7 +87,7 @@ handshake_timeout_secs = 2.0
     .expect("write config");
     let log = dir.path().join("coordinator.log");
 
-    let mut process = Process::spawn(&binary, &config, &log);
+    let mut process = CoordinatorProcess::spawn(&config, &log);
     process.healthy(http).await;
 
     let url = format!("ws://127.0.0.1:{ws_port}/");
@@ -223,7 +121,7 @@ handshake_timeout_secs = 2.0
         assert!(w.challenges().iter().all(|(_, signature_ok)| *signature_ok));
     }
 
-    let mut process = Process::spawn(&binary, &config, &log);
+    let mut process = CoordinatorProcess::spawn(&config, &log);
     process.healthy(http).await;
     let after = challenges(http).await;
     let old: Vec<&Value> = after
@@ -282,6 +180,11 @@ handshake_timeout_secs = 2.0
 
     quick.stop().await;
     slow.stop().await;
-    process.kill();
+    process.sigterm();
+    let status = process.wait_exit(Duration::from_secs(30)).await;
+    let status = status.unwrap_or_else(|| {
+        panic!("the coordinator did not exit after SIGTERM:\n{}", process.log_tail())
+    });
+    assert!(status.success(), "exit after SIGTERM: {status}\n{}", process.log_tail());
     drop(dir);
 }

@@ -25,6 +25,8 @@ pub struct CoordinatorConfig {
     pub http_listen: SocketAddr,
     /// `sqlite://path` (default, created if missing) or `postgres://…`.
     pub db: String,
+    /// How the coordinator waits on its database, and how long shutdown waits for it.
+    pub storage: StorageConfig,
     /// PEM certificate chain; with `tls_key`, workers connect over `wss://`.
     pub tls_cert: Option<PathBuf>,
     /// PEM private key for `tls_cert`.
@@ -61,6 +63,7 @@ impl Default for CoordinatorConfig {
             ws_listen: SocketAddr::from(([0, 0, 0, 0], 7799)),
             http_listen: SocketAddr::from(([127, 0, 0, 1], 7800)),
             db: "sqlite://data/coordinator.db".into(),
+            storage: StorageConfig::default(),
             tls_cert: None,
             tls_key: None,
             wallet: WalletConfig::default(),
@@ -155,6 +158,32 @@ pub struct LeaseConfig {
 impl Default for LeaseConfig {
     fn default() -> Self {
         Self { tokens: Vec::new(), trusted_signers: Vec::new(), max_skew_secs: 300.0 }
+    }
+}
+
+/// Waiting on the database: every wait is bounded, so a stopped or full database makes calls
+/// fail fast (and `/healthz` say so) instead of hanging the coordinator.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// Longest wait for a pooled connection, in seconds.
+    pub acquire_timeout_secs: f64,
+    /// Longest wait for the once-a-second write probe before the store counts as failing.
+    pub probe_timeout_secs: f64,
+    /// At shutdown, how long the outcomes of challenges in flight may take to be written.
+    pub shutdown_grace_secs: f64,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self { acquire_timeout_secs: 3.0, probe_timeout_secs: 1.0, shutdown_grace_secs: 10.0 }
+    }
+}
+
+impl StorageConfig {
+    /// The store's options.
+    pub fn store_options(&self) -> crate::store::StoreOptions {
+        crate::store::StoreOptions { acquire_timeout: secs(self.acquire_timeout_secs) }
     }
 }
 
@@ -399,6 +428,13 @@ impl CoordinatorConfig {
         self.chain.network()?;
         if !positive(self.chain.metagraph_refresh_secs) || !positive(self.weights.interval_secs) {
             return bad("chain.metagraph_refresh_secs and weights.interval_secs must be positive");
+        }
+        let st = &self.storage;
+        if !positive(st.acquire_timeout_secs)
+            || !positive(st.probe_timeout_secs)
+            || !positive(st.shutdown_grace_secs)
+        {
+            return bad("storage timeouts must be positive");
         }
         if !positive(self.claims.expiry_secs) {
             return bad("claims.expiry_secs must be positive");

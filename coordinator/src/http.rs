@@ -31,6 +31,8 @@ const MAX_LEASE_BODY: usize = 16 << 10;
 pub fn router(coordinator: Arc<Coordinator>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/livez", get(livez))
+        .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/api/v1/miners", get(miners))
         .route("/api/v1/workers", get(workers))
@@ -83,15 +85,82 @@ impl From<&PublicKey> for Key {
     }
 }
 
-async fn healthz(State(c): Shared) -> Response {
-    match c.store().challenges(None, 1).await {
-        Ok(_) => Json(serde_json::json!({ "status": "ok", "database": "ok" })).into_response(),
-        Err(e) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(serde_json::json!({ "status": "degraded", "database": e.to_string() })),
-        )
-            .into_response(),
+/// What `/healthz` and `/readyz` report. Built from what the coordinator last observed (the
+/// database is probed with a write every second), never by waiting on the database, so it
+/// answers at once during an outage.
+#[derive(Debug, Serialize)]
+struct Health {
+    /// `ok`, `degraded` (the database is failing) or `stopping`.
+    status: &'static str,
+    database: DatabaseHealth,
+    chain: ChainHealth,
+    workers_connected: usize,
+    challenges_in_flight: usize,
+}
+
+#[derive(Debug, Serialize)]
+struct DatabaseHealth {
+    ok: bool,
+    /// Why it is failing.
+    error: Option<String>,
+    failing_for_ms: Option<u64>,
+    last_write_ago_ms: Option<u64>,
+}
+
+#[derive(Debug, Serialize)]
+struct ChainHealth {
+    /// Whether the metagraph has been read (registrations wait for it).
+    metagraph: bool,
+    block: Option<u64>,
+}
+
+fn health(c: &Coordinator) -> Health {
+    let db = c.store().health().report();
+    let millis = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    let mg = c.metagraph();
+    let (workers_connected, challenges_in_flight) = c.load();
+    let status = if c.is_shutting_down() {
+        "stopping"
+    } else if db.ok {
+        "ok"
+    } else {
+        "degraded"
+    };
+    Health {
+        status,
+        database: DatabaseHealth {
+            ok: db.ok,
+            error: db.error,
+            failing_for_ms: db.failing_for.map(millis),
+            last_write_ago_ms: db.last_ok_ago.map(millis),
+        },
+        chain: ChainHealth { metagraph: mg.is_some(), block: mg.map(|m| m.block) },
+        workers_connected,
+        challenges_in_flight,
     }
+}
+
+/// 200 when healthy, 503 when the database is failing or the coordinator is stopping; the
+/// body says which and why.
+async fn healthz(State(c): Shared) -> Response {
+    let h = health(&c);
+    let code = if h.status == "ok" { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (code, Json(h)).into_response()
+}
+
+/// Liveness, for orchestrators: the process answers. A failing database does not make it
+/// unlive (a restart would not bring the database back, and would drop every worker).
+async fn livez() -> Response {
+    Json(serde_json::json!({ "status": "alive" })).into_response()
+}
+
+/// Readiness, for orchestrators and load balancers: 200 only when the coordinator can serve
+/// workers: the database takes writes, the metagraph has been read, and it is not stopping.
+async fn readyz(State(c): Shared) -> Response {
+    let h = health(&c);
+    let ready = h.status == "ok" && h.chain.metagraph;
+    let code = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (code, Json(h)).into_response()
 }
 
 async fn metrics(State(c): Shared) -> Response {
@@ -139,6 +208,8 @@ struct WorkerView {
     online: bool,
     connected_at_ms: u64,
     last_seen_ms: u64,
+    /// The worker's clock minus ours at its last registration (SPEC §8.2).
+    clock_skew_ms: Option<i64>,
     devices: Vec<String>,
     hardware: serde_json::Value,
 }
@@ -154,6 +225,7 @@ impl From<&WorkerRow> for WorkerView {
             online: w.online,
             connected_at_ms: w.connected_at.0,
             last_seen_ms: w.last_seen.0,
+            clock_skew_ms: r.clock_skew_ms,
             devices: r.devices.iter().map(ToString::to_string).collect(),
             hardware: serde_json::from_str(&r.hardware_json).unwrap_or(serde_json::Value::Null),
         }

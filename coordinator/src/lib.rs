@@ -5,12 +5,15 @@
 //! [`server::start`] wires the parts: [`store`] (persistence), [`service`] (the state machine),
 //! [`session`] (one connection), [`http`] (API and metrics), [`epoch`] (metagraph, scores and
 //! weights on chain), [`scoring`] (the pure score and weight math), [`leases`] (authenticated
-//! lease reports), [`config`].
+//! lease reports), [`config`]. [`cli`] is the command line of `veribench-coordinator` (and of
+//! `veribench coordinator`).
 
 pub mod admission;
+pub mod cli;
 pub mod config;
 pub mod detail;
 pub mod epoch;
+pub mod failure;
 pub mod http;
 pub mod leases;
 pub mod metrics;

@@ -59,8 +59,14 @@ kinds! {
     RateLimited => "rate_limited", RateLimited;
     /// Too many frames over the rate limit: closed.
     Flood => "flood", RateLimited;
-    /// Our own failure (storage).
+    /// Our own failure.
     Internal => "internal", Internal;
+    /// Our database cannot take the registration now; the worker retries later.
+    StoreUnavailable => "store_unavailable", Busy;
+    /// The coordinator is shutting down.
+    ShuttingDown => "shutting_down", Busy;
+    /// The worker's clock is further ahead of ours than a challenge's deadline can absorb.
+    ClockSkew => "clock_skew", Unauthorized;
     /// A registration naming a device another identity holds.
     DeviceConflict => "device_conflict", Unauthorized;
     /// A registration timestamp too far from our clock.

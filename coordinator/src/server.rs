@@ -10,6 +10,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use veribench_chain::Chain;
 use veribench_wallet::Keypair;
 
@@ -19,6 +20,10 @@ use crate::store::{Store, StoreError};
 
 /// How often the scheduler looks for due rounds and expired challenges.
 const TICK: Duration = Duration::from_millis(200);
+/// How often the database is probed and buffered heartbeats and refusals are written.
+const HOUSEKEEPING: Duration = Duration::from_secs(1);
+/// How long shutdown waits for a group of tasks (listeners, then connections) to end.
+const TASKS_GRACE: Duration = Duration::from_secs(5);
 
 /// Why the service could not start.
 #[derive(Debug, thiserror::Error)]
@@ -51,22 +56,39 @@ pub struct Running {
     pub http_addr: SocketAddr,
     /// The coordinator, for in-process inspection (devnet, tests).
     pub coordinator: Arc<Coordinator>,
-    shutdown: CancellationToken,
+    /// Cancelled first: listeners, scheduler, epochs and housekeeping stop.
+    accepting: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
+    /// Cancelled once the challenges in flight are settled: the connections close.
+    closing: CancellationToken,
+    sessions: TaskTracker,
 }
 
 impl Running {
-    /// Stops accepting, closes connections and waits for the tasks.
+    /// Stops in an order that loses nothing: stop accepting (connections, HTTP) and scheduling;
+    /// fail the challenges still waiting on workers as `coordinator_shutdown` and let every
+    /// outcome be written (`storage.shutdown_grace_secs`); close the connections, each marking
+    /// its worker offline; write buffered heartbeats and refusals; only then close the pool.
     pub async fn shutdown(self) {
-        self.shutdown.cancel();
+        let started = std::time::Instant::now();
+        self.accepting.cancel();
         for task in self.tasks {
-            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+            let _ = tokio::time::timeout(TASKS_GRACE, task).await;
         }
-        // Refusals are written once a second; write the last second's before the store closes.
-        self.coordinator.flush_refusals().await;
+        let grace = crate::config::secs(self.coordinator.config().storage.shutdown_grace_secs);
+        self.coordinator.drain(grace).await;
+        self.closing.cancel();
+        self.sessions.close();
+        if tokio::time::timeout(TASKS_GRACE, self.sessions.wait()).await.is_err() {
+            tracing::warn!(
+                "connections still open after {TASKS_GRACE:?}; closing the database anyway"
+            );
+        }
+        self.coordinator.flush_before_close().await;
         if let Err(e) = self.coordinator.store().close().await {
             tracing::warn!(error = %e, "closing the database failed");
         }
+        tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "coordinator stopped");
     }
 }
 
@@ -84,7 +106,7 @@ pub async fn start(
         (Some(cert), Some(key)) => Some(tls_acceptor(cert, key)?),
         _ => None,
     };
-    let store = Store::connect(&config.db).await?;
+    let store = Store::connect_with(&config.db, config.storage.store_options()).await?;
     let ws = bind(config.ws_listen).await?;
     let http = bind(config.http_listen).await?;
     let ws_addr =
@@ -96,17 +118,20 @@ pub async fn start(
     if let Err(e) = coordinator.refresh_metagraph().await {
         tracing::warn!(error = %e, chain = %coordinator.chain().endpoint(), "cannot read the metagraph at start-up; registrations wait for it");
     }
-    let shutdown = CancellationToken::new();
+    let (accepting, closing, sessions) =
+        (CancellationToken::new(), CancellationToken::new(), TaskTracker::new());
 
     let mut tasks = Vec::new();
     tasks.push(tokio::spawn(crate::session::accept_loop(
         coordinator.clone(),
         ws,
         tls,
-        shutdown.clone(),
+        accepting.clone(),
+        sessions.clone(),
+        closing.clone(),
     )));
     let router = crate::http::router(coordinator.clone());
-    let stop = shutdown.clone();
+    let stop = accepting.clone();
     tasks.push(tokio::spawn(async move {
         // With each client's address, which refused lease reports are counted against.
         let app = router.into_make_service_with_connect_info::<SocketAddr>();
@@ -116,19 +141,34 @@ pub async fn start(
             tracing::error!(error = %e, "HTTP API stopped");
         }
     }));
-    let (c, stop) = (coordinator.clone(), shutdown.clone());
+    let (c, stop) = (coordinator.clone(), accepting.clone());
     tasks.push(tokio::spawn(async move {
-        let mut ticker = tokio::time::interval(TICK);
-        loop {
-            tokio::select! {
-                _ = stop.cancelled() => break,
-                _ = ticker.tick() => c.tick().await,
-            }
-        }
+        every(TICK, stop, || c.tick()).await;
     }));
-    tasks.push(tokio::spawn(crate::epoch::run_epochs(coordinator.clone(), shutdown.clone())));
+    let (c, stop) = (coordinator.clone(), accepting.clone());
+    tasks.push(tokio::spawn(async move {
+        every(HOUSEKEEPING, stop, || c.housekeeping()).await;
+    }));
+    tasks.push(tokio::spawn(crate::epoch::run_epochs(coordinator.clone(), accepting.clone())));
     tracing::info!(%ws_addr, %http_addr, coordinator = %coordinator.public_key(), "coordinator listening");
-    Ok(Running { ws_addr, http_addr, coordinator, shutdown, tasks })
+    Ok(Running { ws_addr, http_addr, coordinator, accepting, tasks, closing, sessions })
+}
+
+/// Runs `step` every `period` until `stop`. A step that overran is not made up for with a burst
+/// of steps: the next one waits a whole period.
+async fn every<F, Fut>(period: Duration, stop: CancellationToken, mut step: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut ticker = tokio::time::interval(period);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = ticker.tick() => step().await,
+        }
+    }
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, ServeError> {
@@ -155,4 +195,43 @@ fn tls_acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, ServeError> {
         .with_single_cert(certs, key)
         .map_err(|e| ServeError::Tls(e.to_string()))?;
     Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use tokio::time::Instant;
+
+    use super::*;
+
+    /// A scheduler step that stalled (on a slow database, say) is followed by one step a period
+    /// later, not by a burst of every step it missed.
+    #[tokio::test(start_paused = true)]
+    async fn a_stalled_step_is_not_followed_by_a_burst() {
+        let period = Duration::from_millis(200);
+        let stop = CancellationToken::new();
+        let steps = Arc::new(Mutex::new(Vec::new()));
+        let (log, until) = (steps.clone(), stop.clone());
+        let task = tokio::spawn(every(period, until, move || {
+            let log = log.clone();
+            async move {
+                let first = {
+                    let mut log = log.lock().expect("log");
+                    log.push(Instant::now());
+                    log.len() == 1
+                };
+                if first {
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                }
+            }
+        }));
+        tokio::time::sleep(Duration::from_secs(7)).await;
+        stop.cancel();
+        task.await.expect("the loop ends");
+        let steps = steps.lock().expect("log").clone();
+        let gaps: Vec<Duration> = steps.windows(2).map(|w| w[1] - w[0]).collect();
+        assert!(gaps.len() >= 5, "{gaps:?}");
+        assert!(gaps.iter().all(|gap| *gap >= period), "a burst of steps: {gaps:?}");
+    }
 }

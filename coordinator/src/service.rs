@@ -6,34 +6,40 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 use rand::Rng;
 use tokio::sync::{Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use veribench_chain::{Chain, Metagraph};
 use veribench_protocol::wire::{
-    CommitmentMsg, ErrorCode, ErrorMsg, Message, OpenRequest, OpeningsMsg, Register,
-    SignedChallenge, VerdictMsg, Welcome,
+    CommitmentMsg, ErrorMsg, Message, OpenRequest, OpeningsMsg, Register, SignedChallenge, Welcome,
 };
 use veribench_protocol::{
-    Challenge, ChallengeId, DeviceKey, DeviceSeed, PublicKey, Root, Seed, Shape, UnixMillis,
-    Verdict, sample_rows, verify_openings,
+    Challenge, ChallengeId, DeviceKey, DeviceSeed, PublicKey, Seed, Shape, UnixMillis, Verdict,
+    sample_rows, verify_openings,
 };
 use veribench_wallet::Keypair;
 
 use crate::config::{CoordinatorConfig, secs};
+use crate::failure::Failure;
 use crate::metrics::Metrics;
 use crate::refusal_kind::RefusalKind;
 use crate::refusals::RefusalBuffer;
-use crate::store::{Credit, NewChallenge, Store, StoreError, Withheld, WorkerRecord};
+use crate::store::{CommitRecord, NewChallenge, Store, StoreError, WorkerRecord};
 use crate::timing::{ModeRates, RttSample, RttSamples, compute_time};
+
+mod housekeeping;
+mod record;
+mod skew;
+
+use record::Outcome;
+pub use skew::Arrival;
 
 /// Frames queued per connection before the coordinator treats the peer as too slow.
 pub const OUTBOX_DEPTH: usize = 64;
-/// How often heartbeats are persisted. One write per heartbeat would cap SQLite near 1,700
-/// heartbeats/s (each a synchronous commit); batching makes liveness cost one transaction a second.
-const FLUSH_EVERY: Duration = Duration::from_secs(1);
 
 /// When a challenge's frame was taken from the outbox to be written, set by the session's
 /// writer: the instant the challenge's clock starts. A frame queued behind others (late in a
@@ -88,7 +94,7 @@ struct Connected {
 enum Phase {
     Sent,
     Committed {
-        root: Root,
+        commitment: CommitRecord,
         rows: Vec<u32>,
         compute: Duration,
         /// The device's plausible peak in the challenge's mode, GOP/s.
@@ -96,11 +102,24 @@ enum Phase {
         asked: Instant,
     },
     Verifying,
+    /// Decided: its verdict or failure is being written. Only the write ends it (no deadline,
+    /// no disconnection), and the worker hears of it once it is stored.
+    Recording,
+}
+
+impl Phase {
+    /// Whether the worker still owes the next step (a commitment or openings): only then can a
+    /// timeout or a disconnection fail the challenge.
+    fn awaits_worker(&self) -> bool {
+        matches!(self, Phase::Sent | Phase::Committed { .. })
+    }
 }
 
 #[derive(Debug)]
 struct Pending {
     worker: PublicKey,
+    /// The connection it was sent on: its open request and verdict go there or nowhere.
+    conn: u64,
     device: DeviceKey,
     challenge: Challenge,
     seed: DeviceSeed,
@@ -145,14 +164,21 @@ struct State {
     next_round: HashMap<Round, Instant>,
     finished: HashMap<PublicKey, u64>,
     next_conn: u64,
-    /// Liveness not yet written to the store (flushed in one transaction per [`FLUSH_EVERY`]).
+    /// Liveness not yet written to the store. One write per heartbeat would cap SQLite near
+    /// 1,700 heartbeats/s (each a synchronous commit); housekeeping writes them in one
+    /// transaction a second.
     unflushed: HashMap<PublicKey, UnixMillis>,
-    last_flush: Option<Instant>,
     /// The last metagraph read: only its hotkeys may register workers. `None` until the chain
     /// has answered once.
     metagraph: Option<Arc<Metagraph>>,
     /// Workers under a lease at the last score run: not challenged.
     leased: HashSet<PublicKey>,
+    /// Set by [`Coordinator::begin_shutdown`]: no new rounds or registrations.
+    shutting_down: bool,
+    /// Whether the store was taking writes at the last housekeeping pass (to log changes once).
+    store_was_ok: bool,
+    /// When stale `online` flags were last cleared.
+    last_sweep: Option<Instant>,
 }
 
 /// A refused registration: what to persist and tell the peer.
@@ -187,6 +213,12 @@ pub struct Coordinator {
     /// Refusals counted since the last write (a lock of their own: refusals come in floods).
     refusals: Mutex<RefusalBuffer>,
     verifiers: Semaphore,
+    /// This coordinator, for the tasks it spawns.
+    me: Weak<Coordinator>,
+    /// The tasks writing challenge outcomes (waited for at shutdown).
+    records: TaskTracker,
+    /// Cancelled when shutdown stops waiting for the database: outcome writes give up.
+    stop_recording: CancellationToken,
 }
 
 impl Coordinator {
@@ -198,7 +230,8 @@ impl Coordinator {
         store: Store,
         chain: Arc<dyn Chain>,
     ) -> Result<Arc<Self>, StoreError> {
-        let abandoned = store.fail_unfinished(UnixMillis::now(), "coordinator_restart").await?;
+        let restart = Failure::CoordinatorRestart.as_str();
+        let abandoned = store.fail_unfinished(UnixMillis::now(), restart).await?;
         if abandoned > 0 {
             tracing::warn!(abandoned, "failed challenges left unfinished by a previous run");
         }
@@ -209,15 +242,18 @@ impl Coordinator {
         }
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         let refusals = Mutex::new(RefusalBuffer::new(config.refusals.max_buffered));
-        Ok(Arc::new(Self {
+        Ok(Arc::new_cyclic(|me| Self {
             config,
             chain,
             keypair,
             store,
             metrics: Metrics::default(),
-            state: Mutex::new(State::default()),
+            state: Mutex::new(State { store_was_ok: true, ..State::default() }),
             refusals,
             verifiers: Semaphore::new(cores),
+            me: me.clone(),
+            records: TaskTracker::new(),
+            stop_recording: CancellationToken::new(),
         }))
     }
 
@@ -279,6 +315,11 @@ impl Coordinator {
         // A panic while holding the lock cannot leave the maps half-updated in a way that matters
         // more than stopping would; keep serving.
         self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Whether an ordered shutdown has begun.
+    pub fn is_shutting_down(&self) -> bool {
+        self.state().shutting_down
     }
 
     /// Connected workers and challenges in flight, for gauges and the devnet table.
@@ -358,15 +399,23 @@ impl Coordinator {
         }
     }
 
-    /// Writes every refusal counted so far (at shutdown, so none is lost).
-    pub async fn flush_refusals(&self) {
-        self.persist_refusals(true).await;
-    }
-
-    /// Checks a registration and, if it passes, records the worker and returns its outbox.
-    pub async fn register(&self, reg: Register, peer: &str) -> Result<Registered, Refusal> {
-        let now = UnixMillis::now();
+    /// Checks a registration that arrived as `arrival` says and, if it passes, records the
+    /// worker and returns its outbox.
+    pub async fn register(
+        &self,
+        reg: Register,
+        peer: &str,
+        arrival: Arrival,
+    ) -> Result<Registered, Refusal> {
+        let now = arrival.at;
+        if self.state().shutting_down {
+            return Err(Refusal {
+                kind: RefusalKind::ShuttingDown,
+                detail: "the coordinator is shutting down; reconnect later".into(),
+            });
+        }
         self.check_registration(&reg, now).await?;
+        let skew_ms = self.check_clock(&reg, &arrival)?;
         let worker = reg.delegation.worker_key;
         let miner = reg.delegation.miner_hotkey;
         let record = WorkerRecord {
@@ -376,6 +425,7 @@ impl Coordinator {
             address: peer.to_owned(),
             hardware_json: serde_json::to_string(&reg.hardware).unwrap_or_default(),
             devices: reg.devices.clone(),
+            clock_skew_ms: Some(skew_ms),
         };
         // Claims first: a registration naming a device another identity holds is refused whole,
         // before anything of it is stored.
@@ -387,10 +437,7 @@ impl Coordinator {
             }
             Ok::<_, StoreError>(held)
         };
-        let held = stored.await.map_err(|e| Refusal {
-            kind: RefusalKind::Internal,
-            detail: format!("storage: {e}"),
-        })?;
+        let held = self.store.health().observe(stored.await).map_err(store_refusal)?;
         if let Some(first) = held.first() {
             let more = match held.len() {
                 1 => String::new(),
@@ -449,6 +496,7 @@ impl Coordinator {
     async fn check_registration(&self, reg: &Register, now: UnixMillis) -> Result<(), Refusal> {
         let refuse = |kind, detail: String| Err(Refusal { kind, detail });
         let skew = secs(self.config.liveness.max_clock_skew_secs).as_millis() as u64;
+        // Replay protection: a Register signed long ago (or far ahead) is not accepted.
         if reg.timestamp.0.abs_diff(now.0) > skew {
             return refuse(
                 RefusalKind::StaleRegistration,
@@ -496,13 +544,14 @@ impl Coordinator {
         }
         // Only now, with the signature verified, is the nonce stored: strangers write nothing.
         // Stored, not kept in memory, so a restarted coordinator refuses the replay too.
-        match self.store.use_registration_nonce(&d.worker_key, reg.nonce, reg.timestamp).await {
+        let used = self.store.use_registration_nonce(&d.worker_key, reg.nonce, reg.timestamp);
+        match self.store.health().observe(used.await) {
             Ok(true) => Ok(()),
             Ok(false) => refuse(
                 RefusalKind::ReplayedRegistration,
                 format!("nonce {} was already used", reg.nonce),
             ),
-            Err(e) => refuse(RefusalKind::Internal, format!("storage: {e}")),
+            Err(e) => Err(store_refusal(e)),
         }
     }
 
@@ -518,16 +567,10 @@ impl Coordinator {
     }
 
     /// Whether `worker` holds `device`'s oldest active claim: only that identity is credited for
-    /// the device. A storage error withholds the credit rather than risk giving it to another.
-    async fn holds(&self, worker: &PublicKey, device: &DeviceKey) -> bool {
+    /// the device.
+    async fn holds(&self, worker: &PublicKey, device: &DeviceKey) -> Result<bool, StoreError> {
         let since = self.claims_active_since(UnixMillis::now());
-        match self.store.device_holder(device, since).await {
-            Ok(holder) => holder.as_ref() == Some(worker),
-            Err(e) => {
-                tracing::error!(error = %e, %device, "cannot read a device's claims");
-                false
-            }
-        }
+        Ok(self.store.device_holder(device, since).await?.as_ref() == Some(worker))
     }
 
     fn jitter(&self) -> Duration {
@@ -535,28 +578,34 @@ impl Coordinator {
         secs(if j > 0.0 { rand::rng().random_range(0.0..j) } else { 0.0 })
     }
 
-    /// A connection ended: the worker goes offline and its challenges in flight fail.
+    /// A connection ended: the worker goes offline and the challenges that were waiting on it
+    /// fail (`disconnected`, or `coordinator_shutdown` when we are the ones closing). Decided
+    /// challenges are left to their writes.
     pub async fn disconnect(&self, worker: &PublicKey, conn: u64) {
-        let failed: Vec<ChallengeId> = {
+        let (waiting, failure) = {
             let mut s = self.state();
             if s.workers.get(worker).is_none_or(|c| c.conn != conn) {
                 return; // replaced by a newer connection, which owns the state now
             }
             s.workers.remove(worker);
-            let ids: Vec<ChallengeId> =
-                s.pending.iter().filter(|(_, p)| &p.worker == worker).map(|(id, _)| *id).collect();
-            for id in &ids {
-                s.pending.remove(id);
-                *s.finished.entry(*worker).or_default() += 1;
-            }
-            ids
+            s.unflushed.remove(worker);
+            let waiting: Vec<ChallengeId> = s
+                .pending
+                .iter()
+                .filter(|(_, p)| &p.worker == worker && p.conn == conn && p.phase.awaits_worker())
+                .map(|(id, _)| *id)
+                .collect();
+            let failure =
+                if s.shutting_down { Failure::CoordinatorShutdown } else { Failure::Disconnected };
+            (waiting, failure)
         };
-        let now = UnixMillis::now();
-        for id in failed {
-            self.fail(id, "disconnected", "the worker disconnected").await;
+        for id in waiting {
+            self.conclude(id, Outcome::failed(failure.clone(), "the connection ended"));
         }
-        if let Err(e) = self.store.set_offline(worker, now).await {
-            tracing::error!(error = %e, "cannot mark a worker offline");
+        let offline = self.store.set_offline(worker, UnixMillis::now()).await;
+        if let Err(e) = self.store.health().observe(offline) {
+            // The periodic sweep of stale `online` flags catches up once the store is back.
+            tracing::error!(error = %e, worker = %worker, "cannot mark a worker offline");
         }
         tracing::info!(worker = %worker, "worker disconnected");
     }
@@ -591,10 +640,10 @@ impl Coordinator {
                 self.metrics.heartbeat_latency.observe(arrived.elapsed());
                 Ok(())
             }
-            Message::Commitment(c) => self.on_commitment(worker, c, arrived).await,
-            Message::Openings(o) => self.on_openings(worker, o).await,
+            Message::Commitment(c) => self.on_commitment(worker, c, arrived),
+            Message::Openings(o) => self.on_openings(worker, o),
             Message::Error(e) => {
-                tracing::warn!(worker = %worker, code = ?e.code, message = %e.message, "worker reported an error");
+                self.on_worker_error(worker, &e);
                 Ok(())
             }
             other => Err(Refusal {
@@ -604,7 +653,7 @@ impl Coordinator {
         }
     }
 
-    async fn on_commitment(
+    fn on_commitment(
         &self,
         worker: &PublicKey,
         c: CommitmentMsg,
@@ -619,14 +668,16 @@ impl Coordinator {
             ),
         };
         let cap = self.config.timing.max_rtt_credit();
-        let (request, shape, late, compute, credit) = {
+        let (request, shape, late, compute, credit, conn) = {
             let mut guard = self.state();
             let s = &mut *guard;
             let p = s.pending.get_mut(&c.challenge_id).ok_or_else(unknown)?;
             if &p.worker != worker || p.device != c.device || !matches!(p.phase, Phase::Sent) {
                 return Err(unknown());
             }
-            let Some(connected) = s.workers.get(worker) else { return Err(unknown()) };
+            let Some(connected) = s.workers.get(worker).filter(|w| w.conn == p.conn) else {
+                return Err(unknown());
+            };
             // SPEC §8.1: only round trips completed before the challenge was sent count, the
             // smallest of them, bounded by the kernel's TCP round trip and the configured cap.
             let started = p.started();
@@ -650,8 +701,14 @@ impl Coordinator {
                 self.config.schedule.sampled_rows,
             );
             if !late {
-                p.phase = Phase::Committed {
+                let commitment = CommitRecord {
+                    at: now,
                     root: c.root,
+                    compute_ms: ms(compute),
+                    rtt_ms: ms(credit.credited),
+                };
+                p.phase = Phase::Committed {
+                    commitment,
                     rows: rows.clone(),
                     compute,
                     peak_gops,
@@ -664,26 +721,23 @@ impl Coordinator {
                 late,
                 compute,
                 credit,
+                p.conn,
             )
         };
         if late {
-            self.finish_failed(
-                c.challenge_id,
-                "deadline_missed",
-                "the commitment arrived after the deadline",
-            )
-            .await;
+            let detail = "the commitment arrived after the deadline";
+            self.conclude(c.challenge_id, Outcome::failed(Failure::DeadlineMissed, detail));
             return Ok(());
         }
-        let rtt = ms(credit.credited);
-        let stored = self.store.mark_committed(c.challenge_id, now, c.root, ms(compute), rtt).await;
-        log_transition(c.challenge_id, "committed", stored);
-        tracing::debug!(challenge = %c.challenge_id, %shape, compute_ms = ms(compute), rtt_ms = rtt, basis = ?credit.basis, "commitment received");
-        self.send(worker, &Message::OpenRequest(request));
+        // The open request goes out now, whatever the database is doing: the intermediate write
+        // is best effort, and the verdict's write records the commitment if it was lost.
+        self.send_on(worker, conn, &Message::OpenRequest(request));
+        self.write_behind_committed(c.challenge_id);
+        tracing::debug!(challenge = %c.challenge_id, %shape, compute_ms = ms(compute), rtt_ms = ms(credit.credited), basis = ?credit.basis, "commitment received");
         Ok(())
     }
 
-    async fn on_openings(&self, worker: &PublicKey, o: OpeningsMsg) -> Result<(), Refusal> {
+    fn on_openings(&self, worker: &PublicKey, o: OpeningsMsg) -> Result<(), Refusal> {
         let unknown = || Refusal {
             kind: RefusalKind::UnknownChallenge,
             detail: format!(
@@ -691,161 +745,58 @@ impl Coordinator {
                 o.challenge_id
             ),
         };
-        let (challenge, seed, root, rows, compute, peak_gops, device) = {
+        let check = {
             let mut s = self.state();
+            let connected = s.workers.get(worker).map(|c| c.conn);
             let p = s.pending.get_mut(&o.challenge_id).ok_or_else(unknown)?;
-            if &p.worker != worker {
+            if &p.worker != worker || connected != Some(p.conn) {
                 return Err(unknown());
             }
-            let Phase::Committed { root, rows, compute, peak_gops, .. } =
+            let Phase::Committed { commitment, rows, compute, peak_gops, .. } =
                 std::mem::replace(&mut p.phase, Phase::Verifying)
             else {
                 return Err(unknown());
             };
-            (p.challenge.clone(), p.seed, root, rows, compute, peak_gops, p.device.clone())
-        };
-        let id = challenge.id;
-        log_transition(id, "verifying", self.store.mark_verifying(id, UnixMillis::now()).await);
-        let started = Instant::now();
-        let verdict = {
-            let _permit = self.verifiers.acquire().await;
-            let (mode, shape) = (challenge.mode, challenge.shape);
-            tokio::task::spawn_blocking(move || {
-                verify_openings(mode, shape, &seed, &root, &rows, &o.openings)
-            })
-            .await
-        };
-        let verdict = match verdict {
-            Ok(verdict) => verdict,
-            Err(e) => {
-                // Our fault, not the worker's: fail without blaming its openings.
-                self.finish_failed(id, "verifier_error", &e.to_string()).await;
-                return Ok(());
+            record::Check {
+                id: o.challenge_id,
+                challenge: p.challenge.clone(),
+                seed: p.seed,
+                commitment,
+                rows,
+                compute,
+                peak_gops,
+                worker: *worker,
+                device: p.device.clone(),
             }
         };
-        self.metrics.verify_latency.observe(started.elapsed());
-        let now = UnixMillis::now();
-        match &verdict {
-            Verdict::Accepted => {
-                let gflops = challenge.shape.ops() / compute.as_secs_f64() / 1e9;
-                let bound = peak_gops * self.config.timing.plausibility_factor;
-                // Written so that a NaN rate is implausible too.
-                let plausible = gflops <= bound;
-                let credit = if !plausible {
-                    // SPEC §8.1: faster than the claimed hardware can go.
-                    Credit::Withheld(Withheld::ImplausibleRate)
-                } else if !self.holds(worker, &device).await {
-                    Credit::Withheld(Withheld::DeviceConflict)
-                } else {
-                    Credit::Credited
-                };
-                log_transition(
-                    id,
-                    "verified",
-                    self.store.mark_verified(id, now, gflops, credit).await,
-                );
-                self.metrics.challenge("verified");
-                match credit {
-                    Credit::Credited => {
-                        tracing::info!(challenge = %id, worker = %worker, gflops, "challenge verified")
-                    }
-                    Credit::Withheld(reason) => {
-                        self.metrics.challenge("uncredited");
-                        tracing::warn!(challenge = %id, worker = %worker, gflops, bound, reason = reason.as_str(), "challenge verified, not credited")
-                    }
-                }
-            }
-            Verdict::Rejected(reason) => {
-                log_transition(
-                    id,
-                    "failed",
-                    self.store.mark_failed(id, now, reason.code(), &reason.to_string()).await,
-                );
-                self.metrics.challenge("failed");
-                tracing::warn!(challenge = %id, worker = %worker, reason = %reason, "challenge failed verification");
-            }
+        // Off the connection's read loop: verification takes a core for a while, and writing its
+        // outcome may wait for the database.
+        if let Some(me) = self.me.upgrade() {
+            self.records.spawn(async move { me.verify(check, o).await });
         }
-        self.release(id);
-        self.send(worker, &Message::Verdict(VerdictMsg { challenge_id: id, verdict }));
         Ok(())
     }
 
-    /// Removes a challenge from flight and frees its device.
-    fn release(&self, id: ChallengeId) -> Option<PublicKey> {
-        let mut s = self.state();
-        let p = s.pending.remove(&id)?;
-        if let Some(c) = s.workers.get_mut(&p.worker) {
-            for slot in c.devices.iter_mut().filter(|d| d.busy == Some(id)) {
-                slot.busy = None;
-            }
-        }
-        *s.finished.entry(p.worker).or_default() += 1;
-        Some(p.worker)
-    }
-
-    /// Fails a challenge in flight, tells its worker, persists the reason.
-    async fn finish_failed(&self, id: ChallengeId, reason: &'static str, detail: &str) {
-        if let Some(worker) = self.release(id) {
-            let msg = Message::Error(ErrorMsg {
-                code: ErrorCode::UnknownChallenge,
-                message: format!("challenge {id} failed: {reason}: {detail}"),
-            });
-            self.send(&worker, &msg);
-        }
-        self.fail(id, reason, detail).await;
-    }
-
-    async fn fail(&self, id: ChallengeId, reason: &'static str, detail: &str) {
-        self.metrics.challenge("failed");
-        tracing::warn!(challenge = %id, reason, detail, "challenge failed");
-        log_transition(
-            id,
-            "failed",
-            self.store.mark_failed(id, UnixMillis::now(), reason, detail).await,
-        );
-    }
-
-    /// Queues a frame for a worker; a full outbox means a peer that does not read, which is
-    /// closed rather than buffered without bound.
-    fn send(&self, worker: &PublicKey, msg: &Message) {
+    /// Queues a frame for a worker's connection `conn`, if that connection is still the worker's
+    /// (a frame about a challenge must not reach a later connection). A full outbox means a peer
+    /// that does not read, which is closed rather than buffered without bound.
+    fn send_on(&self, worker: &PublicKey, conn: u64, msg: &Message) {
         let frame = veribench_protocol::wire::encode(msg);
-        if let Some(c) = self.state().workers.get(worker)
+        if let Some(c) = self.state().workers.get(worker).filter(|c| c.conn == conn)
             && c.outbox.try_send(Outbound::Frame(frame)).is_err()
         {
             let _ = c.outbox.try_send(Outbound::Close("not reading its frames".into()));
         }
     }
 
-    /// Writes buffered liveness to the store, at most once per [`FLUSH_EVERY`].
-    async fn flush_liveness(&self) {
-        let batch: Vec<(PublicKey, UnixMillis)> = {
-            let mut s = self.state();
-            if s.last_flush.is_some_and(|t| t.elapsed() < FLUSH_EVERY) {
-                return;
-            }
-            s.last_flush = Some(Instant::now());
-            s.unflushed.drain().collect()
-        };
-        if batch.is_empty() {
-            return;
-        }
-        let started = Instant::now();
-        match self.store.touch_many(&batch).await {
-            Ok(_) => self.metrics.liveness_flush.observe(started.elapsed()),
-            Err(e) => {
-                tracing::error!(error = %e, workers = batch.len(), "cannot persist heartbeats")
-            }
-        }
-    }
-
-    /// One scheduler step: start due rounds, enforce deadlines, drop silent workers.
+    /// One scheduler step, which never waits on the database for a decision: fail challenges
+    /// past their deadline or open timeout, drop silent workers, start due rounds (not while
+    /// the store is failing or the coordinator is stopping).
     pub async fn tick(&self) {
-        self.flush_liveness().await;
-        self.persist_refusals(false).await;
         let now = Instant::now();
         let offline_after = secs(self.config.liveness.offline_after_secs);
         let open_timeout = secs(self.config.schedule.open_timeout_secs);
-        let (due, expired, timed_out, silent) = {
+        let (due, expired, timed_out, silent, stopping) = {
             let s = self.state();
             let due: Vec<Round> =
                 s.next_round.iter().filter(|(_, at)| **at <= now).map(|(r, _)| *r).collect();
@@ -855,7 +806,14 @@ impl Coordinator {
                 .filter(|(_, p)| matches!(p.phase, Phase::Sent) && now > p.deadline)
                 .map(|(id, _)| *id)
                 .collect();
-            let timed_out: Vec<ChallengeId> = s.pending.iter().filter(|(_, p)| matches!(p.phase, Phase::Committed { asked, .. } if now > asked + open_timeout)).map(|(id, _)| *id).collect();
+            let timed_out: Vec<ChallengeId> = s
+                .pending
+                .iter()
+                .filter(|(_, p)| {
+                    matches!(p.phase, Phase::Committed { asked, .. } if now > asked + open_timeout)
+                })
+                .map(|(id, _)| *id)
+                .collect();
             let silent: Vec<PublicKey> = s
                 .workers
                 .iter()
@@ -869,18 +827,20 @@ impl Coordinator {
                     ));
                 }
             }
-            (due, expired, timed_out, silent)
+            (due, expired, timed_out, silent, s.shutting_down)
         };
         for id in expired {
-            self.finish_failed(id, "deadline_missed", "no commitment before the deadline").await;
+            let detail = "no commitment before the deadline";
+            self.conclude(id, Outcome::failed(Failure::DeadlineMissed, detail));
         }
         for id in timed_out {
-            self.finish_failed(id, "open_timeout", "no openings within the open timeout").await;
+            let detail = "no openings within the open timeout";
+            self.conclude(id, Outcome::failed(Failure::OpenTimeout, detail));
         }
         for w in silent {
             tracing::warn!(worker = %w, "worker silent past the offline timeout; closing");
         }
-        if self.config.schedule.enabled {
+        if self.config.schedule.enabled && !stopping {
             for round in due {
                 self.start_round(round).await;
             }
@@ -905,6 +865,11 @@ impl Coordinator {
                 self.jitter().as_secs_f64() - self.config.schedule.jitter_secs / 2.0;
             let next = Instant::now() + secs(interval.as_secs_f64() + late_or_early);
             s.next_round.insert(round, next);
+            if !self.store.health().is_ok() {
+                // Nothing can be recorded: skip this round rather than queue a burst for later.
+                tracing::debug!(?round, "the store is failing; round skipped");
+                return;
+            }
             let leased = &s.leased;
             s.workers
                 .iter()
@@ -939,7 +904,8 @@ impl Coordinator {
         // Persist the whole round as `sent` before any frame leaves: a fast worker's commitment
         // may arrive before an await after the send would have run, and the state machine only
         // accepts a commitment for a challenge stored as sent.
-        let ids = match self.store.insert_sent_challenges(&news, issued).await {
+        let stored = self.store.insert_sent_challenges(&news, issued).await;
+        let ids = match self.store.health().observe(stored) {
             Ok(ids) => ids,
             Err(e) => {
                 tracing::error!(error = %e, challenges = news.len(), "cannot persist a round; it is skipped");
@@ -970,18 +936,19 @@ impl Coordinator {
                         .find(|d| d.key == signed.device && d.busy.is_none())?;
                     c.outbox.try_send(Outbound::Challenge(frame, written.clone())).ok()?;
                     slot.busy = Some(id);
-                    Some(())
+                    Some(c.conn)
                 });
-                if queued.is_none() {
+                let Some(conn) = queued else {
                     unsent.push(id);
                     continue;
-                }
+                };
                 // The deadline runs from the queueing; the clock from the writing (`written`), so
                 // a device late in a large round is not charged the frames before it.
                 let sent = Instant::now();
                 let seed = signed.challenge.device_seed(&signed.device);
                 let pending = Pending {
                     worker,
+                    conn,
                     device: signed.device,
                     challenge: signed.challenge,
                     seed,
@@ -1005,8 +972,8 @@ impl Coordinator {
         );
         // The worker left or its device got busy between storing and sending.
         for id in unsent {
-            self.fail(id, "not_sent", "the worker or its device was gone when the round was sent")
-                .await;
+            let detail = "the worker or its device was gone when the round was sent";
+            self.record_unsent(id, Outcome::failed(Failure::NotSent, detail));
         }
     }
 
@@ -1046,20 +1013,15 @@ impl Coordinator {
     }
 }
 
-/// Logs a transition the store could not write or refused (the stored challenge was not in a
-/// state that allows it); returns whether it was applied.
-fn log_transition(id: ChallengeId, to: &'static str, result: Result<bool, StoreError>) -> bool {
-    match result {
-        Ok(true) => true,
-        Ok(false) => {
-            tracing::error!(challenge = %id, to, "stored challenge was not in a state allowing this transition");
-            false
-        }
-        Err(e) => {
-            tracing::error!(challenge = %id, to, error = %e, "cannot persist a challenge transition");
-            false
-        }
-    }
+/// A registration the store could not take: the worker retries later when the database is
+/// unavailable (a coordinator-side refusal), anything else is our internal error.
+fn store_refusal(e: StoreError) -> Refusal {
+    let kind = if crate::store::is_outage(&e) {
+        RefusalKind::StoreUnavailable
+    } else {
+        RefusalKind::Internal
+    };
+    Refusal { kind, detail: format!("storage: {e}") }
 }
 
 /// The class of a device from its key and the worker's hardware report.

@@ -21,6 +21,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use veribench_protocol::wire::{self, ErrorCode, ErrorMsg, Limits, Message};
 use veribench_protocol::{ProtocolError, PublicKey};
 
@@ -29,21 +30,25 @@ use crate::config::secs;
 use crate::detail;
 use crate::ratelimit::TokenBucket;
 use crate::refusal_kind::RefusalKind;
-use crate::service::{Coordinator, Outbound, Refusal, Registered};
+use crate::service::{Arrival, Coordinator, Outbound, Refusal, Registered};
 use crate::timing::{KernelRtt, RTT_SAMPLES, RttSample};
 
-/// Accepts worker connections until `shutdown`.
+/// Accepts worker connections until `accepting` is cancelled. Each connection runs in a task of
+/// `sessions` and ends when `closing` is cancelled (after `accepting`, once the challenges in
+/// flight are settled: see [`crate::server::Running::shutdown`]).
 pub async fn accept_loop(
     coordinator: Arc<Coordinator>,
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
-    shutdown: CancellationToken,
+    accepting: CancellationToken,
+    sessions: TaskTracker,
+    closing: CancellationToken,
 ) {
     let limits = &coordinator.config().limits;
     let admission = Admission::new(limits.max_unregistered, limits.max_unregistered_per_address);
     loop {
         let accepted = tokio::select! {
-            _ = shutdown.cancelled() => break,
+            _ = accepting.cancelled() => break,
             accepted = listener.accept() => accepted,
         };
         match accepted {
@@ -65,13 +70,13 @@ pub async fn accept_loop(
                     }
                 };
                 let _ = tcp.set_nodelay(true);
-                tokio::spawn(connection(
+                sessions.spawn(connection(
                     coordinator.clone(),
                     tcp,
                     peer,
                     pass,
                     tls.clone(),
-                    shutdown.clone(),
+                    closing.clone(),
                 ));
             }
             Err(e) => {
@@ -213,7 +218,10 @@ async fn session<S>(
     let limits = wire_limits(&coordinator);
 
     // Registration: the first frame, within the handshake timeout.
-    let first = match timeout(handshake, frames.next()).await {
+    let first = timeout(handshake, frames.next()).await;
+    // Read off the clock at once: the worker's clock is measured against it.
+    let arrival = Arrival::now(link.kernel_rtt.min_rtt());
+    let first = match first {
         Ok(Some(Ok(WsMessage::Binary(bytes)))) => wire::decode(&bytes, &limits)
             .map_err(|e| Refusal { kind: decode_kind(&e), detail: e.to_string() }),
         Ok(Some(Ok(other))) => {
@@ -236,7 +244,7 @@ async fn session<S>(
     let registered = match first {
         Ok(Message::Register(reg)) => {
             let worker = reg.delegation.worker_key;
-            coordinator.register(reg, &peer).await.map_err(|r| (Some(worker), r))
+            coordinator.register(reg, &peer, arrival).await.map_err(|r| (Some(worker), r))
         }
         Ok(other) => Err((
             None,
@@ -326,7 +334,12 @@ async fn read_loop<R>(
 
     loop {
         let item = tokio::select! {
-            _ = shutdown.cancelled() => break,
+            _ = shutdown.cancelled() => {
+                if let Some(p) = &pinger {
+                    let _ = p.try_send(Outbound::Close("the coordinator is shutting down".into()));
+                }
+                break;
+            }
             _ = ticker.tick() => {
                 ping_seq += 1;
                 let payload: u64 = rand::random();

@@ -1,11 +1,13 @@
 //! Shared harness of the end-to-end tests: an in-process coordinator on a temporary SQLite file or
 //! a fresh PostgreSQL database, generated keys, a scriptable protocol client ([`TestWorker`]) with
 //! honest and cheating behaviours, a raw WebSocket client ([`RawConn`]) for hostile input, a tiny
-//! HTTP/1.1 client, and [`eventually`] to poll for an outcome instead of sleeping.
+//! HTTP/1.1 client, [`eventually`] to poll for an outcome instead of sleeping, and the coordinator
+//! as a real process ([`process`]).
 
 #![allow(dead_code, clippy::unwrap_used)]
 
 pub mod pong_proxy;
+pub mod process;
 
 use std::collections::HashMap;
 use std::future::Future;

@@ -13,13 +13,14 @@ use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_util::sync::CancellationToken;
 use veribench_kernels::{Backend, BackendError, BackendKind, CpuBackend, DeviceInfo, Execution};
+use veribench_protocol::wire::{self, Limits};
 use veribench_protocol::{
     Challenge, CommitmentMsg, DeviceKey, ErrorCode, Message, OpenRequest, Signature, UnixMillis,
     Verdict, VerdictMsg, verify_openings,
 };
 use veribench_wallet::{delegate, verify_delegation};
 use veribench_worker::daemon::{
-    BackoffConfig, DaemonError, WorkerConfig, WorkerIdentity, run_worker_with_token,
+    BackoffConfig, Clock, DaemonError, WorkerConfig, WorkerIdentity, run_worker_with_token,
 };
 
 fn device() -> DeviceKey {
@@ -63,6 +64,15 @@ async fn start_worker_on(
     pinned: Option<String>,
     delay: Duration,
 ) -> (TcpListener, CancellationToken, JoinHandle<Result<(), DaemonError>>) {
+    start_worker_with(pinned, delay, Clock::system()).await
+}
+
+/// [`start_worker_on`] on a machine whose wall clock reads `clock`.
+async fn start_worker_with(
+    pinned: Option<String>,
+    delay: Duration,
+    clock: Clock,
+) -> (TcpListener, CancellationToken, JoinHandle<Result<(), DaemonError>>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let (miner, worker) = (key(1), key(2));
@@ -73,6 +83,7 @@ async fn start_worker_on(
         coordinator_hotkey: pinned,
         name: "loopback".into(),
         backoff: BackoffConfig { base_ms: 50, factor: 2.0, max_ms: 200 },
+        clock,
         ..WorkerConfig::default()
     };
     let backend = Arc::new(SlowBackend { inner: CpuBackend::with_device_key(device()), delay });
@@ -135,33 +146,33 @@ async fn serves_verified_work_and_refuses_bad_challenges() {
     // (2) Forged: claims the coordinator, signed by someone else.
     let forged = challenge_by(2, &device(), &coordinator, &key(7), UnixMillis::now());
     peer.send(&Message::Challenge(forged)).await;
-    peer.expect_refusal(ErrorCode::Unauthorized, 2).await;
+    peer.expect_refusal(ErrorCode::Unauthorized, 2, "bad_signature").await;
 
     // (3) Unsigned.
     let mut unsigned = challenge(3, &device(), &coordinator);
     unsigned.signature = Signature([0; 64]);
     peer.send(&Message::Challenge(unsigned)).await;
-    peer.expect_refusal(ErrorCode::Unauthorized, 3).await;
+    peer.expect_refusal(ErrorCode::Unauthorized, 3, "bad_signature").await;
 
     // (4) A replay of the first.
     peer.send(&Message::Challenge(first.clone())).await;
-    peer.expect_refusal(ErrorCode::UnknownChallenge, 1).await;
+    peer.expect_refusal(ErrorCode::UnknownChallenge, 1, "replayed").await;
 
     // (5) Validly signed by a foreign coordinator.
     let foreign = key(5);
     peer.send(&Message::Challenge(challenge(4, &device(), &foreign))).await;
-    peer.expect_refusal(ErrorCode::Unauthorized, 4).await;
+    peer.expect_refusal(ErrorCode::Unauthorized, 4, "foreign").await;
 
     // (6) Expired.
     let past = UnixMillis(UnixMillis::now().0 - 120_000);
     let expired = challenge_by(5, &device(), &coordinator, &coordinator, past);
     peer.send(&Message::Challenge(expired)).await;
-    peer.expect_refusal(ErrorCode::UnknownChallenge, 5).await;
+    peer.expect_refusal(ErrorCode::UnknownChallenge, 5, "expired").await;
 
     // (7) For a device the worker does not own.
     let elsewhere = DeviceKey::new("GPU-not-here").expect("key");
     peer.send(&Message::Challenge(challenge(6, &elsewhere, &coordinator))).await;
-    peer.expect_refusal(ErrorCode::UnknownChallenge, 6).await;
+    peer.expect_refusal(ErrorCode::UnknownChallenge, 6, "unknown_device").await;
 
     // (8) Garbage and an open request for nothing.
     peer.send_raw(b"not a frame".to_vec()).await;
@@ -174,7 +185,7 @@ async fn serves_verified_work_and_refuses_bad_challenges() {
         rows: vec![0],
     }))
     .await;
-    peer.expect_refusal(ErrorCode::UnknownChallenge, 99).await;
+    peer.expect_refusal(ErrorCode::UnknownChallenge, 99, "unknown_challenge").await;
 
     // No commitment for any refused challenge came in between: the next answer is for the next
     // good challenge.
@@ -186,6 +197,55 @@ async fn serves_verified_work_and_refuses_bad_challenges() {
     // Shutdown: a WebSocket Close, then the daemon returns Ok.
     token.cancel();
     assert!(peer.recv().await.is_none(), "the worker closes the connection");
+    let result = tokio::time::timeout(Duration::from_secs(10), worker).await;
+    result.expect("the worker stops").expect("no panic").expect("clean exit");
+}
+
+/// Reliability item 7: a worker whose clock runs 120 s ahead registers within the coordinator's
+/// allowed skew, then finds every 60 s deadline already past. It must say so in a form the
+/// coordinator can record (`expired`), not stay silent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_120_s_ahead_stamps_its_frames_so_and_refuses_challenges_as_expired() {
+    const AHEAD_MS: u64 = 120_000;
+    let coordinator = key(9);
+    let before = UnixMillis::now();
+    let (listener, token, worker) =
+        start_worker_with(None, Duration::ZERO, Clock::offset_by(AHEAD_MS as i64)).await;
+    let mut peer = accept(&listener).await;
+    let register = peer.handshake(&coordinator, 100).await;
+    let after = UnixMillis::now();
+    let stamped = register.timestamp.0;
+    assert!(
+        (before.0 + AHEAD_MS..=after.0 + AHEAD_MS).contains(&stamped),
+        "Register stamped {stamped}, not 120 s after [{}, {}]",
+        before.0,
+        after.0
+    );
+
+    // Heartbeats carry the shifted clock too.
+    let sent_at = loop {
+        let frame = tokio::time::timeout(common::TIMEOUT, peer.ws.next())
+            .await
+            .expect("a heartbeat in time")
+            .expect("open")
+            .expect("frame");
+        if let WsMessage::Binary(bytes) = frame
+            && let Message::Heartbeat(h) =
+                wire::decode(&bytes, &Limits::default()).expect("decodes")
+        {
+            break h.sent_at;
+        }
+    };
+    assert!(sent_at.0 >= before.0 + AHEAD_MS, "heartbeat sent at {}", sent_at.0);
+
+    // Issued now by the real clock, due in 60 s: valid for the coordinator, past for the worker.
+    let signed = challenge(1, &device(), &coordinator);
+    let deadline = signed.challenge.deadline;
+    peer.send(&Message::Challenge(signed)).await;
+    let detail = peer.expect_refusal(ErrorCode::UnknownChallenge, 1, "expired").await;
+    assert!(detail.contains(&format!("expired at {} ms", deadline.0)), "{detail}");
+
+    token.cancel();
     let result = tokio::time::timeout(Duration::from_secs(10), worker).await;
     result.expect("the worker stops").expect("no panic").expect("clean exit");
 }
@@ -207,7 +267,7 @@ async fn reconnects_after_the_coordinator_drops_it() {
     assert_ne!(first_register.nonce, second_register.nonce);
     // Replay protection survives the reconnection.
     peer.send(&Message::Challenge(first)).await;
-    peer.expect_refusal(ErrorCode::UnknownChallenge, 1).await;
+    peer.expect_refusal(ErrorCode::UnknownChallenge, 1, "replayed").await;
     compute_and_verify(&mut peer, &challenge(2, &device(), &coordinator)).await;
 
     token.cancel();
@@ -265,7 +325,7 @@ async fn pings_are_answered_and_the_device_is_busy_while_computing() {
     peer.send(&Message::Challenge(first.clone())).await;
     // A second challenge for the same device while the first computes.
     peer.send(&Message::Challenge(challenge(2, &device(), &coordinator))).await;
-    peer.expect_refusal(ErrorCode::Busy, 2).await;
+    peer.expect_refusal(ErrorCode::Busy, 2, "busy").await;
 
     // The reader keeps polling: a Ping is answered long before the computation ends.
     peer.ws.send(WsMessage::Ping(b"rtt".to_vec().into())).await.expect("ping");

@@ -49,6 +49,7 @@ mod tests {
                 address: "127.0.0.1:1".into(),
                 hardware_json: "{}".into(),
                 devices: vec![],
+                clock_skew_ms: None,
             };
             store.upsert_worker(&record, UnixMillis(100)).await.expect("upsert");
         }

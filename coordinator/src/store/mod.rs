@@ -103,6 +103,19 @@ impl Credit {
     }
 }
 
+/// A commitment as the coordinator measured it (SPEC §8.1).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct CommitRecord {
+    /// When it arrived.
+    pub at: UnixMillis,
+    /// The committed root.
+    pub root: Root,
+    /// Compute time credited, in milliseconds.
+    pub compute_ms: f64,
+    /// Round trip subtracted, in milliseconds.
+    pub rtt_ms: f64,
+}
+
 /// A challenge about to be sent.
 #[derive(Clone, Debug, PartialEq)]
 pub struct NewChallenge {
@@ -186,6 +199,8 @@ pub struct WorkerRecord {
     pub hardware_json: String,
     /// Devices offered.
     pub devices: Vec<DeviceKey>,
+    /// The worker's clock minus ours, measured at registration (SPEC §8.2), when measured.
+    pub clock_skew_ms: Option<i64>,
 }
 
 /// A stored worker.
@@ -212,7 +227,8 @@ pub struct MinerRow {
     pub online_workers: u32,
     /// Credited verified challenges.
     pub verified: u64,
-    /// Failed challenges.
+    /// Failed challenges the worker is answerable for: coordinator-side failures
+    /// ([`crate::failure::Failure::COORDINATORS`]) are not counted.
     pub failed: u64,
     /// Mean GFLOP/s (GOP/s for int8) over credited verified challenges, 0 if none.
     pub mean_gflops: f64,
@@ -277,10 +293,26 @@ pub enum StoreError {
 pub struct Store {
     pool: sqlx::AnyPool,
     kind: DbKind,
+    health: std::sync::Arc<StoreHealth>,
+}
+
+/// How the store waits on its database.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StoreOptions {
+    /// Longest wait for a pooled connection before a call fails (sqlx's default is 30 s, during
+    /// which every caller of a stopped database would hang).
+    pub acquire_timeout: std::time::Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self { acquire_timeout: std::time::Duration::from_secs(3) }
+    }
 }
 
 mod circuits;
 mod claims;
+mod health;
 mod liveness;
 mod nonces;
 mod queries;
@@ -289,6 +321,7 @@ mod row;
 mod scoring;
 
 pub use claims::HeldDevice;
+pub use health::{HealthReport, StoreHealth, is_outage};
 pub use scoring::{
     BUCKET_MS, LeaseRow, MinerScoreRecord, NewLease, ScoreRun, ScoreRunRow, WeightEntry,
     WeightSetRow, WeightSetStatus, WeightSetUpdate, WorkerScoreRecord, bucket_of,

@@ -9,17 +9,21 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::Path;
+use std::sync::Arc;
 
-use sqlx::AnyConnection;
-use sqlx::Executor;
+use futures_util::future::BoxFuture;
 use sqlx::any::AnyPoolOptions;
 use sqlx::migrate::Migrator;
-use veribench_protocol::{ChallengeId, PublicKey, Root, UnixMillis};
+use sqlx::pool::PoolConnectionMetadata;
+use sqlx::{AnyConnection, Connection, Executor};
+use veribench_protocol::{ChallengeId, PublicKey, UnixMillis};
+
+use crate::failure::Failure;
 
 use super::row::{self, CHALLENGE_COLUMNS, finite, flag, id_param, millis};
 use super::{
-    ChallengeRow, ChallengeStatus, Credit, DbKind, MinerRow, NewChallenge, Store, StoreError,
-    WorkerRecord, WorkerRow,
+    ChallengeRow, ChallengeStatus, CommitRecord, Credit, DbKind, MinerRow, NewChallenge, Store,
+    StoreError, StoreHealth, StoreOptions, WorkerRecord, WorkerRow,
 };
 
 /// The SQLite schema.
@@ -31,6 +35,9 @@ static POSTGRES_MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
 const SQLITE_BUSY_TIMEOUT_MS: u32 = 5_000;
 /// Pool size for an SQLite file (WAL: many readers, one writer at a time).
 const SQLITE_POOL_SIZE: u32 = 8;
+/// [`SQLITE_POOL_SIZE`], for tests that go through every connection.
+#[cfg(test)]
+pub(super) const SQLITE_POOL_CONNECTIONS: usize = SQLITE_POOL_SIZE as usize;
 /// Pool size for PostgreSQL.
 const POSTGRES_POOL_SIZE: u32 = 10;
 
@@ -101,6 +108,20 @@ async fn sqlite_session(conn: &mut AnyConnection) -> Result<(), sqlx::Error> {
     Ok(())
 }
 
+/// [`sqlite_session`] as a pool's `after_connect` hook.
+fn sqlite_session_hook(
+    conn: &mut AnyConnection,
+    _: PoolConnectionMetadata,
+) -> BoxFuture<'_, Result<(), sqlx::Error>> {
+    Box::pin(sqlite_session(conn))
+}
+
+/// The failure reasons the coordinator caused, as an SQL list (constants, not peer input).
+fn coordinator_failures() -> String {
+    let quoted: Vec<String> = Failure::COORDINATORS.iter().map(|r| format!("'{r}'")).collect();
+    format!("({})", quoted.join(", "))
+}
+
 /// The totals of `hotkey` in `miners`, zero when first seen.
 fn miner_entry(
     miners: &mut BTreeMap<String, MinerRow>,
@@ -118,21 +139,43 @@ fn miner_entry(
 }
 
 impl Store {
-    /// Opens (creating if needed) and migrates the database at `url`: `sqlite:path`,
-    /// `sqlite://path`, `sqlite::memory:` or `postgres://…` / `postgresql://…`.
-    ///
-    /// An SQLite file is created with its parent directory and put in WAL mode.
+    /// Opens (creating if needed) and migrates the database at `url` with the default
+    /// [`StoreOptions`]: `sqlite:path`, `sqlite://path`, `sqlite::memory:` or `postgres://…` /
+    /// `postgresql://…`.
     pub async fn connect(url: &str) -> Result<Store, StoreError> {
+        Store::connect_with(url, StoreOptions::default()).await
+    }
+
+    /// [`Store::connect`] with explicit options.
+    ///
+    /// An SQLite file is created with its parent directory and put in WAL mode. Both pools wait
+    /// at most `options.acquire_timeout` for a connection, and close a connection rather than
+    /// reuse it when it was open during an outage ([`StoreHealth`]) or, on SQLite, when it comes
+    /// back still inside a transaction (it would hold the write lock for good).
+    pub async fn connect_with(url: &str, options: StoreOptions) -> Result<Store, StoreError> {
         sqlx::any::install_default_drivers();
-        let store = if url.starts_with("sqlite:") {
+        let health = Arc::new(StoreHealth::default());
+        let base = AnyPoolOptions::new().acquire_timeout(options.acquire_timeout);
+        // Not for `:memory:`, whose one connection is the database.
+        let (on_acquire, on_release) = (health.clone(), health.clone());
+        let recycling = base
+            .clone()
+            .before_acquire(move |_, meta| {
+                let reuse = !on_acquire.is_suspect(meta.age);
+                Box::pin(async move { Ok(reuse) })
+            })
+            .after_release(move |conn, meta| {
+                let stuck = conn.backend_name() == "SQLite" && conn.is_in_transaction();
+                let reuse = !stuck && !on_release.is_suspect(meta.age);
+                Box::pin(async move { Ok(reuse) })
+            });
+        let (pool, kind) = if url.starts_with("sqlite:") {
             let target =
                 sqlite_target(url).ok_or_else(|| StoreError::UnsupportedUrl(url.to_owned()))?;
-            let options = AnyPoolOptions::new()
-                .after_connect(|conn, _| Box::pin(async move { sqlite_session(conn).await }));
             let pool = match target {
                 SqliteTarget::Memory { url } => {
                     // Every sqlx connection to `:memory:` is a database of its own: keep one.
-                    options
+                    base.after_connect(sqlite_session_hook)
                         .max_connections(1)
                         .min_connections(1)
                         .idle_timeout(None)
@@ -149,20 +192,23 @@ impl Store {
                             source,
                         })?;
                     }
-                    let pool = options.max_connections(SQLITE_POOL_SIZE).connect(&url).await?;
+                    let pool = recycling
+                        .after_connect(sqlite_session_hook)
+                        .max_connections(SQLITE_POOL_SIZE)
+                        .connect(&url)
+                        .await?;
                     // Persistent in the file; needs no other connection to be writing.
                     sqlx::query("PRAGMA journal_mode = WAL").fetch_all(&pool).await?;
                     pool
                 }
             };
-            Store { pool, kind: DbKind::Sqlite }
+            (pool, DbKind::Sqlite)
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            let pool =
-                AnyPoolOptions::new().max_connections(POSTGRES_POOL_SIZE).connect(url).await?;
-            Store { pool, kind: DbKind::Postgres }
+            (recycling.max_connections(POSTGRES_POOL_SIZE).connect(url).await?, DbKind::Postgres)
         } else {
             return Err(StoreError::UnsupportedUrl(url.to_owned()));
         };
+        let store = Store { pool, kind, health };
         store.migrator().run(&store.pool).await?;
         Ok(store)
     }
@@ -201,13 +247,13 @@ impl Store {
         sqlx::query(
             "INSERT INTO workers \
                  (worker_key, miner_hotkey, name, address, hardware_json, online, connected_at, \
-                  last_seen, ip) \
-             VALUES ($1, $2, $3, $4, $5, 1, $6, $6, $7) \
+                  last_seen, ip, clock_skew_ms) \
+             VALUES ($1, $2, $3, $4, $5, 1, $6, $6, $7, $8) \
              ON CONFLICT (worker_key) DO UPDATE SET \
                  miner_hotkey = excluded.miner_hotkey, name = excluded.name, \
                  address = excluded.address, hardware_json = excluded.hardware_json, online = 1, \
                  connected_at = excluded.connected_at, last_seen = excluded.last_seen, \
-                 ip = excluded.ip",
+                 ip = excluded.ip, clock_skew_ms = excluded.clock_skew_ms",
         )
         .bind(&key)
         .bind(worker.miner_hotkey.to_string())
@@ -216,6 +262,7 @@ impl Store {
         .bind(&worker.hardware_json)
         .bind(millis(at))
         .bind(super::scoring::ip_of(&worker.address))
+        .bind(worker.clock_skew_ms)
         .execute(&mut *tx)
         .await?;
         Store::record_buckets(&mut tx, &[(worker.worker_key, at)]).await?;
@@ -288,7 +335,7 @@ impl Store {
     pub async fn workers(&self) -> Result<Vec<WorkerRow>, StoreError> {
         let rows = sqlx::query(
             "SELECT w.worker_key, w.miner_hotkey, w.name, w.address, w.hardware_json, w.online, \
-                    w.connected_at, w.last_seen, d.device_key \
+                    w.connected_at, w.last_seen, w.clock_skew_ms, d.device_key \
              FROM workers w LEFT JOIN worker_devices d ON d.worker_key = w.worker_key \
              ORDER BY w.worker_key, d.position",
         )
@@ -307,6 +354,7 @@ impl Store {
                         address: row::text(r, "address")?,
                         hardware_json: row::text(r, "hardware_json")?,
                         devices: Vec::new(),
+                        clock_skew_ms: row::opt_int(r, "clock_skew_ms")?,
                     },
                     online: row::boolean(r, "online")?,
                     connected_at: row::time(r, "connected_at")?,
@@ -446,11 +494,9 @@ impl Store {
     pub async fn mark_committed(
         &self,
         id: ChallengeId,
-        at: UnixMillis,
-        root: Root,
-        compute_ms: f64,
-        rtt_ms: f64,
+        commitment: &CommitRecord,
     ) -> Result<bool, StoreError> {
+        let CommitRecord { at, root, compute_ms, rtt_ms } = *commitment;
         let done = sqlx::query(
             "UPDATE challenges SET status = 'committed', committed_at = $2, root = $3, \
                  compute_ms = $4, rtt_ms = $5 \
@@ -483,13 +529,17 @@ impl Store {
         Ok(done.rows_affected() > 0)
     }
 
-    /// verifying → verified (terminal), with the measured rate and whether it counts.
+    /// sent, committed or verifying → verified (terminal), with the measured rate and whether it
+    /// counts. The commitment's columns are filled from `commitment` where still empty: the
+    /// intermediate writes are best effort, and the one that decides a verdict must leave the
+    /// row complete even if they were lost to an outage.
     pub async fn mark_verified(
         &self,
         id: ChallengeId,
         at: UnixMillis,
         gflops: f64,
         credit: Credit,
+        commitment: &CommitRecord,
     ) -> Result<bool, StoreError> {
         let (credited, withheld) = match credit {
             Credit::Credited => (true, None),
@@ -497,14 +547,20 @@ impl Store {
         };
         let done = sqlx::query(
             "UPDATE challenges SET status = 'verified', finished_at = $2, gflops = $3, \
-                 credited = $4, reason = $5 \
-             WHERE id = $1 AND status = 'verifying'",
+                 credited = $4, reason = $5, committed_at = COALESCE(committed_at, $6), \
+                 root = COALESCE(root, $7), compute_ms = COALESCE(compute_ms, $8), \
+                 rtt_ms = COALESCE(rtt_ms, $9) \
+             WHERE id = $1 AND status IN ('sent', 'committed', 'verifying')",
         )
         .bind(id_param(id))
         .bind(millis(at))
         .bind(finite(gflops))
         .bind(flag(credited))
         .bind(withheld)
+        .bind(millis(commitment.at))
+        .bind(commitment.root.to_string())
+        .bind(finite(commitment.compute_ms))
+        .bind(finite(commitment.rtt_ms))
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() > 0)
@@ -599,14 +655,16 @@ impl Store {
         )
         .fetch_all(&self.pool)
         .await?;
-        let challenge_rows = sqlx::query(
+        let challenge_rows = sqlx::query(&format!(
             "SELECT miner_hotkey, \
                     COUNT(CASE WHEN status = 'verified' AND credited = 1 THEN 1 END) AS verified, \
-                    COUNT(CASE WHEN status = 'failed' THEN 1 END) AS failed, \
+                    COUNT(CASE WHEN status = 'failed' AND reason NOT IN {COORDINATORS} \
+                        THEN 1 END) AS failed, \
                     AVG(CASE WHEN status = 'verified' AND credited = 1 THEN gflops END) \
                         AS mean_gflops \
              FROM challenges GROUP BY miner_hotkey",
-        )
+            COORDINATORS = coordinator_failures()
+        ))
         .fetch_all(&self.pool)
         .await?;
         let count = |r, column| -> Result<u64, StoreError> {

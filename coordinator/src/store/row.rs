@@ -60,6 +60,11 @@ pub(super) fn int(row: &AnyRow, column: &'static str) -> Result<i64, StoreError>
     Ok(row.try_get::<i64, _>(column)?)
 }
 
+/// A nullable integer column.
+pub(super) fn opt_int(row: &AnyRow, column: &'static str) -> Result<Option<i64>, StoreError> {
+    Ok(row.try_get::<Option<i64>, _>(column)?)
+}
+
 /// A nullable floating-point column.
 pub(super) fn opt_float(row: &AnyRow, column: &'static str) -> Result<Option<f64>, StoreError> {
     Ok(row.try_get::<Option<f64>, _>(column)?)

@@ -12,8 +12,8 @@ use veribench_protocol::{ChallengeId, DeviceKey, Mode, PublicKey, Root, Seed, Sh
 
 use super::queries::{SqliteTarget, sqlite_target};
 use super::{
-    ChallengeRow, ChallengeStatus, Credit, DbKind, HeldDevice, MinerRow, NewChallenge, Rejection,
-    Store, StoreError, WorkerRecord, WorkerRow,
+    ChallengeRow, ChallengeStatus, CommitRecord, Credit, DbKind, HeldDevice, MinerRow,
+    NewChallenge, Rejection, Store, StoreError, WorkerRecord, WorkerRow,
 };
 
 type TestResult = Result<(), StoreError>;
@@ -193,8 +193,19 @@ fn worker(worker_key: PublicKey, miner: PublicKey, devices: &[&str]) -> WorkerRe
         address: "10.0.0.7:41234".to_owned(),
         hardware_json: r#"{"gpus":[{"name":"RTX 4090","vram_mb":24564}]}"#.to_owned(),
         devices: devices.iter().map(|d| dev(d)).collect(),
+        clock_skew_ms: Some(-42),
     }
 }
+
+/// A commitment as the coordinator records it.
+fn commit(at: UnixMillis, root: Root, compute_ms: f64, rtt_ms: f64) -> CommitRecord {
+    CommitRecord { at, root, compute_ms, rtt_ms }
+}
+
+/// The commitment `mark_verified` fills in where a row has none (tests that committed first
+/// keep their own, so the values differ from [`challenge_in`]'s).
+const COMMITTED: CommitRecord =
+    CommitRecord { at: UnixMillis(4_242), root: Root([42; 32]), compute_ms: 4.0, rtt_ms: 2.0 };
 
 fn challenge(miner: PublicKey, worker_key: PublicKey, device: &str, at: u64) -> NewChallenge {
     NewChallenge {
@@ -231,10 +242,16 @@ async fn challenge_in(
         let moved = match step {
             ChallengeStatus::Sent => store.mark_sent(id, UnixMillis(at + 1)).await?,
             ChallengeStatus::Committed => {
-                store.mark_committed(id, UnixMillis(at + 2), Root([7; 32]), 10.0, 1.0).await?
+                store
+                    .mark_committed(id, &commit(UnixMillis(at + 2), Root([7; 32]), 10.0, 1.0))
+                    .await?
             }
             ChallengeStatus::Verifying => store.mark_verifying(id, UnixMillis(at + 3)).await?,
-            _ => store.mark_verified(id, UnixMillis(at + 4), 100.0, Credit::Credited).await?,
+            _ => {
+                store
+                    .mark_verified(id, UnixMillis(at + 4), 100.0, Credit::Credited, &COMMITTED)
+                    .await?
+            }
         };
         assert!(moved, "{step:?}");
         if step == target {
@@ -330,6 +347,7 @@ async fn workers_register_touch_and_go_offline(backend: Backend) -> TestResult {
         miner_hotkey: key(8),
         name: "renamed".into(),
         devices: vec![dev("GPU-c")],
+        clock_skew_ms: None,
         ..w1.clone()
     };
     store.upsert_worker(&w1b, UnixMillis(3_000)).await?;
@@ -451,7 +469,9 @@ async fn rounds_are_stored_sent_in_one_batch(backend: Backend) -> TestResult {
         assert_eq!(row.sent_at, Some(UnixMillis(1_001)));
     }
     // The usual transitions apply.
-    assert!(store.mark_committed(ids[0], UnixMillis(1_002), Root([1; 32]), 1.0, 0.1).await?);
+    assert!(
+        store.mark_committed(ids[0], &commit(UnixMillis(1_002), Root([1; 32]), 1.0, 0.1)).await?
+    );
     assert!(!store.mark_sent(ids[1], UnixMillis(1_002)).await?, "already sent");
     store.close().await
 }
@@ -495,7 +515,7 @@ async fn challenge_state_machine(backend: Backend) -> TestResult {
     assert_eq!(store.challenge(id).await?, Some(sent.clone()));
 
     let root = Root([0xab; 32]);
-    assert!(store.mark_committed(id, UnixMillis(10_900), root, 812.25, 3.5).await?);
+    assert!(store.mark_committed(id, &commit(UnixMillis(10_900), root, 812.25, 3.5)).await?);
     let committed = ChallengeRow {
         status: ChallengeStatus::Committed,
         committed_at: Some(UnixMillis(10_900)),
@@ -510,7 +530,9 @@ async fn challenge_state_machine(backend: Backend) -> TestResult {
     let verifying = ChallengeRow { status: ChallengeStatus::Verifying, ..committed };
     assert_eq!(store.challenge(id).await?, Some(verifying.clone()));
 
-    assert!(store.mark_verified(id, UnixMillis(11_000), 21_154.5, Credit::Credited).await?);
+    assert!(
+        store.mark_verified(id, UnixMillis(11_000), 21_154.5, Credit::Credited, &COMMITTED).await?
+    );
     let verified = ChallengeRow {
         status: ChallengeStatus::Verified,
         finished_at: Some(UnixMillis(11_000)),
@@ -545,7 +567,11 @@ async fn challenge_state_machine(backend: Backend) -> TestResult {
     }
     // Verified but not credited (a conflicted device).
     let id = challenge_in(&store, ChallengeStatus::Verifying, &new).await?;
-    assert!(store.mark_verified(id, UnixMillis(13_000), 5.0, Credit::from_flag(false)).await?);
+    assert!(
+        store
+            .mark_verified(id, UnixMillis(13_000), 5.0, Credit::from_flag(false), &COMMITTED)
+            .await?
+    );
     let row = store.challenge(id).await?.expect("exists");
     assert_eq!(
         (row.status, row.credited, row.gflops),
@@ -562,35 +588,60 @@ async fn illegal_transitions_are_refused(backend: Backend) -> TestResult {
     let root = Root([1; 32]);
 
     let created = challenge_in(&store, ChallengeStatus::Created, &new).await?;
-    assert!(!store.mark_committed(created, t, root, 1.0, 1.0).await?, "created→committed");
+    assert!(!store.mark_committed(created, &commit(t, root, 1.0, 1.0)).await?, "created→committed");
     assert!(!store.mark_verifying(created, t).await?, "created→verifying");
-    assert!(!store.mark_verified(created, t, 1.0, Credit::Credited).await?, "created→verified");
+    assert!(
+        !store.mark_verified(created, t, 1.0, Credit::Credited, &COMMITTED).await?,
+        "created→verified"
+    );
     assert_eq!(store.challenge(created).await?.expect("exists").committed_at, None);
     assert_eq!(status(&store, created).await?, ChallengeStatus::Created);
 
     let sent = challenge_in(&store, ChallengeStatus::Sent, &new).await?;
     assert!(!store.mark_sent(sent, t).await?, "sent→sent");
     assert!(!store.mark_verifying(sent, t).await?, "sent→verifying");
-    assert!(!store.mark_verified(sent, t, 1.0, Credit::Credited).await?, "sent→verified");
     assert_eq!(status(&store, sent).await?, ChallengeStatus::Sent);
+    // A verdict whose intermediate writes were lost (an outage): sent → verified is allowed and
+    // the row gets the commitment it missed.
+    assert!(
+        store.mark_verified(sent, t, 1.0, Credit::Credited, &COMMITTED).await?,
+        "sent→verified"
+    );
+    let row = store.challenge(sent).await?.expect("exists");
+    assert_eq!(
+        (row.status, row.committed_at, row.root, row.compute_ms, row.rtt_ms),
+        (
+            ChallengeStatus::Verified,
+            Some(UnixMillis(4_242)),
+            Some(Root([42; 32])),
+            Some(4.0),
+            Some(2.0)
+        )
+    );
 
     let committed = challenge_in(&store, ChallengeStatus::Committed, &new).await?;
     assert!(!store.mark_sent(committed, t).await?, "committed→sent");
-    assert!(!store.mark_committed(committed, t, Root([2; 32]), 9.0, 9.0).await?);
-    assert!(!store.mark_verified(committed, t, 1.0, Credit::Credited).await?, "committed→verified");
+    assert!(!store.mark_committed(committed, &commit(t, Root([2; 32]), 9.0, 9.0)).await?);
     let row = store.challenge(committed).await?.expect("exists");
     assert_eq!((row.status, row.root), (ChallengeStatus::Committed, Some(Root([7; 32]))));
+    // committed → verified keeps the commitment already written.
+    assert!(store.mark_verified(committed, t, 1.0, Credit::Credited, &COMMITTED).await?);
+    let row = store.challenge(committed).await?.expect("exists");
+    assert_eq!((row.status, row.root), (ChallengeStatus::Verified, Some(Root([7; 32]))));
 
     let verifying = challenge_in(&store, ChallengeStatus::Verifying, &new).await?;
     assert!(!store.mark_verifying(verifying, t).await?, "verifying→verifying");
-    assert!(!store.mark_committed(verifying, t, root, 1.0, 1.0).await?, "verifying→committed");
+    assert!(
+        !store.mark_committed(verifying, &commit(t, root, 1.0, 1.0)).await?,
+        "verifying→committed"
+    );
     assert_eq!(status(&store, verifying).await?, ChallengeStatus::Verifying);
 
     let verified = challenge_in(&store, ChallengeStatus::Verified, &new).await?;
     let before = store.challenge(verified).await?;
     assert!(!store.mark_failed(verified, t, "late", "too late").await?, "verified→failed");
     assert!(
-        !store.mark_verified(verified, t, 1.0, Credit::from_flag(false)).await?,
+        !store.mark_verified(verified, t, 1.0, Credit::from_flag(false), &COMMITTED).await?,
         "verified→verified"
     );
     assert!(!store.mark_sent(verified, t).await?, "verified→sent");
@@ -601,9 +652,12 @@ async fn illegal_transitions_are_refused(backend: Backend) -> TestResult {
     let before = store.challenge(failed).await?;
     assert!(!store.mark_failed(failed, t, "other", "again").await?, "failed→failed");
     assert!(!store.mark_sent(failed, t).await?, "failed→sent");
-    assert!(!store.mark_committed(failed, t, root, 1.0, 1.0).await?, "failed→committed");
+    assert!(!store.mark_committed(failed, &commit(t, root, 1.0, 1.0)).await?, "failed→committed");
     assert!(!store.mark_verifying(failed, t).await?, "failed→verifying");
-    assert!(!store.mark_verified(failed, t, 1.0, Credit::Credited).await?, "failed→verified");
+    assert!(
+        !store.mark_verified(failed, t, 1.0, Credit::Credited, &COMMITTED).await?,
+        "failed→verified"
+    );
     assert_eq!(store.challenge(failed).await?, before, "untouched");
 
     let unknown = ChallengeId(999_999);
@@ -709,7 +763,13 @@ async fn miners_aggregate_workers_and_credited_challenges(backend: Backend) -> T
             let id = challenge_in(store, ChallengeStatus::Verifying, &c).await?;
             assert!(
                 store
-                    .mark_verified(id, UnixMillis(1_010), gflops, Credit::from_flag(credited))
+                    .mark_verified(
+                        id,
+                        UnixMillis(1_010),
+                        gflops,
+                        Credit::from_flag(credited),
+                        &COMMITTED
+                    )
                     .await?
             );
             Ok::<_, StoreError>(id)
@@ -1042,9 +1102,11 @@ async fn values_round_trip_exactly(backend: Backend) -> TestResult {
     store.mark_sent(id, UnixMillis(1_767_225_600_124)).await?;
     let root = Root(std::array::from_fn(|i| 255 - i as u8));
     let (compute, rtt) = (std::f64::consts::PI * 1e3, 0.1 + 0.2);
-    store.mark_committed(id, UnixMillis(1_767_225_601_000), root, compute, rtt).await?;
+    store.mark_committed(id, &commit(UnixMillis(1_767_225_601_000), root, compute, rtt)).await?;
     store.mark_verifying(id, UnixMillis(1_767_225_601_001)).await?;
-    store.mark_verified(id, UnixMillis(1_767_225_601_002), f64::NAN, Credit::Credited).await?;
+    store
+        .mark_verified(id, UnixMillis(1_767_225_601_002), f64::NAN, Credit::Credited, &COMMITTED)
+        .await?;
     let row = store.challenge(id).await?.expect("exists");
     assert_eq!(row.shape, new.shape);
     assert_eq!(row.mode, Mode::Bf16);
@@ -1224,9 +1286,11 @@ async fn verified_since_counts_credited_results_only(backend: Backend) -> TestRe
         .insert_challenge(&challenge(key(9), key(2), "cpu:b", 2_000), UnixMillis(2_000))
         .await?;
     store.mark_sent(uncredited, UnixMillis(2_001)).await?;
-    store.mark_committed(uncredited, UnixMillis(2_002), Root([1; 32]), 5.0, 1.0).await?;
+    store.mark_committed(uncredited, &commit(UnixMillis(2_002), Root([1; 32]), 5.0, 1.0)).await?;
     store.mark_verifying(uncredited, UnixMillis(2_003)).await?;
-    store.mark_verified(uncredited, UnixMillis(2_004), 50.0, Credit::from_flag(false)).await?;
+    store
+        .mark_verified(uncredited, UnixMillis(2_004), 50.0, Credit::from_flag(false), &COMMITTED)
+        .await?;
     challenge_in(&store, ChallengeStatus::Committed, &challenge(key(9), key(3), "cpu:c", 3_000))
         .await?;
     let rows = store.verified_since(UnixMillis(0)).await?;

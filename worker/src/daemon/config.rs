@@ -30,6 +30,7 @@ use veribench_protocol::PublicKey;
 pub use veribench_wallet::WalletConfig;
 
 use super::backoff::BackoffConfig;
+use super::clock::Clock;
 use super::guard::{DEFAULT_MAX_FUTURE_SKEW_MS, DEFAULT_RECENT_CAPACITY, GuardPolicy};
 
 /// Heartbeat interval when neither the configuration nor the coordinator names one.
@@ -110,6 +111,10 @@ pub struct WorkerConfig {
     pub replay_window: usize,
     /// Lifetime of a self-delegation (a key with no delegation file), in hours.
     pub self_delegation_hours: u64,
+    /// The wall clock for protocol times; never read from a file, the environment or flags. It
+    /// exists for tests that simulate a machine whose clock is off ([`Clock::offset_by`]).
+    #[serde(skip)]
+    pub clock: Clock,
 }
 
 impl Default for WorkerConfig {
@@ -128,6 +133,7 @@ impl Default for WorkerConfig {
             max_future_skew_secs: DEFAULT_MAX_FUTURE_SKEW_MS / 1000,
             replay_window: DEFAULT_RECENT_CAPACITY,
             self_delegation_hours: 24,
+            clock: Clock::system(),
         }
     }
 }
@@ -353,6 +359,7 @@ mod tests {
     #[test]
     fn bad_settings_are_named() {
         assert!(WorkerConfig::from_toml_str("bogus = 1").is_err());
+        assert!(WorkerConfig::from_toml_str("clock = 1").is_err(), "the clock is not a setting");
         let bad_env = WorkerConfig::default()
             .apply_env(|k| (k == "VERIBENCH_HEARTBEAT_SECS").then(|| "soon".into()));
         assert!(bad_env.is_err());

@@ -32,8 +32,7 @@ use veribench_kernels::{Backend, BackendError, CommittedRun, run_challenge};
 use veribench_protocol::wire::{self, Limits};
 use veribench_protocol::{
     ChallengeId, CommitmentMsg, DeviceKey, ErrorCode, ErrorMsg, HardwareInfo, Heartbeat, Message,
-    OpenRequest, OpeningsMsg, PublicKey, Register, SignedChallenge, UnixMillis, Verdict,
-    VerdictMsg, Welcome,
+    OpenRequest, OpeningsMsg, PublicKey, Register, SignedChallenge, Verdict, VerdictMsg, Welcome,
 };
 
 use super::config::WorkerConfig;
@@ -207,7 +206,7 @@ pub(crate) async fn serve_connection(
             welcome.coordinator
         }
     };
-    let now = UnixMillis::now();
+    let now = shared.config.clock.now();
     let skew_ms = i128::from(welcome.server_time.0) - i128::from(now.0);
     if skew_ms.abs() > 30_000 {
         warn!(
@@ -241,7 +240,7 @@ pub(crate) async fn serve_connection(
 
 /// Builds and signs the registration.
 fn make_register(shared: &Shared, identity: &mut WorkerIdentity) -> Register {
-    let now = UnixMillis::now();
+    let now = shared.config.clock.now();
     let delegation = identity.delegation_at(now).clone();
     let mut register = Register {
         name: shared.config.name.clone(),
@@ -407,9 +406,20 @@ impl Session<'_> {
         self.send(&msg).await
     }
 
+    /// Refuses challenge `id`, or gives it up, with the text of [`challenge_refusal`].
+    async fn refuse_challenge(
+        &mut self,
+        code: ErrorCode,
+        id: ChallengeId,
+        kind: &str,
+        detail: &str,
+    ) -> Result<(), String> {
+        self.refuse(code, &challenge_refusal(id, kind, detail)).await
+    }
+
     async fn on_tick(&mut self) -> Result<(), String> {
         self.heartbeat_seq += 1;
-        let now = UnixMillis::now();
+        let now = self.shared.config.clock.now();
         self.runs.retain(|id, run| {
             let keep = run.challenge.deadline.0.saturating_add(RUN_RETENTION_MS) > now.0;
             if !keep {
@@ -464,7 +474,8 @@ impl Session<'_> {
 
     async fn on_challenge(&mut self, signed: SignedChallenge) -> Result<(), String> {
         let id = signed.challenge.id;
-        let admitted = lock(&self.shared.guard).admit(&self.trusted, &signed, UnixMillis::now());
+        let now = self.shared.config.clock.now();
+        let admitted = lock(&self.shared.guard).admit(&self.trusted, &signed, now);
         if let Err(refusal) = admitted {
             warn!(
                 challenge = %id,
@@ -473,7 +484,8 @@ impl Session<'_> {
                 reason = %refusal,
                 "refused a challenge"
             );
-            return self.refuse(refusal.code(), &refusal.to_string()).await;
+            let detail = refusal.to_string();
+            return self.refuse_challenge(refusal.code(), id, refusal.kind(), &detail).await;
         }
         let challenge = signed.challenge;
         let device = signed.device;
@@ -512,8 +524,10 @@ impl Session<'_> {
         let id = request.challenge_id;
         let Some(run) = self.runs.get(&id).cloned() else {
             warn!(challenge = %id, "open request for an unknown challenge");
-            let text = format!("challenge {id} is not committed here");
-            return self.refuse(ErrorCode::UnknownChallenge, &text).await;
+            let detail = format!("challenge {id} is not committed here");
+            return self
+                .refuse_challenge(ErrorCode::UnknownChallenge, id, UNKNOWN_CHALLENGE, &detail)
+                .await;
         };
         debug!(challenge = %id, rows = request.rows.len(), "opening rows");
         let tx = self.events.0.clone();
@@ -559,7 +573,7 @@ impl Session<'_> {
             }
             Event::Computed { id, device, result: Err(reason), .. } => {
                 error!(challenge = %id, device = %device, %reason, "challenge failed");
-                self.refuse(ErrorCode::Internal, &format!("challenge {id}: {reason}")).await
+                self.refuse_challenge(ErrorCode::Internal, id, COMPUTE_FAILED, &reason).await
             }
             Event::Opened { id, result: Ok(openings) } => {
                 debug!(challenge = %id, rows = openings.rows.len(), "sending openings");
@@ -567,11 +581,11 @@ impl Session<'_> {
             }
             Event::Opened { id, result: Err(e) } => {
                 warn!(challenge = %id, error = %e, "cannot open the asked rows");
-                let code = match e {
-                    BackendError::RowOutOfRange { .. } => ErrorCode::Malformed,
-                    _ => ErrorCode::Internal,
+                let (code, kind) = match e {
+                    BackendError::RowOutOfRange { .. } => (ErrorCode::Malformed, ROWS_OUT_OF_RANGE),
+                    _ => (ErrorCode::Internal, OPEN_FAILED),
                 };
-                self.refuse(code, &format!("challenge {id}: {e}")).await
+                self.refuse_challenge(code, id, kind, &e.to_string()).await
             }
         }
     }
@@ -583,6 +597,24 @@ fn challenge_named(message: &str) -> Option<ChallengeId> {
     let at = lower.find("challenge ")? + "challenge ".len();
     let digits: String = lower[at..].chars().take_while(char::is_ascii_digit).collect();
     digits.parse().ok().map(ChallengeId)
+}
+
+/// The `<kind>` of a refusal to open a challenge this connection has no commitment for.
+const UNKNOWN_CHALLENGE: &str = "unknown_challenge";
+/// The `<kind>` of a challenge whose computation failed on its device.
+const COMPUTE_FAILED: &str = "compute_failed";
+/// The `<kind>` of an open request naming rows outside the product.
+const ROWS_OUT_OF_RANGE: &str = "rows_out_of_range";
+/// The `<kind>` of an opening that failed on the worker's side.
+const OPEN_FAILED: &str = "open_failed";
+
+/// The text of an Error by which the worker refuses a challenge or gives it up (SPEC §8.2):
+/// `challenge <id> refused: <kind>: <detail>`, where `kind` is a snake_case name (a
+/// [`Refusal::kind`](super::guard::Refusal::kind) or one of the constants above) that a coordinator
+/// records and `detail` is for people. [`error_msg`] may cut the detail to the wire's text limit;
+/// the prefix (at most 60 bytes) always fits.
+fn challenge_refusal(id: ChallengeId, kind: &str, detail: &str) -> String {
+    format!("challenge {id} refused: {kind}: {detail}")
 }
 
 /// An error frame whose text fits the wire limit.
@@ -625,12 +657,66 @@ async fn close(sink: &mut SplitSink<Ws, WsMessage>, reason: Option<&str>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use veribench_protocol::UnixMillis;
 
     #[test]
     fn coordinator_errors_name_their_challenge() {
         assert_eq!(challenge_named("Challenge 42 missed its deadline"), Some(ChallengeId(42)));
         assert_eq!(challenge_named("deadline missed for challenge 7"), Some(ChallengeId(7)));
         assert_eq!(challenge_named("rate limited"), None);
+    }
+
+    /// `challenge <id> refused: <kind>: <detail>` split back into its parts, as a coordinator
+    /// reads it.
+    fn parse_refusal(message: &str) -> Option<(ChallengeId, &str, &str)> {
+        let rest = message.strip_prefix("challenge ")?;
+        let (id, rest) = rest.split_once(" refused: ")?;
+        let (kind, detail) = rest.split_once(": ")?;
+        Some((ChallengeId(id.parse().ok()?), kind, detail))
+    }
+
+    #[test]
+    fn refusals_name_their_challenge_and_kind() {
+        use super::super::guard::Refusal;
+        let id = ChallengeId(u64::MAX);
+        let device = DeviceKey::new("GPU-0").expect("key");
+        let refusals = [
+            Refusal::Foreign { id, signer: PublicKey([1; 32]), trusted: PublicKey([2; 32]) },
+            Refusal::BadSignature { id },
+            Refusal::Replayed { id },
+            Refusal::Expired { id, deadline: UnixMillis(60_000), now: UnixMillis(120_000) },
+            Refusal::FromTheFuture { id, issued_at: UnixMillis(9), now: UnixMillis(1) },
+            Refusal::UnknownDevice { id, device: device.clone() },
+            Refusal::Busy { id, device },
+        ];
+        let kinds = refusals.iter().map(|r| (r.kind(), r.to_string())).chain(
+            [UNKNOWN_CHALLENGE, COMPUTE_FAILED, ROWS_OUT_OF_RANGE, OPEN_FAILED]
+                .map(|k| (k, "device error: lost".to_owned())),
+        );
+        for (kind, detail) in kinds {
+            assert!(kind.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'), "{kind}");
+            let text = challenge_refusal(id, kind, &detail);
+            assert_eq!(parse_refusal(&text), Some((id, kind, detail.as_str())), "{text}");
+        }
+        assert_eq!(
+            challenge_refusal(ChallengeId(7), "expired", "challenge 7 expired at 1 ms (now 2 ms)"),
+            "challenge 7 refused: expired: challenge 7 expired at 1 ms (now 2 ms)"
+        );
+    }
+
+    #[test]
+    fn a_long_refusal_is_cut_in_its_detail_only() {
+        let limits = Limits::default();
+        let id = ChallengeId(u64::MAX);
+        let text = challenge_refusal(id, "from_the_future", &"é".repeat(1000));
+        let Message::Error(e) = error_msg(ErrorCode::Internal, &text, &limits) else {
+            panic!("an error frame");
+        };
+        assert_eq!(e.message.len(), limits.max_text_bytes as usize - 1, "cut on a char boundary");
+        let (got, kind, detail) = parse_refusal(&e.message).expect("the prefix survives");
+        assert_eq!((got, kind), (id, "from_the_future"));
+        assert!(detail.chars().all(|c| c == 'é'));
+        assert!(Message::Error(e).validate(&limits).is_ok());
     }
 
     #[test]

@@ -125,7 +125,8 @@ impl Refusal {
         }
     }
 
-    /// A short stable name, for logs and metrics.
+    /// A short stable name, for logs and metrics, and the `<kind>` of the Error frame that
+    /// refuses the challenge (SPEC §8.2): changing one changes the wire.
     pub fn kind(&self) -> &'static str {
         match self {
             Refusal::Foreign { .. } => "foreign",

@@ -16,14 +16,15 @@
 //!                                       ◀─ Verdict  (or Error naming the challenge)
 //! ```
 //!
-//! Parts: [`config`] (settings), [`identity`] (worker key and delegation — a worker box should
-//! not hold the miner hotkey), [`guard`] (which challenges are computed), [`backoff`]
-//! (reconnection delays), `connection` (one connection's life) and [`wallet_cmd`] (the
-//! `wallet` subcommands).
+//! Parts: [`config`] (settings), [`clock`] (the wall clock for protocol times), [`identity`]
+//! (worker key and delegation — a worker box should not hold the miner hotkey), [`guard`] (which
+//! challenges are computed), [`backoff`] (reconnection delays), `connection` (one connection's
+//! life) and [`wallet_cmd`] (the `wallet` subcommands).
 //!
 //! Entry point: [`run_worker`], which the binary and in-process devnets call alike.
 
 pub mod backoff;
+pub mod clock;
 pub mod config;
 mod connection;
 pub mod guard;
@@ -39,6 +40,7 @@ use veribench_kernels::{Backend, BackendKind};
 use veribench_protocol::{GpuInfo, HardwareInfo, Limits};
 
 pub use backoff::{Backoff, BackoffConfig};
+pub use clock::Clock;
 pub use config::{ConfigError, ConfigOverrides, WalletConfig, WorkerConfig};
 pub use connection::ConnectionError;
 pub use guard::{ChallengeGuard, GuardPolicy, Refusal};
@@ -118,6 +120,12 @@ pub async fn run_worker_with_token(
         devices = ?shared.devices.iter().map(|d| d.as_str()).collect::<Vec<_>>(),
         "worker starting"
     );
+    if shared.config.clock != Clock::system() {
+        warn!(
+            offset_ms = shared.config.clock.offset_ms(),
+            "the worker's clock is shifted (a test setting)"
+        );
+    }
 
     let mut backoff = Backoff::new(shared.config.backoff);
     let url = veribench_circuit::redact_url(&shared.config.coordinator);

@@ -149,12 +149,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Peer<S> {
         register
     }
 
-    /// Expects an Error frame with `code` whose text names challenge `id`.
-    pub async fn expect_refusal(&mut self, code: ErrorCode, id: u64) {
+    /// Expects an Error frame with `code` refusing challenge `id` as `kind`
+    /// (`challenge <id> refused: <kind>: <detail>`, SPEC §8.2); returns the detail.
+    pub async fn expect_refusal(&mut self, code: ErrorCode, id: u64, kind: &str) -> String {
         match self.expect().await {
             Message::Error(e) => {
                 assert_eq!(e.code, code, "{}", e.message);
-                assert!(e.message.contains(&format!("challenge {id}")), "{}", e.message);
+                let prefix = format!("challenge {id} refused: {kind}: ");
+                let detail = e.message.strip_prefix(&prefix);
+                detail.unwrap_or_else(|| panic!("{:?} lacks {prefix:?}", e.message)).to_owned()
             }
             other => panic!("expected an Error refusing challenge {id}, got {other:?}"),
         }

@@ -1,0 +1,407 @@
+//! The command line of `veribench-coordinator`, also served as `veribench coordinator` by the
+//! umbrella binary (so end-to-end tests run the real process from the binary cargo builds for
+//! them anyway). The binaries' `main` only sets up logging, parses and calls [`run`]; `anyhow`
+//! stays in this front end, the rest of the crate reports typed errors.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use veribench_chain::{Chain, LocalChain, NetUid, Network};
+use veribench_protocol::UnixMillis;
+use veribench_wallet::WalletConfig;
+
+use crate::CoordinatorConfig;
+use crate::leases::{LeaseRequest, SIGNATURE_HEADER, SIGNER_HEADER, signed_message};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "veribench-coordinator",
+    version,
+    about = "veribench coordinator: challenges workers and verifies their work"
+)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands of `veribench-coordinator` (and of `veribench coordinator`).
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve workers and the HTTP API until SIGINT/SIGTERM.
+    Run(RunArgs),
+    /// Report a lease to a running coordinator (`POST /api/v1/leases`).
+    Lease(LeaseArgs),
+    /// Administer the embedded file-backed chain (`--subtensor.network file:PATH`).
+    #[command(subcommand)]
+    LocalChain(LocalChainCommand),
+    /// Circuit artifacts: fetch a miner's artifact into the cache (each attempt recorded in the
+    /// database, served by `GET /api/v1/circuits`), or check a URL against the policy.
+    Circuit {
+        /// Database the fetch attempts are recorded in (as `run --db`).
+        #[arg(
+            long,
+            env = "VERIBENCH_DB",
+            default_value = "sqlite://data/coordinator.db",
+            global = true
+        )]
+        db: String,
+        #[command(flatten)]
+        args: veribench_circuit::cli::CoordinatorCircuitArgs,
+    },
+}
+
+/// `lease`: signs with a trusted hotkey (`--wallet.*`) or authenticates with `--token`.
+#[derive(Debug, Args)]
+pub struct LeaseArgs {
+    /// The coordinator's HTTP API.
+    #[arg(long, env = "VERIBENCH_API", default_value = "http://127.0.0.1:7800")]
+    api: String,
+    /// The leased worker's key (SS58 or hex).
+    #[arg(long)]
+    worker: String,
+    /// Lease score in [0, 1].
+    #[arg(long)]
+    score: f64,
+    /// Lease duration from now, in hours.
+    #[arg(long, default_value_t = 24.0)]
+    hours: f64,
+    /// Bearer token from the coordinator's `leases.tokens` (instead of a signature).
+    #[arg(long, env = "VERIBENCH_LEASE_TOKEN")]
+    token: Option<String>,
+    /// Wallet of the signing hotkey (one of the coordinator's `leases.trusted_signers`).
+    #[arg(long = "wallet.name", default_value = "default")]
+    wallet_name: String,
+    /// The signing hotkey.
+    #[arg(long = "wallet.hotkey", default_value = "default")]
+    wallet_hotkey: String,
+    /// Wallets directory (default ~/.bittensor/wallets).
+    #[arg(long = "wallet.path")]
+    wallet_path: Option<PathBuf>,
+}
+
+/// `local-chain`: the embedded file-backed chain.
+#[derive(Debug, Subcommand)]
+pub enum LocalChainCommand {
+    /// Registers a hotkey on a subnet of the local chain (creating both if needed).
+    Register {
+        /// The chain state file.
+        #[arg(long, default_value = "data/chain.json")]
+        chain: PathBuf,
+        /// The subnet.
+        #[arg(long, default_value_t = 1)]
+        netuid: u16,
+        /// The hotkey (SS58 or hex).
+        #[arg(long)]
+        hotkey: String,
+        /// Its coldkey (default: the hotkey).
+        #[arg(long)]
+        coldkey: Option<String>,
+        /// Stake in rao.
+        #[arg(long, default_value_t = 0)]
+        stake: u64,
+        /// Give it a validator permit (a coordinator needs one to set weights).
+        #[arg(long)]
+        validator_permit: bool,
+    },
+    /// Prints a subnet of the local chain as JSON: neurons, hyperparameters, weights, commitments.
+    Show {
+        /// The chain state file.
+        #[arg(long, default_value = "data/chain.json")]
+        chain: PathBuf,
+        /// The subnet.
+        #[arg(long, default_value_t = 1)]
+        netuid: u16,
+    },
+}
+
+/// Flags override the config file; environment variables (`VERIBENCH_…`) override it too.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// TOML configuration file (missing keys keep their defaults).
+    #[arg(long, env = "VERIBENCH_CONFIG")]
+    config: Option<PathBuf>,
+    /// Database URL: sqlite://path (created if missing) or postgres://…
+    #[arg(long, env = "VERIBENCH_DB")]
+    db: Option<String>,
+    /// WebSocket listen address for workers.
+    #[arg(long, env = "VERIBENCH_WS_LISTEN")]
+    ws_listen: Option<SocketAddr>,
+    /// HTTP API listen address.
+    #[arg(long, env = "VERIBENCH_HTTP_LISTEN")]
+    http_listen: Option<SocketAddr>,
+    /// PEM certificate chain for wss://.
+    #[arg(long, env = "VERIBENCH_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for wss://.
+    #[arg(long, env = "VERIBENCH_TLS_KEY")]
+    tls_key: Option<PathBuf>,
+    /// Wallet holding the coordinator's hotkey.
+    #[arg(long = "wallet.name", env = "VERIBENCH_WALLET_NAME")]
+    wallet_name: Option<String>,
+    /// The coordinator's hotkey (signs every challenge).
+    #[arg(long = "wallet.hotkey", env = "VERIBENCH_WALLET_HOTKEY")]
+    wallet_hotkey: Option<String>,
+    /// Wallets directory (default ~/.bittensor/wallets).
+    #[arg(long = "wallet.path", env = "VERIBENCH_WALLET_PATH")]
+    wallet_path: Option<PathBuf>,
+    /// The chain, as btcli's flag: finney, test, local, ws://…, wss://…, or file:PATH for the
+    /// embedded local chain. Only hotkeys registered on the subnet may register workers.
+    #[arg(long = "subtensor.network", env = "VERIBENCH_SUBTENSOR_NETWORK")]
+    network: Option<String>,
+    /// The subnet.
+    #[arg(long, env = "VERIBENCH_NETUID")]
+    netuid: Option<u16>,
+}
+
+impl RunArgs {
+    fn config(&self) -> anyhow::Result<CoordinatorConfig> {
+        let mut c = match &self.config {
+            Some(path) => CoordinatorConfig::from_file(path)?,
+            None => CoordinatorConfig::default(),
+        };
+        macro_rules! set {
+            ($field:expr, $flag:expr) => {
+                if let Some(v) = $flag.clone() {
+                    $field = v;
+                }
+            };
+        }
+        set!(c.db, self.db);
+        set!(c.ws_listen, self.ws_listen);
+        set!(c.http_listen, self.http_listen);
+        set!(c.wallet.name, self.wallet_name);
+        set!(c.wallet.hotkey, self.wallet_hotkey);
+        c.tls_cert = self.tls_cert.clone().or(c.tls_cert);
+        c.tls_key = self.tls_key.clone().or(c.tls_key);
+        c.wallet.path = self.wallet_path.clone().or(c.wallet.path);
+        set!(c.chain.network, self.network);
+        set!(c.chain.netuid, self.netuid);
+        c.validate()?;
+        Ok(c)
+    }
+}
+
+/// Logs to stderr, filtered by `RUST_LOG` (default `info`).
+pub fn init_tracing() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// Runs one subcommand to completion (`run` until SIGINT/SIGTERM).
+pub async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Run(args) => serve(args).await,
+        Command::Lease(args) => lease(args).await,
+        Command::LocalChain(cmd) => local_chain(cmd),
+        Command::Circuit { db, args } => circuit(&db, args).await,
+    }
+}
+
+async fn circuit(
+    db: &str,
+    args: veribench_circuit::cli::CoordinatorCircuitArgs,
+) -> anyhow::Result<()> {
+    use veribench_circuit::cli::CoordinatorCircuitCommand;
+    let chain = open_chain(&args.chain.network()?).await?;
+    let netuid = args.chain.netuid();
+    if !matches!(args.command, CoordinatorCircuitCommand::Fetch { .. }) {
+        return veribench_circuit::cli::run_coordinator_circuit(
+            args.command,
+            chain,
+            netuid,
+            None,
+            None,
+        )
+        .await;
+    }
+    let store = crate::store::Store::connect(db).await?;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<veribench_circuit::FetchRecord>();
+    let writer = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            while let Some(record) = rx.recv().await {
+                if let Err(e) = store.record_fetch(&record).await {
+                    tracing::error!(error = %e, "cannot record a fetch attempt");
+                }
+            }
+        })
+    };
+    let result = veribench_circuit::cli::run_coordinator_circuit(
+        args.command,
+        chain,
+        netuid,
+        None,
+        Some(Arc::new(tx)),
+    )
+    .await;
+    let _ = writer.await;
+    store.close().await?;
+    result
+}
+
+/// The chain of `network`: the file-backed local chain or a subtensor node.
+async fn open_chain(network: &Network) -> anyhow::Result<Arc<dyn Chain>> {
+    veribench_subtensor::connect(network)
+        .await
+        .with_context(|| format!("cannot open the chain {network}"))
+}
+
+async fn serve(args: RunArgs) -> anyhow::Result<()> {
+    raise_fd_limit();
+    let config = args.config()?;
+    tracing::info!("configuration:\n{}", config.redacted());
+    let keypair = config.wallet.load_hotkey().with_context(|| {
+        format!(
+            "cannot load the coordinator hotkey; create one with `veribench-worker wallet create --wallet.name {} --wallet.hotkey {}`",
+            config.wallet.name, config.wallet.hotkey
+        )
+    })?;
+    let chain = open_chain(&config.chain.network()?).await?;
+    let running =
+        crate::start(config, keypair, chain).await.context("cannot start the coordinator")?;
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    running.shutdown().await;
+    Ok(())
+}
+
+async fn lease(args: LeaseArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(args.hours > 0.0, "--hours must be positive");
+    let now = UnixMillis::now();
+    let request = LeaseRequest {
+        worker: args.worker.clone(),
+        score: args.score,
+        starts_at: None,
+        ends_at: now.0 + (args.hours * 3_600_000.0) as u64,
+        issued_at: now.0,
+    };
+    let body = serde_json::to_vec(&request)?;
+    let url = format!("{}/api/v1/leases", args.api.trim_end_matches('/'));
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut post =
+        reqwest::Client::new().post(&url).header(reqwest::header::CONTENT_TYPE, "application/json");
+    post = match &args.token {
+        Some(token) => post.bearer_auth(token),
+        None => {
+            let wallet = WalletConfig {
+                name: args.wallet_name.clone(),
+                hotkey: args.wallet_hotkey.clone(),
+                path: args.wallet_path.clone(),
+            };
+            let keypair = wallet.load_hotkey().context("cannot load the signing hotkey")?;
+            let signature = keypair.sign(&signed_message(&body));
+            post.header(SIGNER_HEADER, keypair.ss58_address())
+                .header(SIGNATURE_HEADER, hex::encode(signature.0))
+        }
+    };
+    let response = post.body(body).send().await.with_context(|| format!("cannot reach {url}"))?;
+    let status = response.status();
+    let text = response.text().await.unwrap_or_default();
+    anyhow::ensure!(status.is_success(), "the coordinator refused the lease ({status}): {text}");
+    println!("{text}");
+    Ok(())
+}
+
+fn local_chain(cmd: LocalChainCommand) -> anyhow::Result<()> {
+    let key =
+        |s: &str| veribench_wallet::parse_public_key(s).with_context(|| format!("bad key {s}"));
+    match cmd {
+        LocalChainCommand::Register { chain, netuid, hotkey, coldkey, stake, validator_permit } => {
+            let chain = LocalChain::open(&chain)?;
+            let hot = key(&hotkey)?;
+            let cold = coldkey.as_deref().map(key).transpose()?.unwrap_or(hot);
+            let uid = chain.register(NetUid(netuid), hot, cold, stake, validator_permit)?;
+            println!(
+                "{}",
+                serde_json::json!({ "netuid": netuid, "uid": uid, "hotkey": hot.to_string() })
+            );
+        }
+        LocalChainCommand::Show { chain, netuid } => {
+            let subnet = LocalChain::open(&chain)?.subnet(NetUid(netuid))?;
+            println!("{}", serde_json::to_string_pretty(&subnet)?);
+        }
+    }
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}
+
+/// Lifts the soft open-file limit to the hard limit: every worker is a socket, and the common
+/// default soft limit (1024) would cap a coordinator at about a thousand workers.
+fn raise_fd_limit() {
+    #[cfg(unix)]
+    {
+        let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: getrlimit/setrlimit only read and write the struct passed by reference.
+        let raised = unsafe {
+            libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && {
+                let wanted = libc::rlimit { rlim_cur: limit.rlim_max, rlim_max: limit.rlim_max };
+                limit.rlim_cur >= limit.rlim_max
+                    || libc::setrlimit(libc::RLIMIT_NOFILE, &wanted) == 0
+            }
+        };
+        if !raised {
+            tracing::warn!("cannot raise the open-file limit; large worker counts may be refused");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn run_flags_override_the_config_file() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("coordinator.toml");
+        std::fs::write(&path, "db = \"sqlite://file.db\"\n\n[chain]\nnetuid = 7\n")?;
+        let path = path.to_str().context("a UTF-8 temporary path")?;
+        let cli = Cli::try_parse_from([
+            "veribench-coordinator",
+            "run",
+            "--config",
+            path,
+            "--db",
+            "sqlite://flag.db",
+            "--netuid",
+            "9",
+        ])?;
+        let Command::Run(args) = cli.command else { anyhow::bail!("not `run`: {cli:?}") };
+        let config = args.config()?;
+        assert_eq!(config.db, "sqlite://flag.db");
+        assert_eq!(config.chain.netuid, 9);
+        Ok(())
+    }
+}

@@ -1,0 +1,88 @@
+//! Why a challenge failed: the `reason` stored with it and shown by the API, and whose fault it
+//! was (SPEC §8.3). Failures the coordinator caused (its restart or shutdown, its verifier)
+//! never count against the worker: they are not in a miner's failed count and never penalise.
+//! A failing database fails no challenge: outcomes wait for it (see `service::record`).
+
+use veribench_protocol::RejectReason;
+
+/// Why a challenge failed.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Failure {
+    /// The verifier rejected the openings (SPEC §6).
+    Rejected(RejectReason),
+    /// No commitment before the deadline.
+    DeadlineMissed,
+    /// No openings within the open timeout after the open request was sent.
+    OpenTimeout,
+    /// The worker's connection ended while the challenge was in flight.
+    Disconnected,
+    /// The worker refused the challenge or could not finish it (SPEC §8.2); the detail starts
+    /// with the worker's own kind, e.g. `expired`.
+    WorkerRefused,
+    /// The worker or its device was gone when the round's frame was to be queued.
+    NotSent,
+    /// The verifier itself failed.
+    VerifierError,
+    /// The coordinator was stopped while the challenge was in flight.
+    CoordinatorShutdown,
+    /// A previous coordinator process ended without finishing the challenge (or without
+    /// storing its outcome: a database that stayed down through a shutdown).
+    CoordinatorRestart,
+}
+
+impl Failure {
+    /// The reasons the coordinator is answerable for, as stored.
+    pub const COORDINATORS: [&'static str; 4] =
+        ["not_sent", "verifier_error", "coordinator_shutdown", "coordinator_restart"];
+
+    /// The stored and API name (a verdict's [`RejectReason::code`]).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Failure::Rejected(reason) => reason.code(),
+            Failure::DeadlineMissed => "deadline_missed",
+            Failure::OpenTimeout => "open_timeout",
+            Failure::Disconnected => "disconnected",
+            Failure::WorkerRefused => "worker_refused",
+            Failure::NotSent => "not_sent",
+            Failure::VerifierError => "verifier_error",
+            Failure::CoordinatorShutdown => "coordinator_shutdown",
+            Failure::CoordinatorRestart => "coordinator_restart",
+        }
+    }
+
+    /// Whether the coordinator, not the worker, caused it.
+    pub fn is_coordinators(&self) -> bool {
+        matches!(
+            self,
+            Failure::NotSent
+                | Failure::VerifierError
+                | Failure::CoordinatorShutdown
+                | Failure::CoordinatorRestart
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn coordinator_side_failures_are_exactly_the_listed_ones() {
+        let all = [
+            Failure::Rejected(RejectReason::BadProof),
+            Failure::DeadlineMissed,
+            Failure::OpenTimeout,
+            Failure::Disconnected,
+            Failure::WorkerRefused,
+            Failure::NotSent,
+            Failure::VerifierError,
+            Failure::CoordinatorShutdown,
+            Failure::CoordinatorRestart,
+        ];
+        let ours: Vec<&str> =
+            all.iter().filter(|f| f.is_coordinators()).map(Failure::as_str).collect();
+        assert_eq!(ours, Failure::COORDINATORS);
+        let names: std::collections::HashSet<&str> = all.iter().map(Failure::as_str).collect();
+        assert_eq!(names.len(), all.len(), "names are distinct");
+    }
+}
