@@ -18,6 +18,12 @@
 //
 // Summation order differs from other backends; the fp32 verifier allows for it
 // (`fp32_tolerance`), and the fp16/bf16 sums are exact in any order (SPEC §1).
+//
+// C is bound as u32 words so the store can canonicalise zero: SPEC's row bytes are unique, a
+// zero entry is +0 (0x00000000), but a sum of -0 terms only (zero times a negative element) is
+// -0 in IEEE arithmetic, and WGSL lets implementations ignore the sign of zero in float
+// operations (so a +0 accumulator start or `acc + 0.0` guarantees nothing). Integer ops on the
+// bit pattern are exact everywhere.
 
 override WG_X: u32 = 16u;
 override WG_Y: u32 = 16u;
@@ -42,7 +48,8 @@ struct GemmParams {
 @group(0) @binding(0) var<uniform> p: GemmParams;
 @group(0) @binding(1) var<storage, read> a: array<f32>;
 @group(0) @binding(2) var<storage, read> b: array<f32>;
-@group(0) @binding(3) var<storage, read_write> c: array<f32>;
+// f32 bit patterns, canonical (see above).
+@group(0) @binding(3) var<storage, read_write> c: array<u32>;
 
 var<workgroup> a_tile: array<f32, TILE_K * A_STRIDE>;
 var<workgroup> b_tile: array<f32, TILE_K * BN>;
@@ -117,7 +124,8 @@ fn main(
             for (var j = 0u; j < TN; j++) {
                 let gc = col0 + lid.x + j * WG_X;
                 if gc < p.n {
-                    c[gr * p.n + gc] = acc[i * TN + j];
+                    let bits = bitcast<u32>(acc[i * TN + j]);
+                    c[gr * p.n + gc] = select(bits, 0u, bits == 0x80000000u);
                 }
             }
         }

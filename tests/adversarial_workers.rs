@@ -123,14 +123,12 @@ async fn worker_missing_the_deadline_fails_the_challenge() {
     assert_failed(&first, "deadline_missed");
     assert!(first.root.is_none() && first.committed_at.is_none(), "{first:?}");
     // The worker is told, by an Error frame naming the challenge.
-    let named = format!("challenge {} ", first.id);
-    let named = named.as_str();
-    let worker = &w;
+    let (worker, id) = (&w, first.id);
     let error = eventually("an Error frame naming the challenge", PATIENCE, || async move {
-        worker.errors().into_iter().find(|e| e.message.contains(named))
+        worker.errors().into_iter().find(|e| e.challenge_id == Some(id))
     })
     .await;
-    assert!(error.message.contains("deadline_missed"), "{error:?}");
+    assert_eq!(error.code, ErrorCode::DeadlineMissed, "{error:?}");
     // Its late commitment is refused as a commitment to a challenge no longer open.
     let late = h.rejection("unknown_challenge", Some(&w.key())).await;
     // Refusals are counted per group with the latest detail: it names a challenge that missed
@@ -235,16 +233,19 @@ async fn synchronized_rounds_challenge_every_miners_devices_at_once() {
     h.shutdown().await;
 }
 
-/// Sends `reg` on a new connection and expects it refused as `kind`: an Unauthorized Error frame,
-/// then the connection closed, and the refusal counted (in the group of this address and kind,
-/// with the key the registration claimed).
+/// Sends `reg` on a new connection and expects it refused as `kind`: an Error frame with the code
+/// of the same name, then the connection closed, and the refusal counted (in the group of this
+/// address and kind, with the key the registration claimed).
 async fn refused(h: &Harness, reg: veribench_protocol::Register, kind: &str) {
     let worker = reg.delegation.worker_key;
     let before = common::total(&h.rejections(kind).await);
     let mut conn = RawConn::connect(&h.ws_url).await;
     conn.send(&Message::Register(reg)).await.expect("send Register");
     match conn.next(Duration::from_secs(5)).await {
-        Next::Msg(Message::Error(e)) => assert_eq!(e.code, ErrorCode::Unauthorized, "{e:?}"),
+        Next::Msg(Message::Error(e)) => {
+            assert_eq!(e.code.as_str(), kind, "{e:?}");
+            assert_eq!(e.challenge_id, None, "{e:?}");
+        }
         other => panic!("expected an Error frame, got {other:?}"),
     }
     assert!(conn.closed_within(Duration::from_secs(5)).await, "connection left open");

@@ -7,13 +7,15 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{Db, Harness, Next, PATIENCE, RawConn, TestWorker, eventually, http_get};
-use futures_util::SinkExt;
+use futures_util::{SinkExt, StreamExt};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use veribench_coordinator::store::ChallengeStatus;
 use veribench_protocol::wire::{self, HEADER_LEN};
-use veribench_protocol::{ErrorCode, Heartbeat, Message, UnixMillis, Verdict};
+use veribench_protocol::{
+    ChallengeId, ErrorCode, Heartbeat, Message, OpenRequest, PROTOCOL_VERSION, UnixMillis, Verdict,
+};
 
 fn heartbeat_frame(seq: u64) -> Vec<u8> {
     wire::encode(&Message::Heartbeat(Heartbeat { seq, sent_at: UnixMillis::now() }))
@@ -32,10 +34,20 @@ fn wrong_magic() -> Vec<u8> {
     frame
 }
 
-fn wrong_version() -> Vec<u8> {
-    let mut frame = heartbeat_frame(1);
-    frame[2..HEADER_LEN].copy_from_slice(&2u16.to_le_bytes());
+/// `frame` with its header saying protocol version `version`.
+fn in_version(mut frame: Vec<u8>, version: u16) -> Vec<u8> {
+    frame[2..HEADER_LEN].copy_from_slice(&version.to_le_bytes());
     frame
+}
+
+/// A frame of a version after this one.
+fn wrong_version() -> Vec<u8> {
+    in_version(heartbeat_frame(1), PROTOCOL_VERSION + 1)
+}
+
+/// An open request listing no row: it decodes, and breaks a bound (SPEC §8.4).
+fn empty_open_request() -> Vec<u8> {
+    wire::encode(&Message::OpenRequest(OpenRequest { challenge_id: ChallengeId(1), rows: vec![] }))
 }
 
 /// Verified challenges of `w` so far.
@@ -58,19 +70,20 @@ async fn count(h: &Harness, kind: &str, worker: Option<veribench_protocol::Publi
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_frames_get_error_replies_and_repeated_strikes_close_the_connection() {
-    let h = Harness::start(Db::Sqlite, 2, |c| c.limits.max_strikes = 6).await;
+    let h = Harness::start(Db::Sqlite, 2, |c| c.limits.max_strikes = 7).await;
     let honest = h.honest(0, "steady");
     h.verified(&honest.key(), 1).await;
 
     let hostile = h.identity(1, "hostile");
     let (mut conn, _) = RawConn::registered(&h.ws_url, &hostile).await;
     let truncated = heartbeat_frame(1)[..HEADER_LEN + 1].to_vec();
-    let strikes: [(&str, Option<Vec<u8>>, ErrorCode); 5] = [
+    let strikes: [(&str, Option<Vec<u8>>, ErrorCode); 6] = [
         ("random bytes", Some(junk(48)), ErrorCode::Malformed),
         ("wrong magic", Some(wrong_magic()), ErrorCode::Malformed),
-        ("wrong version", Some(wrong_version()), ErrorCode::Unsupported),
+        ("wrong version", Some(wrong_version()), ErrorCode::UnsupportedVersion),
         ("text frame", None, ErrorCode::Malformed),
         ("truncated body", Some(truncated), ErrorCode::Malformed),
+        ("empty open request", Some(empty_open_request()), ErrorCode::Invalid),
     ];
     for (what, frame, code) in strikes {
         match frame {
@@ -79,7 +92,7 @@ async fn malformed_frames_get_error_replies_and_repeated_strikes_close_the_conne
         }
         let error = conn.next_error(Duration::from_secs(5)).await;
         let error = error.unwrap_or_else(|| panic!("no Error frame after {what}"));
-        assert_eq!(error.code, code, "{what}: {error:?}");
+        assert_eq!((error.code, error.challenge_id), (code, None), "{what}: {error:?}");
         // A valid frame between strikes is still served (no reply expected, no strike).
         conn.send_bytes(heartbeat_frame(2)).await.expect("send");
     }
@@ -93,10 +106,11 @@ async fn malformed_frames_get_error_replies_and_repeated_strikes_close_the_conne
     eventually("every strike persisted", PATIENCE, || async move {
         let malformed = common::rejections_of(store, "malformed_frame").await;
         let version = common::rejections_of(store, "unsupported_version").await;
+        let invalid = common::rejections_of(store, "invalid_frame").await;
         let mine = |v: &Vec<veribench_coordinator::store::Rejection>| {
             v.iter().filter(|r| r.worker_key == worker).map(|r| r.count).sum::<u64>()
         };
-        (mine(&malformed) == 5 && mine(&version) == 1).then_some(())
+        (mine(&malformed) == 5 && mine(&version) == 1 && mine(&invalid) == 1).then_some(())
     })
     .await;
     assert_eq!(count(&h, "unexpected_message", None).await, 0);
@@ -141,18 +155,44 @@ async fn garbage_before_registration_is_refused_and_closed() {
     h.shutdown().await;
 }
 
-/// A worker of another protocol version registering is told its version is unsupported.
+/// The next binary frame `conn` receives, undecoded; `None` if the connection ends first.
+async fn next_binary(conn: &mut RawConn) -> Option<Vec<u8>> {
+    let read = async {
+        while let Some(frame) = conn.ws.next().await {
+            match frame {
+                Ok(WsMessage::Binary(bytes)) => return Some(bytes.to_vec()),
+                Ok(WsMessage::Close(_)) | Err(_) => return None,
+                Ok(_) => {}
+            }
+        }
+        None
+    };
+    tokio::time::timeout(Duration::from_secs(5), read).await.ok().flatten()
+}
+
+/// A worker of another protocol version registering is told its version is unsupported, in a
+/// frame it can read: a version-1 worker gets a version-1 `Error` (variant 8, code 2), a newer
+/// one a current `Error` with code `unsupported_version`. Both are closed and counted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registration_in_another_protocol_version_is_refused_as_unsupported() {
     let h = Harness::start(Db::Sqlite, 1, |_| {}).await;
-    let mut frame = wire::encode(&Message::Register(h.identity(0, "future").register()));
-    frame[2..HEADER_LEN].copy_from_slice(&2u16.to_le_bytes());
+    let register = wire::encode(&Message::Register(h.identity(0, "future").register()));
     let mut conn = RawConn::connect(&h.ws_url).await;
-    conn.send_bytes(frame).await.expect("send");
+    conn.send_bytes(in_version(register.clone(), PROTOCOL_VERSION + 1)).await.expect("send");
     let error = conn.next_error(Duration::from_secs(5)).await.expect("an Error frame");
     assert!(conn.closed_within(Duration::from_secs(5)).await);
-    h.rejection("unsupported_version", None).await;
-    assert_eq!(error.code, ErrorCode::Unsupported, "{error:?}");
+    assert_eq!((error.code, error.challenge_id), (ErrorCode::UnsupportedVersion, None));
+
+    // A version-1 worker, whatever its first frame says.
+    let mut old = RawConn::connect(&h.ws_url).await;
+    let mut v1 = b"VB\x01\x00".to_vec();
+    v1.extend_from_slice(&register[HEADER_LEN..]);
+    old.send_bytes(v1).await.expect("send");
+    let answer = next_binary(&mut old).await.expect("an answer before the close");
+    assert_eq!(&answer[..6], b"VB\x01\x00\x08\x02", "{answer:?}");
+    assert!(old.closed_within(Duration::from_secs(5)).await, "left open");
+    let stored = h.counted("unsupported_version", 2).await;
+    assert!(stored.iter().all(|r| r.worker_key.is_none()), "{stored:?}");
     h.shutdown().await;
 }
 

@@ -19,7 +19,10 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use veribench_coordinator::store::{ChallengeRow, ChallengeStatus, Store};
 use veribench_kernels::CpuBackend;
-use veribench_protocol::{ErrorCode, ErrorMsg, Message, PublicKey, UnixMillis, Verdict};
+use veribench_protocol::wire::Limits;
+use veribench_protocol::{
+    ChallengeId, CommitmentMsg, ErrorCode, ErrorMsg, Message, PublicKey, UnixMillis, Verdict,
+};
 use veribench_wallet::Wallet;
 use veribench_worker::daemon::{Clock, WorkerConfig, WorkerIdentity, run_worker_with_token};
 
@@ -455,8 +458,11 @@ ping_secs = 0.5
             .filter(|r| r.worker_key == key && r.reason.as_deref() == Some("coordinator_shutdown"))
             .collect();
         assert!(!stopped.is_empty(), "{}: {rows:?}", w.identity.name);
-        // Told, and why.
-        let told = w.errors().iter().any(|e| e.message.contains("coordinator_shutdown"));
+        // Told, which challenge and why.
+        let told = w.errors().iter().any(|e| {
+            e.code == ErrorCode::CoordinatorShutdown
+                && stopped.iter().any(|r| e.challenge_id == Some(r.id))
+        });
         assert!(told, "{} was not told: {:?}", w.identity.name, w.errors());
     }
     for w in &workers {
@@ -549,30 +555,67 @@ async fn a_worker_clock_too_far_ahead_is_refused_at_registration_and_skew_is_sho
     h.shutdown().await;
 }
 
+/// The next challenge `conn` receives.
+async fn next_challenge(conn: &mut common::RawConn) -> veribench_protocol::SignedChallenge {
+    loop {
+        match conn.next(Duration::from_secs(10)).await {
+            common::Next::Msg(Message::Challenge(signed)) => break signed,
+            common::Next::Msg(_) => {}
+            other => panic!("no challenge: {other:?}"),
+        }
+    }
+}
+
+/// SPEC §8.2: a worker refuses a challenge with an `Error` carrying its code and the challenge's
+/// id; the coordinator fails that challenge at once as `worker_refused`, storing
+/// `<code>: <text>`. An `Error` naming another worker's challenge changes nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_challenge_the_worker_refuses_is_recorded_as_its_refusal_at_once() {
     let h = Harness::start(Db::Sqlite, 1, |c| c.schedule.deadline_secs = 60.0).await;
     let identity = h.identity(0, "refuser");
     let key = identity.public();
     let (mut conn, _) = common::RawConn::registered(&h.ws_url, &identity).await;
-    let id = loop {
-        match conn.next(Duration::from_secs(10)).await {
-            common::Next::Msg(Message::Challenge(signed)) => break signed.challenge.id,
-            common::Next::Msg(_) => {}
-            other => panic!("no challenge: {other:?}"),
-        }
+    let (mut other, _) = common::RawConn::registered(&h.ws_url, &h.identity(0, "meddler")).await;
+    let signed = next_challenge(&mut conn).await;
+    let id = signed.challenge.id;
+    let theirs = next_challenge(&mut other).await.challenge.id;
+    let limit = Limits::default().max_text_bytes;
+
+    // The meddler refuses the refuser's challenge: ignored, no answer, no strike.
+    let meddling = ErrorMsg::new(ErrorCode::Busy, Some(id), "not mine to refuse", limit);
+    other.send(&Message::Error(meddling)).await.expect("send");
+    // A frame refused on the same connection afterwards: its answer means the Error before it
+    // was handled.
+    let stray = CommitmentMsg {
+        challenge_id: ChallengeId(u64::MAX),
+        device: signed.device.clone(),
+        root: veribench_protocol::Root([0; 32]),
     };
-    // What the worker daemon sends when its clock says the challenge expired (SPEC §8.2).
-    let message =
-        format!("challenge {id} refused: expired: challenge {id} expired at 1 ms (now 2 ms)");
-    let refusal = Message::Error(ErrorMsg { code: ErrorCode::UnknownChallenge, message });
-    conn.send(&refusal).await.expect("send");
+    other.send(&Message::Commitment(stray)).await.expect("send");
+    let answer = other.next_error(Duration::from_secs(5)).await.expect("an answer to the stray");
+    assert_eq!(
+        (answer.code, answer.challenge_id),
+        (ErrorCode::UnknownChallenge, Some(ChallengeId(u64::MAX))),
+        "{answer:?}"
+    );
+    let row = h.store().challenge(id).await.expect("store").expect("stored");
+    assert_eq!(row.status, ChallengeStatus::Sent, "another worker's Error touched it: {row:?}");
+
+    // What the worker daemon sends when the device is computing another validator's challenge.
+    let text = format!("device {} is busy", signed.device);
+    let refusal = ErrorMsg::new(ErrorCode::Busy, Some(id), &text, limit);
+    conn.send(&Message::Error(refusal)).await.expect("send");
     let row = eventually("the refusal recorded", Duration::from_secs(5), || async {
         h.store().challenge(id).await.expect("store").filter(|r| r.status.is_terminal())
     })
     .await;
     assert_eq!(row.reason.as_deref(), Some("worker_refused"), "{row:?}");
-    assert!(row.detail.as_deref().is_some_and(|d| d.starts_with("expired: ")), "{row:?}");
-    assert_eq!(h.challenges_of(&key).await.len(), 1);
+    assert_eq!(row.detail.as_deref(), Some(format!("busy: {text}").as_str()), "{row:?}");
+    assert_eq!(h.challenges_of(&key).await[0].id, id, "the refused challenge was its first");
+    // The meddler's own challenge is untouched, and the refuser is not answered.
+    let row = h.store().challenge(theirs).await.expect("store").expect("stored");
+    assert_eq!(row.status, ChallengeStatus::Sent, "{row:?}");
+    let answered = conn.next_error(Duration::from_millis(300)).await;
+    assert!(answered.is_none(), "a refusal is not answered: {answered:?}");
     h.shutdown().await;
 }

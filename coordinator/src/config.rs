@@ -9,7 +9,8 @@ use serde::{Deserialize, Serialize};
 use veribench_chain::{Network, RetryPolicy};
 /// The one URL redaction (database URLs here), shared with the worker.
 pub use veribench_circuit::redact_url;
-use veribench_protocol::{DEFAULT_SAMPLED_ROWS, MAX_DIM, Mode, PublicKey};
+use veribench_protocol::wire::{self, Limits};
+use veribench_protocol::{DEFAULT_SAMPLED_ROWS, MAX_DIM, Mode, PublicKey, Shape};
 pub use veribench_wallet::WalletConfig;
 
 use crate::scoring::ScoringConfig;
@@ -234,7 +235,8 @@ pub struct ScheduleConfig {
     pub cpu_n: u32,
     /// Matrix size for GPU devices (capped to fit their memory).
     pub gpu_n: u32,
-    /// Rows sampled per challenge.
+    /// Rows sampled per challenge, in `1..=256` (the wire's `max_open_rows`). Fewer are asked
+    /// when the openings of this many rows could exceed a frame (SPEC §8.4): 63 at n = 65536.
     pub sampled_rows: u32,
 }
 
@@ -414,8 +416,24 @@ impl CoordinatorConfig {
                 )));
             }
         }
-        if s.sampled_rows == 0 {
-            return bad("schedule.sampled_rows must be at least 1");
+        let limits = self.wire_limits();
+        if !(1..=limits.max_open_rows).contains(&s.sampled_rows) {
+            return Err(ConfigError::Invalid(format!(
+                "schedule.sampled_rows = {} is outside 1..={}: an open request lists at most {} \
+                 rows (SPEC §8.4)",
+                s.sampled_rows, limits.max_open_rows, limits.max_open_rows
+            )));
+        }
+        // Every challenge size must open at least one row within our own frame limit.
+        for n in [s.cpu_n, s.gpu_n] {
+            if wire::max_open_rows(Shape::square(n), &limits) == 0 {
+                return Err(ConfigError::Invalid(format!(
+                    "limits.max_frame_bytes = {} cannot hold the opening of one row of a \
+                     challenge of size {n} ({} bytes)",
+                    limits.max_frame_bytes,
+                    wire::openings_frame_bound(Shape::square(n), 1)
+                )));
+            }
         }
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return bad("tls_cert and tls_key must be given together");
@@ -458,6 +476,13 @@ impl CoordinatorConfig {
             );
         }
         Ok(())
+    }
+
+    /// The wire limits this coordinator decodes frames with: the configured frame size and
+    /// matrix dimension, the protocol's defaults otherwise.
+    pub fn wire_limits(&self) -> Limits {
+        let l = &self.limits;
+        Limits { max_frame_bytes: l.max_frame_bytes, max_dim: l.max_dim, ..Limits::default() }
     }
 
     /// The configuration as TOML with secrets (a database password) redacted, for the log.
@@ -527,6 +552,26 @@ mod tests {
         let mut c = CoordinatorConfig::default();
         c.scoring.lease_weight = 0.5;
         assert!(c.validate().is_err(), "lease + challenge weights must sum to 1");
+    }
+
+    #[test]
+    fn sampled_rows_must_fit_one_open_request() {
+        let with_rows = |rows| {
+            let mut c = CoordinatorConfig::default();
+            c.schedule.sampled_rows = rows;
+            c.validate()
+        };
+        with_rows(1).expect("one row");
+        with_rows(256).expect("the wire's most");
+        for rows in [0, 257, u32::MAX] {
+            let err = with_rows(rows).expect_err("out of range").to_string();
+            assert!(err.contains("schedule.sampled_rows") && err.contains("1..=256"), "{err}");
+        }
+        // A frame limit too small for one row of the configured challenges is refused too.
+        let mut c = CoordinatorConfig::default();
+        c.limits.max_frame_bytes = 1024;
+        let err = c.validate().expect_err("no row fits").to_string();
+        assert!(err.contains("limits.max_frame_bytes"), "{err}");
     }
 
     #[test]

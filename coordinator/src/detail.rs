@@ -1,8 +1,9 @@
-//! Bounded text for anything a peer can influence: refusal details are stored, logged and echoed
-//! back, so each is cut to [`MAX_DETAIL_BYTES`] before it goes anywhere.
+//! Bounded text for anything a peer can influence that is stored or logged: refusal and failure
+//! details are cut to [`MAX_DETAIL_BYTES`] once, before they are stored and logged. Text told
+//! to a peer is cut by `ErrorMsg::new` to the wire's limit instead: one cutter per destination.
 
 /// Bytes of a detail kept; with the note of how much was cut, a bounded detail stays within the
-/// wire's 256-byte text limit (`Limits::max_text_bytes`), so an `Error` frame always decodes.
+/// wire's 256-byte text limit (`Limits::max_text_bytes`), so a stored detail can be told as is.
 pub const MAX_DETAIL_BYTES: usize = 200;
 
 /// `text` cut to at most [`MAX_DETAIL_BYTES`] bytes on a character boundary, with the number of

@@ -3,7 +3,7 @@
 //! never count against the worker: they are not in a miner's failed count and never penalise.
 //! A failing database fails no challenge: outcomes wait for it (see `service::record`).
 
-use veribench_protocol::RejectReason;
+use veribench_protocol::{ErrorCode, RejectReason};
 
 /// Why a challenge failed.
 #[derive(Clone, Debug, PartialEq)]
@@ -17,7 +17,7 @@ pub enum Failure {
     /// The worker's connection ended while the challenge was in flight.
     Disconnected,
     /// The worker refused the challenge or could not finish it (SPEC §8.2); the detail starts
-    /// with the worker's own kind, e.g. `expired`.
+    /// with the code the worker sent, e.g. `busy: `.
     WorkerRefused,
     /// The worker or its device was gone when the round's frame was to be queued.
     NotSent,
@@ -47,6 +47,24 @@ impl Failure {
             Failure::VerifierError => "verifier_error",
             Failure::CoordinatorShutdown => "coordinator_shutdown",
             Failure::CoordinatorRestart => "coordinator_restart",
+        }
+    }
+
+    /// The code a worker is told this failure with, in an `Error` naming the challenge: only
+    /// the failures decided on the coordinator's side while the worker still waits to hear.
+    /// A rejection is told as a `Verdict`; the worker knows of its own refusal; a disconnected
+    /// worker, a challenge never sent and one a previous run left have no one to tell.
+    pub fn told_as(&self) -> Option<ErrorCode> {
+        match self {
+            Failure::DeadlineMissed => Some(ErrorCode::DeadlineMissed),
+            Failure::OpenTimeout => Some(ErrorCode::OpenTimeout),
+            Failure::CoordinatorShutdown => Some(ErrorCode::CoordinatorShutdown),
+            Failure::VerifierError => Some(ErrorCode::Internal),
+            Failure::Rejected(_)
+            | Failure::Disconnected
+            | Failure::WorkerRefused
+            | Failure::NotSent
+            | Failure::CoordinatorRestart => None,
         }
     }
 
@@ -84,5 +102,17 @@ mod tests {
         assert_eq!(ours, Failure::COORDINATORS);
         let names: std::collections::HashSet<&str> = all.iter().map(Failure::as_str).collect();
         assert_eq!(names.len(), all.len(), "names are distinct");
+        // Told failures keep their stored name on the wire, except our verifier's own failure.
+        for failure in &all {
+            match failure.told_as() {
+                Some(ErrorCode::Internal) => assert_eq!(failure, &Failure::VerifierError),
+                Some(code) => assert_eq!(code.as_str(), failure.as_str()),
+                None => {}
+            }
+        }
+        let told = all.iter().filter(|f| f.told_as().is_some()).count();
+        assert_eq!(told, 4);
+        // A shutdown does not count against the worker, and it hears so.
+        assert!(Failure::CoordinatorShutdown.told_as().is_some_and(ErrorCode::is_transient));
     }
 }

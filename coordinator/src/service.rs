@@ -15,7 +15,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use veribench_chain::{Chain, Metagraph};
 use veribench_protocol::wire::{
-    CommitmentMsg, ErrorMsg, Message, OpenRequest, OpeningsMsg, Register, SignedChallenge, Welcome,
+    CommitmentMsg, ErrorMsg, Limits, Message, OpenRequest, OpeningsMsg, Register, SignedChallenge,
+    Welcome,
 };
 use veribench_protocol::{
     Challenge, ChallengeId, DeviceKey, DeviceSeed, PublicKey, Seed, Shape, UnixMillis, Verdict,
@@ -181,13 +182,27 @@ struct State {
     last_sweep: Option<Instant>,
 }
 
-/// A refused registration: what to persist and tell the peer.
+/// A refused registration or frame: what to persist and tell the peer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
     /// What was refused.
     pub kind: RefusalKind,
     /// Details for the operator and the peer.
     pub detail: String,
+    /// The challenge the refused frame named, told to the peer with the code.
+    pub challenge: Option<ChallengeId>,
+}
+
+impl Refusal {
+    /// A refusal concerning no challenge.
+    pub fn new(kind: RefusalKind, detail: impl Into<String>) -> Self {
+        Self { kind, detail: detail.into(), challenge: None }
+    }
+
+    /// A refusal of a frame about challenge `id`.
+    pub fn about(kind: RefusalKind, id: ChallengeId, detail: impl Into<String>) -> Self {
+        Self { kind, detail: detail.into(), challenge: Some(id) }
+    }
 }
 
 /// An accepted registration: the session's handle.
@@ -409,10 +424,10 @@ impl Coordinator {
     ) -> Result<Registered, Refusal> {
         let now = arrival.at;
         if self.state().shutting_down {
-            return Err(Refusal {
-                kind: RefusalKind::ShuttingDown,
-                detail: "the coordinator is shutting down; reconnect later".into(),
-            });
+            return Err(Refusal::new(
+                RefusalKind::ShuttingDown,
+                "the coordinator is shutting down; reconnect later",
+            ));
         }
         self.check_registration(&reg, now).await?;
         let skew_ms = self.check_clock(&reg, &arrival)?;
@@ -443,14 +458,14 @@ impl Coordinator {
                 1 => String::new(),
                 n => format!(" (and {} more of its devices)", n - 1),
             };
-            return Err(Refusal {
-                kind: RefusalKind::DeviceConflict,
-                detail: format!(
+            return Err(Refusal::new(
+                RefusalKind::DeviceConflict,
+                format!(
                     "device {} is held by worker {}{more}: the oldest active claim keeps a device \
                      until it has been inactive for {} s",
                     first.device, first.holder, self.config.claims.expiry_secs
                 ),
-            });
+            ));
         }
 
         let (tx, rx) = mpsc::channel(OUTBOX_DEPTH);
@@ -494,7 +509,7 @@ impl Coordinator {
     }
 
     async fn check_registration(&self, reg: &Register, now: UnixMillis) -> Result<(), Refusal> {
-        let refuse = |kind, detail: String| Err(Refusal { kind, detail });
+        let refuse = |kind, detail: String| Err(Refusal::new(kind, detail));
         let skew = secs(self.config.liveness.max_clock_skew_secs).as_millis() as u64;
         // Replay protection: a Register signed long ago (or far ahead) is not accepted.
         if reg.timestamp.0.abs_diff(now.0) > skew {
@@ -622,11 +637,12 @@ impl Coordinator {
         }
     }
 
-    /// Handles one decoded frame from a registered worker, received at `arrived`.
-    /// Returns a refusal to count as a strike against the connection.
+    /// Handles one decoded frame from a registered worker, received at `arrived` on its
+    /// connection `conn`. Returns a refusal to count as a strike against the connection.
     pub async fn on_message(
         &self,
         worker: &PublicKey,
+        conn: u64,
         msg: Message,
         arrived: Instant,
     ) -> Result<(), Refusal> {
@@ -643,13 +659,13 @@ impl Coordinator {
             Message::Commitment(c) => self.on_commitment(worker, c, arrived),
             Message::Openings(o) => self.on_openings(worker, o),
             Message::Error(e) => {
-                self.on_worker_error(worker, &e);
+                self.on_worker_error(worker, conn, &e);
                 Ok(())
             }
-            other => Err(Refusal {
-                kind: RefusalKind::UnexpectedMessage,
-                detail: format!("a worker may not send {}", other.kind()),
-            }),
+            other => Err(Refusal::new(
+                RefusalKind::UnexpectedMessage,
+                format!("a worker may not send {}", other.kind()),
+            )),
         }
     }
 
@@ -660,12 +676,15 @@ impl Coordinator {
         arrived: Instant,
     ) -> Result<(), Refusal> {
         let now = UnixMillis::now();
-        let unknown = || Refusal {
-            kind: RefusalKind::UnknownChallenge,
-            detail: format!(
-                "challenge {} is not awaiting a commitment from this worker",
-                c.challenge_id
-            ),
+        let unknown = || {
+            Refusal::about(
+                RefusalKind::UnknownChallenge,
+                c.challenge_id,
+                format!(
+                    "challenge {} is not awaiting a commitment from this worker",
+                    c.challenge_id
+                ),
+            )
         };
         let cap = self.config.timing.max_rtt_credit();
         let (request, shape, late, compute, credit, conn) = {
@@ -698,7 +717,7 @@ impl Coordinator {
             let rows = sample_rows(
                 &mut rand::rng(),
                 p.challenge.shape.m,
-                self.config.schedule.sampled_rows,
+                self.rows_to_open(p.challenge.shape),
             );
             if !late {
                 let commitment = CommitRecord {
@@ -738,12 +757,12 @@ impl Coordinator {
     }
 
     fn on_openings(&self, worker: &PublicKey, o: OpeningsMsg) -> Result<(), Refusal> {
-        let unknown = || Refusal {
-            kind: RefusalKind::UnknownChallenge,
-            detail: format!(
-                "challenge {} is not awaiting openings from this worker",
-                o.challenge_id
-            ),
+        let unknown = || {
+            Refusal::about(
+                RefusalKind::UnknownChallenge,
+                o.challenge_id,
+                format!("challenge {} is not awaiting openings from this worker", o.challenge_id),
+            )
         };
         let check = {
             let mut s = self.state();
@@ -977,6 +996,12 @@ impl Coordinator {
         }
     }
 
+    /// Rows to ask a challenge of `shape` to open: the configured sample, fewer if their
+    /// openings could exceed the frames this coordinator accepts (SPEC §8.4).
+    fn rows_to_open(&self, shape: Shape) -> u32 {
+        rows_to_open(self.config.schedule.sampled_rows, shape, &self.config.wire_limits())
+    }
+
     fn size_for(&self, class: DeviceClass) -> u32 {
         let s = &self.config.schedule;
         match class {
@@ -1013,6 +1038,12 @@ impl Coordinator {
     }
 }
 
+/// `sampled` rows, capped so that their openings fit in one frame of `limits` (at n = 65536
+/// and 16 MiB frames: 63). Validated configurations open at least one row.
+fn rows_to_open(sampled: u32, shape: Shape, limits: &Limits) -> u32 {
+    sampled.min(veribench_protocol::wire::max_open_rows(shape, limits))
+}
+
 /// A registration the store could not take: the worker retries later when the database is
 /// unavailable (a coordinator-side refusal), anything else is our internal error.
 fn store_refusal(e: StoreError) -> Refusal {
@@ -1021,7 +1052,7 @@ fn store_refusal(e: StoreError) -> Refusal {
     } else {
         RefusalKind::Internal
     };
-    Refusal { kind, detail: format!("storage: {e}") }
+    Refusal::new(kind, format!("storage: {e}"))
 }
 
 /// The class of a device from its key and the worker's hardware report.
@@ -1036,4 +1067,30 @@ fn device_class(key: &DeviceKey, reg: &Register) -> DeviceClass {
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use veribench_protocol::MAX_DIM;
+    use veribench_protocol::wire::{MAX_FRAME_BYTES, openings_frame_bound};
+
+    /// No open request asks for openings that could not fit in a frame the coordinator accepts.
+    #[test]
+    fn rows_asked_are_capped_to_what_one_frame_holds() {
+        let limits = CoordinatorConfig::default().wire_limits();
+        let widest = Shape::square(MAX_DIM);
+        assert_eq!(rows_to_open(256, widest, &limits), 63);
+        assert!(openings_frame_bound(widest, 63) <= MAX_FRAME_BYTES as u64);
+        assert_eq!(rows_to_open(32, widest, &limits), 32);
+        assert_eq!(rows_to_open(256, Shape::square(4096), &limits), 256);
+        // Never more rows than the product has.
+        assert_eq!(rows_to_open(32, Shape { m: 5, k: 8, n: 8 }, &limits), 5);
+        // A coordinator accepting smaller frames asks for fewer rows.
+        let small = Limits { max_frame_bytes: 1 << 20, ..limits };
+        let rows = rows_to_open(256, widest, &small);
+        assert_eq!(rows, 3);
+        assert!(openings_frame_bound(widest, rows) <= 1 << 20);
+        assert!(openings_frame_bound(widest, rows + 1) > 1 << 20);
+    }
 }

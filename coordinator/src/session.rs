@@ -23,11 +23,10 @@ use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use veribench_protocol::wire::{self, ErrorCode, ErrorMsg, Limits, Message};
-use veribench_protocol::{ProtocolError, PublicKey};
+use veribench_protocol::{ChallengeId, ProtocolError, PublicKey};
 
 use crate::admission::{Admission, Budget, BudgetSpent, Budgeted, Pass};
 use crate::config::secs;
-use crate::detail;
 use crate::ratelimit::TokenBucket;
 use crate::refusal_kind::RefusalKind;
 use crate::service::{Arrival, Coordinator, Outbound, Refusal, Registered};
@@ -129,19 +128,35 @@ async fn connection(
     }
 }
 
-/// The wire limits derived from the configuration.
-fn wire_limits(coordinator: &Coordinator) -> Limits {
-    let l = &coordinator.config().limits;
-    Limits { max_frame_bytes: l.max_frame_bytes, max_dim: l.max_dim, ..Limits::default() }
-}
-
-/// The rejection kind of a frame that failed to decode.
+/// The rejection kind of a frame that failed to decode, from the code it is answered with, so
+/// the stored kind and what the peer is told agree.
 fn decode_kind(e: &ProtocolError) -> RefusalKind {
-    match e {
-        ProtocolError::FrameTooLarge { .. } => RefusalKind::FrameTooLarge,
-        ProtocolError::UnsupportedVersion { .. } => RefusalKind::UnsupportedVersion,
+    match e.code() {
+        ErrorCode::TooLarge => RefusalKind::FrameTooLarge,
+        ErrorCode::UnsupportedVersion => RefusalKind::UnsupportedVersion,
+        ErrorCode::Invalid => RefusalKind::InvalidFrame,
         _ => RefusalKind::MalformedFrame,
     }
+}
+
+/// A frame that failed to decode: the refusal to count, and the frame answering it. A frame of
+/// another protocol version is answered in that version where this build can (a version-1 peer
+/// reads a version-1 `Error`); anything else with the decode error's code.
+fn undecodable(e: &ProtocolError, limits: &Limits) -> (Refusal, Vec<u8>) {
+    let refusal = Refusal::new(decode_kind(e), e.to_string());
+    let answer = match e {
+        ProtocolError::UnsupportedVersion { got, .. } => wire::version_refusal(*got, limits),
+        _ => error_frame(e.code(), None, &refusal.detail, limits),
+    };
+    (refusal, answer)
+}
+
+/// The `Error` frame telling a peer of `refusal`.
+fn refusal_frame(refusal: &Refusal, limits: &Limits) -> Vec<u8> {
+    // Every kind a session refuses has a wire code; only the HTTP API's lease kinds have none,
+    // and one reaching a session would be our bug.
+    let code = refusal.kind.error_code().unwrap_or(ErrorCode::Internal);
+    error_frame(code, refusal.challenge, &refusal.detail, limits)
 }
 
 /// The rejection kind of a WebSocket-level read error.
@@ -156,9 +171,14 @@ fn ws_error_kind(e: &tungstenite::Error) -> RefusalKind {
     }
 }
 
-/// An `Error` frame; the message is bounded, as everything echoed to a peer is.
-fn error_frame(code: ErrorCode, message: &str) -> Vec<u8> {
-    wire::encode(&Message::Error(ErrorMsg { code, message: detail::bounded(message) }))
+/// An `Error` frame; its text is cut to the wire's bound by [`ErrorMsg::new`].
+fn error_frame(
+    code: ErrorCode,
+    challenge: Option<ChallengeId>,
+    message: &str,
+    limits: &Limits,
+) -> Vec<u8> {
+    wire::encode(&Message::Error(ErrorMsg::new(code, challenge, message, limits.max_text_bytes)))
 }
 
 /// How a non-binary first frame is described: its kind and size, never its content.
@@ -215,19 +235,24 @@ async fn session<S>(
         }
     };
     let (mut sink, mut frames) = ws.split();
-    let limits = wire_limits(&coordinator);
+    let limits = config.wire_limits();
 
     // Registration: the first frame, within the handshake timeout.
     let first = timeout(handshake, frames.next()).await;
     // Read off the clock at once: the worker's clock is measured against it.
     let arrival = Arrival::now(link.kernel_rtt.min_rtt());
+    let answered = |refusal: Refusal| {
+        let answer = refusal_frame(&refusal, &limits);
+        (refusal, answer)
+    };
     let first = match first {
-        Ok(Some(Ok(WsMessage::Binary(bytes)))) => wire::decode(&bytes, &limits)
-            .map_err(|e| Refusal { kind: decode_kind(&e), detail: e.to_string() }),
-        Ok(Some(Ok(other))) => {
-            Err(Refusal { kind: RefusalKind::MalformedFrame, detail: describe(&other) })
+        Ok(Some(Ok(WsMessage::Binary(bytes)))) => {
+            wire::decode(&bytes, &limits).map_err(|e| undecodable(&e, &limits))
         }
-        Ok(Some(Err(e))) => Err(Refusal { kind: ws_error_kind(&e), detail: e.to_string() }),
+        Ok(Some(Ok(other))) => {
+            Err(answered(Refusal::new(RefusalKind::MalformedFrame, describe(&other))))
+        }
+        Ok(Some(Err(e))) => Err(answered(Refusal::new(ws_error_kind(&e), e.to_string()))),
         Ok(None) => return,
         Err(_) => {
             return coordinator
@@ -240,27 +265,25 @@ async fn session<S>(
                 .await;
         }
     };
-    let refused = |kind: RefusalKind, detail: String| Refusal { kind, detail };
     let registered = match first {
         Ok(Message::Register(reg)) => {
             let worker = reg.delegation.worker_key;
-            coordinator.register(reg, &peer, arrival).await.map_err(|r| (Some(worker), r))
+            coordinator.register(reg, &peer, arrival).await.map_err(|r| (Some(worker), answered(r)))
         }
         Ok(other) => Err((
             None,
-            refused(
+            answered(Refusal::new(
                 RefusalKind::UnexpectedMessage,
                 format!("the first frame must be a Register, got {}", other.kind()),
-            ),
+            )),
         )),
-        Err(refusal) => Err((None, refusal)),
+        Err(refused) => Err((None, refused)),
     };
     let Registered { conn, worker, outbox } = match registered {
         Ok(r) => r,
-        Err((worker, refusal)) => {
-            coordinator.reject(&peer, worker, refusal.kind, refusal.detail.clone()).await;
-            let code = refusal.kind.error_code();
-            let _ = sink.send(WsMessage::binary(error_frame(code, &refusal.detail))).await;
+        Err((worker, (refusal, answer))) => {
+            coordinator.reject(&peer, worker, refusal.kind, refusal.detail).await;
+            let _ = sink.send(WsMessage::binary(answer)).await;
             let _ = sink.close().await;
             return;
         }
@@ -271,7 +294,8 @@ async fn session<S>(
 
     let pinger = coordinator.outbox_of(&worker);
     let writer = tokio::spawn(write_loop(sink, outbox));
-    read_loop(&coordinator, &mut frames, &worker, &link, &limits, pinger, &shutdown).await;
+    let from = Origin { worker, conn };
+    read_loop(&coordinator, &mut frames, &from, &link, &limits, pinger, &shutdown).await;
     coordinator.disconnect(&worker, conn).await;
     // The writer ends once every sender of the outbox is gone; give it a moment to flush a close.
     let _ = timeout(Duration::from_secs(2), writer).await;
@@ -303,11 +327,18 @@ where
     let _ = sink.close().await;
 }
 
+/// Who a registered session reads for.
+struct Origin {
+    worker: PublicKey,
+    /// The connection, among the worker's reconnects.
+    conn: u64,
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn read_loop<R>(
     coordinator: &Coordinator,
     frames: &mut R,
-    worker: &PublicKey,
+    from: &Origin,
     link: &Link,
     limits: &Limits,
     pinger: Option<tokio::sync::mpsc::Sender<Outbound>>,
@@ -316,6 +347,7 @@ async fn read_loop<R>(
     R: futures_util::Stream<Item = Result<WsMessage, tungstenite::Error>> + Unpin,
 {
     let peer = link.peer.as_str();
+    let worker = &from.worker;
     let config = coordinator.config();
     let idle = secs(config.liveness.offline_after_secs);
     let mut bucket = TokenBucket::new(config.limits.frames_per_sec, config.limits.frame_burst);
@@ -326,9 +358,9 @@ async fn read_loop<R>(
     let mut strikes = 0u32;
     let mut dropped = 0u32;
     let mut last_flood_report: Option<Instant> = None;
-    let reply = |code: ErrorCode, message: &str| {
+    let reply = |frame: Vec<u8>| {
         if let Some(p) = &pinger {
-            let _ = p.try_send(Outbound::Frame(error_frame(code, message)));
+            let _ = p.try_send(Outbound::Frame(frame));
         }
     };
 
@@ -400,7 +432,8 @@ async fn read_loop<R>(
                         format!("more than {} frames/s", config.limits.frames_per_sec),
                     )
                     .await;
-                reply(ErrorCode::RateLimited, "slow down: frames are being dropped");
+                let text = "slow down: frames are being dropped";
+                reply(error_frame(ErrorCode::RateLimited, None, text, limits));
             } else {
                 coordinator.metrics().rejected(RefusalKind::RateLimited.as_str());
             }
@@ -428,7 +461,7 @@ async fn read_loop<R>(
                 coordinator
                     .reject(peer, Some(*worker), RefusalKind::MalformedFrame, detail.into())
                     .await;
-                reply(ErrorCode::Malformed, detail);
+                reply(error_frame(ErrorCode::Malformed, None, detail, limits));
                 if strikes >= config.limits.max_strikes {
                     break;
                 }
@@ -436,13 +469,15 @@ async fn read_loop<R>(
             }
         };
         let outcome = match wire::decode(&bytes, limits) {
-            Ok(msg) => coordinator.on_message(worker, msg, arrived).await,
-            Err(e) => Err(Refusal { kind: decode_kind(&e), detail: e.to_string() }),
+            Ok(msg) => coordinator.on_message(worker, from.conn, msg, arrived).await.map_err(|r| {
+                let answer = refusal_frame(&r, limits);
+                (r, answer)
+            }),
+            Err(e) => Err(undecodable(&e, limits)),
         };
-        if let Err(refusal) = outcome {
+        if let Err((refusal, answer)) = outcome {
             strikes += 1;
-            let code = refusal.kind.error_code();
-            reply(code, &refusal.detail);
+            reply(answer);
             coordinator.reject(peer, Some(*worker), refusal.kind, refusal.detail).await;
             if strikes >= config.limits.max_strikes {
                 if let Some(p) = &pinger {
@@ -458,6 +493,60 @@ async fn read_loop<R>(
 mod tests {
     use super::*;
     use crate::service::WrittenAt;
+    use veribench_protocol::{Heartbeat, OpenRequest, UnixMillis};
+
+    fn decoded_error(frame: &[u8]) -> ErrorMsg {
+        match wire::decode(frame, &Limits::default()) {
+            Ok(Message::Error(e)) => e,
+            other => panic!("not an Error frame: {other:?}"),
+        }
+    }
+
+    /// Every decode failure is stored under the kind and answered with the code of the same
+    /// failure; a frame of version 1 is answered in version 1, which its sender reads.
+    #[test]
+    fn undecodable_frames_are_answered_with_their_code() {
+        let limits = Limits::default();
+        let heartbeat = Message::Heartbeat(Heartbeat { seq: 1, sent_at: UnixMillis(1) });
+        let mut v1 = wire::encode(&heartbeat);
+        v1[2..4].copy_from_slice(&1u16.to_le_bytes());
+        let e = wire::decode(&v1, &limits).expect_err("version 1");
+        let (refusal, answer) = undecodable(&e, &limits);
+        assert_eq!(refusal.kind, RefusalKind::UnsupportedVersion);
+        assert_eq!(&answer[..6], b"VB\x01\x00\x08\x02");
+
+        let mut v3 = v1.clone();
+        v3[2..4].copy_from_slice(&3u16.to_le_bytes());
+        let e = wire::decode(&v3, &limits).expect_err("version 3");
+        let told = decoded_error(&undecodable(&e, &limits).1);
+        assert_eq!((told.code, told.challenge_id), (ErrorCode::UnsupportedVersion, None));
+
+        let empty = wire::encode(&Message::OpenRequest(OpenRequest {
+            challenge_id: ChallengeId(7),
+            rows: vec![],
+        }));
+        let cases = [
+            (b"junk".to_vec(), RefusalKind::MalformedFrame, ErrorCode::Malformed),
+            (empty, RefusalKind::InvalidFrame, ErrorCode::Invalid),
+        ];
+        for (frame, kind, code) in cases {
+            let e = wire::decode(&frame, &limits).expect_err("undecodable");
+            let (refusal, answer) = undecodable(&e, &limits);
+            assert_eq!(refusal.kind, kind, "{e}");
+            assert_eq!(decoded_error(&answer).code, code, "{e}");
+            assert_eq!(kind.error_code(), Some(code));
+        }
+    }
+
+    /// A refusal's text is cut to the wire's bound, so the frame always decodes.
+    #[test]
+    fn long_refusals_still_decode() {
+        let limits = Limits::default();
+        let refusal = Refusal::new(RefusalKind::BadDelegation, "é".repeat(1000));
+        let told = decoded_error(&refusal_frame(&refusal, &limits));
+        assert_eq!(told.code, ErrorCode::BadDelegation);
+        assert!(told.message.len() <= limits.max_text_bytes as usize);
+    }
 
     /// A challenge queued behind a slow write starts its clock when the writer takes it, not
     /// when it was queued (SPEC §8.1).

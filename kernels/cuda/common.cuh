@@ -1,4 +1,5 @@
-// veribench CUDA common definitions: the matrix generator of protocol/SPEC.md §3.
+// veribench CUDA common definitions: the matrix generator of protocol/SPEC.md §3, and the
+// canonical encoding of float product entries (+0, never -0; at the end of this file).
 //
 // This file is a line-by-line transcription of SPEC.md §3.1–§3.3 (and of
 // protocol/src/generator.rs, the reference implementation, whose known-answer tests pin it):
@@ -142,4 +143,15 @@ __device__ __forceinline__ vb_half vb_half_from_small_int(vb_i32 v) {
 __device__ __forceinline__ float vb_fp32_element(vb_u32 word) {
     const vb_i32 top24 = ((vb_i32)word) >> 8;
     return __fmul_rn(__int2float_rn(top24), 1.0f / 8388608.0f);
+}
+
+// Canonical product bytes (SPEC: a row's bytes are unique): a float entry equal to zero is +0.
+// IEEE arithmetic gives -0 for a sum of -0 terms only (zero times a negative element), and
+// cuBLAS does not promise to start its accumulators at +0, so the float modes' C words are
+// rewritten with this after the GEMM. Integer ops on the bit pattern: exact, immune to any
+// float optimisation. Never applied to int8's i32 C, where 0x80000000 is a number.
+#define VB_NEGATIVE_ZERO 0x80000000u
+
+__device__ __forceinline__ vb_u32 vb_positive_zero(vb_u32 bits) {
+    return bits == VB_NEGATIVE_ZERO ? 0u : bits;
 }

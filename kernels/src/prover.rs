@@ -53,8 +53,14 @@ impl CommittedRun {
         &self.execution
     }
 
-    /// Opens `rows` (strictly increasing): their bytes and one multiproof.
+    /// Opens `rows` (strictly increasing): their bytes and one multiproof. A row outside the
+    /// product is [`BackendError::RowOutOfRange`] (the first such row), checked before the
+    /// proof is built, so a worker can refuse it as the peer's mistake rather than its own.
     pub fn open(&self, rows: &[u32]) -> Result<Openings, BackendError> {
+        let total = self.commitment.rows();
+        if let Some(&row) = rows.iter().find(|&&row| row >= total) {
+            return Err(BackendError::RowOutOfRange { row, rows: total });
+        }
         let proof = self.commitment.prove(rows)?;
         let rows = rows
             .iter()

@@ -152,3 +152,87 @@ fn a_challenge_larger_than_memory_is_an_error_not_an_abort() {
     let err = backend().execute(&device(), &c).expect_err("must not fit");
     assert!(matches!(err, BackendError::OutOfMemory { bytes } if bytes == needed), "{err}");
 }
+
+/// The leaves of a challenge computed independently of every backend: elements from the
+/// protocol's generator, exact f64 sums (k = 1 makes fp32 exact too), each entry converted to
+/// f32 with zero encoded as +0 (the canonical encoding of SPEC's float rows).
+fn reference_leaves(c: &Challenge) -> Vec<veribench_protocol::Leaf> {
+    let seed = c.device_seed(&device());
+    let g = Generator::new(&seed, c.mode);
+    let Shape { m, k, n } = c.shape;
+    (0..m)
+        .map(|i| {
+            let bytes: Vec<u8> = (0..n)
+                .flat_map(|j| {
+                    let sum: f64 = (0..k)
+                        .map(|t| g.element(Matrix::A, i, t) * g.element(Matrix::B, t, j))
+                        .sum();
+                    let v = sum as f32;
+                    let v = if v == 0.0 { 0.0f32 } else { v };
+                    v.to_le_bytes()
+                })
+                .collect();
+            veribench_protocol::leaf_hash(&seed, i, &bytes)
+        })
+        .collect()
+}
+
+/// Whether some entry of the reference product is a sum of -0 terms only (zero times a
+/// negative number), the entries a GEMM without a +0 accumulator start writes as -0.
+fn has_negative_zero_entries(c: &Challenge) -> bool {
+    let g = Generator::new(&c.device_seed(&device()), c.mode);
+    let Shape { m, k, n } = c.shape;
+    (0..m).any(|i| {
+        (0..n).any(|j| {
+            (0..k).all(|t| {
+                let p = g.element(Matrix::A, i, t) * g.element(Matrix::B, t, j);
+                p == 0.0 && p.is_sign_negative()
+            })
+        })
+    })
+}
+
+/// SPEC's canonical bytes are unique: a zero entry is +0, never -0. With k = 1 every entry is a
+/// single product, and a zero element of A times a negative element of B is -0 in IEEE
+/// arithmetic; the backend must still commit to and open +0.
+#[test]
+fn zero_entries_are_positive_zero_in_leaves_and_openings() {
+    let backend = backend();
+    let shape = Shape { m: 129, k: 1, n: 3 };
+    for mode in [Mode::Fp16, Mode::Bf16, Mode::Fp32] {
+        let mut rng = StdRng::seed_from_u64(11);
+        // fp16/bf16 elements are 0 with probability 1/32, so a few seeds find a -0 product;
+        // fp32 elements are never 0 (a 24-bit integer is 0 with probability 2^-24), so fp32
+        // only checks the encoding of its (non-zero) entries.
+        let c = (0..64)
+            .map(|_| challenge(&mut rng, mode, shape))
+            .find(|c| mode == Mode::Fp32 || has_negative_zero_entries(c))
+            .unwrap_or_else(|| panic!("{mode}: no seed gives a -0 product"));
+        let execution = backend.execute(&device(), &c).expect("runs");
+        for row in 0..shape.m {
+            let bytes = execution.product.row_bytes(row).expect("row");
+            assert!(
+                bytes.chunks_exact(4).all(|w| w != 0x8000_0000u32.to_le_bytes()),
+                "{mode} row {row} opens a -0 entry: {bytes:02x?}"
+            );
+        }
+        assert_eq!(execution.leaves, reference_leaves(&c), "{mode}: leaves differ");
+    }
+}
+
+/// Opening a row past the product is `RowOutOfRange` naming the first such row, not an error
+/// from the Merkle proof.
+#[test]
+fn opening_a_row_outside_the_product_is_row_out_of_range() {
+    let mut rng = StdRng::seed_from_u64(12);
+    let c = challenge(&mut rng, Mode::Int8, Shape { m: 10, k: 4, n: 3 });
+    let run = run_challenge(&backend(), &device(), &c).expect("runs");
+    for rows in [&[10][..], &[2, 9, 10, 11], &[0, 4_000_000_000]] {
+        let first = *rows.iter().find(|&&r| r >= 10).expect("an out-of-range row");
+        match run.open(rows) {
+            Err(BackendError::RowOutOfRange { row, rows: 10 }) => assert_eq!(row, first),
+            other => panic!("{rows:?}: expected RowOutOfRange, got {other:?}"),
+        }
+    }
+    assert!(run.open(&[0, 9]).is_ok());
+}

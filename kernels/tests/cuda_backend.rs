@@ -2,32 +2,43 @@
 //!
 //! Runs everywhere:
 //! - every `.cu` file compiles with NVRTC to PTX for sm_80 and sm_90 and defines its kernels
-//!   (needs libnvrtc: `eval "$(scripts/nvrtc-env)"`; `VERIBENCH_SKIP_NVRTC=1` skips it);
+//!   (needs libnvrtc: `eval "$(scripts/nvrtc-env)"`; `VERIBENCH_SKIP_NVRTC=1` skips it), and
+//!   `vb_positive_zeros` canonicalises zeros with integer operations on the bit pattern;
 //! - without a driver, `CudaBackend::new()` reports `Unavailable` instead of panicking;
 //! - the constants of `common.cuh` are SPEC §3.1's.
 //!
 //! Ignored unless asked for with `--include-ignored` on a GPU box (where they fail loudly if no GPU
 //! is found): the start-up self-test, CUDA leaves equal to the CPU backend's for the exact modes,
-//! several GPUs at once, and the bare-GEMM timing.
+//! +0 (never -0) zero entries, several GPUs at once, and the bare-GEMM timing.
 
 use std::collections::BTreeSet;
 use std::path::Path;
 
 use veribench_kernels::cuda::{self, CudaBackend, nvrtc};
 use veribench_kernels::{Backend, BackendError, BackendKind, CpuBackend};
-use veribench_protocol::{Challenge, ChallengeId, DeviceSeed, Mode, Seed, Shape, UnixMillis};
+use veribench_protocol::{
+    Challenge, ChallengeId, DeviceSeed, Generator, Matrix, Mode, Seed, Shape, UnixMillis,
+};
 
 /// Architectures the PTX check targets: A100 and H100.
 const ARCHS: [(u32, u32); 2] = [(8, 0), (9, 0)];
 
+/// Whether NVRTC can be used; without it a test fails unless `VERIBENCH_SKIP_NVRTC=1`.
+fn nvrtc_or_skip() -> bool {
+    if nvrtc::nvrtc_available() {
+        return true;
+    }
+    if std::env::var("VERIBENCH_SKIP_NVRTC").as_deref() == Ok("1") {
+        eprintln!("skipped: NVRTC not loadable and VERIBENCH_SKIP_NVRTC=1");
+        return false;
+    }
+    panic!("{} (or set VERIBENCH_SKIP_NVRTC=1 to skip this check)", nvrtc::NVRTC_HINT);
+}
+
 #[test]
 fn every_cu_file_compiles_to_ptx_with_its_entry_points() {
-    if !nvrtc::nvrtc_available() {
-        if std::env::var("VERIBENCH_SKIP_NVRTC").as_deref() == Ok("1") {
-            eprintln!("skipped: NVRTC not loadable and VERIBENCH_SKIP_NVRTC=1");
-            return;
-        }
-        panic!("{} (or set VERIBENCH_SKIP_NVRTC=1 to skip this check)", nvrtc::NVRTC_HINT);
+    if !nvrtc_or_skip() {
+        return;
     }
     for source in nvrtc::SOURCES {
         for arch in ARCHS {
@@ -46,6 +57,43 @@ fn every_cu_file_compiles_to_ptx_with_its_entry_points() {
                 source.file
             );
         }
+    }
+}
+
+/// The PTX text of entry `name`: from its `.entry` line to the end of its body.
+fn entry_ptx<'a>(ptx: &'a str, name: &str) -> &'a str {
+    let start = ptx.find(&format!(".entry {name}(")).unwrap_or_else(|| panic!("no {name}"));
+    let body = &ptx[start..];
+    let end = body.find("\n}").unwrap_or_else(|| panic!("{name} has no end"));
+    &body[..end]
+}
+
+/// `vb_positive_zeros` (product.cu) is what makes CUDA's float rows canonical: it must compare
+/// the words' bit patterns with -0's as integers (a float compare is free to ignore the sign of
+/// zero), store the +0 pattern, walk C as whole uint4s (the launch passes words / 4), and take
+/// exactly the (pointer, u64 count) the launch passes.
+#[test]
+fn positive_zeros_kernel_rewrites_the_negative_zero_bit_pattern() {
+    let cuh = nvrtc::COMMON_CUH;
+    assert!(cuh.contains("#define VB_NEGATIVE_ZERO 0x80000000u"));
+    assert!(cuh.contains("return bits == VB_NEGATIVE_ZERO ? 0u : bits;"));
+    assert_eq!(nvrtc::PRODUCT.entries, [nvrtc::entry::POSITIVE_ZEROS]);
+    assert!(nvrtc::PRODUCT.text.contains("#define VB_PRODUCT_THREADS 256"));
+    assert_eq!(nvrtc::PRODUCT_THREADS, 256);
+    if !nvrtc_or_skip() {
+        return;
+    }
+    for arch in ARCHS {
+        let ptx = nvrtc::compile_ptx(&nvrtc::PRODUCT, arch).unwrap_or_else(|e| panic!("{e}"));
+        let body = entry_ptx(&ptx, nvrtc::entry::POSITIVE_ZEROS);
+        let params: Vec<&str> =
+            body.lines().filter(|l| l.trim_start().starts_with(".param")).collect();
+        assert_eq!(params.len(), 2, "{arch:?}: {params:?}");
+        assert!(params.iter().all(|p| p.contains(".param .u64")), "{arch:?}: {params:?}");
+        assert!(body.contains("ld.global.v4.u32") && body.contains("st.global.v4.u32"), "{body}");
+        // 0x80000000 as PTX prints a signed 32-bit immediate, compared as an integer.
+        assert!(body.contains("setp.eq.s32") && body.contains("-2147483648"), "{body}");
+        assert!(body.contains("selp.b32") && !body.contains(".f32"), "{body}");
     }
 }
 
@@ -160,6 +208,46 @@ fn gpu_leaves_equal_cpu_leaves() {
                 assert_eq!(g.leaves, c.leaves, "{mode} {shape} on {}", device.name);
                 assert_eq!(g.product.row_bytes(7).ok(), c.product.row_bytes(7).ok());
             }
+        }
+    }
+}
+
+/// Zero entries are +0 in CUDA's leaves and openings (cuBLAS may write -0 for an entry whose
+/// products are all -0): k = 1 makes every entry one product, and the challenge is chosen so
+/// that some are zero times a negative element. The CPU backend's leaves are the reference.
+#[test]
+#[ignore = "needs an NVIDIA GPU: run with --include-ignored on a GPU box"]
+fn gpu_zero_entries_are_positive_zero() {
+    let cuda = gpu_backend().expect("this test needs an NVIDIA GPU with its driver and cuBLAS");
+    let shape = Shape { m: 129, k: 1, n: 3 };
+    for device in cuda.devices() {
+        let cpu = CpuBackend::with_device_key(device.key.clone());
+        for mode in [Mode::Fp16, Mode::Bf16, Mode::Fp32] {
+            let negative_zero = |ch: &Challenge| {
+                let g = Generator::new(&ch.device_seed(&device.key), mode);
+                (0..shape.m).any(|i| {
+                    (0..shape.n).any(|j| {
+                        let p = g.element(Matrix::A, i, 0) * g.element(Matrix::B, 0, j);
+                        p == 0.0 && p.is_sign_negative()
+                    })
+                })
+            };
+            // fp32 elements are never 0: it only checks the encoding of its entries.
+            let ch = (0..64u8)
+                .map(|s| Challenge { seed: Seed([s; 32]), ..challenge(mode, shape) })
+                .find(|ch| mode == Mode::Fp32 || negative_zero(ch))
+                .unwrap_or_else(|| panic!("{mode}: no seed gives a -0 product"));
+            let g = cuda.execute(&device.key, &ch).expect("cuda execute");
+            for row in 0..shape.m {
+                let bytes = g.product.row_bytes(row).expect("row");
+                assert!(
+                    bytes.chunks_exact(4).all(|w| w != 0x8000_0000u32.to_le_bytes()),
+                    "{mode} row {row} on {}: {bytes:02x?}",
+                    device.name
+                );
+            }
+            let c = cpu.execute(&device.key, &ch).expect("cpu execute");
+            assert_eq!(g.leaves, c.leaves, "{mode} on {}", device.name);
         }
     }
 }

@@ -268,3 +268,69 @@ fn software_adapters_are_refused_unless_allowed() {
         "{err}"
     );
 }
+
+/// The leaves of a challenge computed independently of every backend: elements from the
+/// protocol's generator, exact f64 sums (exact for fp16/bf16, and for fp32 when k = 1), each
+/// entry converted to f32 with zero encoded as +0 (SPEC's canonical float bytes).
+fn reference_leaves(c: &Challenge, key: &DeviceKey) -> Vec<veribench_protocol::Leaf> {
+    let seed = c.device_seed(key);
+    let g = Generator::new(&seed, c.mode);
+    let Shape { m, k, n } = c.shape;
+    (0..m)
+        .map(|i| {
+            let bytes: Vec<u8> = (0..n)
+                .flat_map(|j| {
+                    let sum: f64 = (0..k)
+                        .map(|t| g.element(Matrix::A, i, t) * g.element(Matrix::B, t, j))
+                        .sum();
+                    let v = sum as f32;
+                    let v = if v == 0.0 { 0.0f32 } else { v };
+                    v.to_le_bytes()
+                })
+                .collect();
+            veribench_protocol::leaf_hash(&seed, i, &bytes)
+        })
+        .collect()
+}
+
+/// Whether some entry of the reference product is a sum of -0 terms only (zero times a
+/// negative element): IEEE arithmetic gives -0 for it unless the sum starts at +0.
+fn has_negative_zero_entries(c: &Challenge, key: &DeviceKey) -> bool {
+    let g = Generator::new(&c.device_seed(key), c.mode);
+    let Shape { m, k, n } = c.shape;
+    (0..m).any(|i| {
+        (0..n).any(|j| {
+            (0..k).all(|t| {
+                let p = g.element(Matrix::A, i, t) * g.element(Matrix::B, t, j);
+                p == 0.0 && p.is_sign_negative()
+            })
+        })
+    })
+}
+
+/// SPEC's canonical bytes are unique: a zero entry is +0 (0x00000000), never -0, in the leaves
+/// and the openings, whatever the shader compiler does with the sign of zero.
+#[test]
+fn zero_entries_are_positive_zero_in_leaves_and_openings() {
+    let backend = backend();
+    let key = device(backend);
+    let shape = Shape { m: 129, k: 1, n: 3 };
+    for mode in [Mode::Fp16, Mode::Bf16, Mode::Fp32] {
+        let mut rng = StdRng::seed_from_u64(11);
+        // fp16/bf16 elements are 0 with probability 1/32, so a few seeds give a -0 product;
+        // fp32 elements are never 0, so fp32 only checks the encoding of its entries.
+        let c = (0..64)
+            .map(|_| challenge(&mut rng, mode, shape))
+            .find(|c| mode == Mode::Fp32 || has_negative_zero_entries(c, &key))
+            .unwrap_or_else(|| panic!("{mode}: no seed gives a -0 product"));
+        let execution = backend.execute(&key, &c).expect("runs");
+        for row in 0..shape.m {
+            let bytes = execution.product.row_bytes(row).expect("row");
+            assert!(
+                bytes.chunks_exact(4).all(|w| w != 0x8000_0000u32.to_le_bytes()),
+                "{mode} row {row} opens a -0 entry: {bytes:02x?}"
+            );
+        }
+        assert_eq!(execution.leaves, reference_leaves(&c, &key), "{mode}: leaves differ");
+    }
+}

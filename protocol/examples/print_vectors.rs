@@ -1,13 +1,21 @@
-//! Prints the SPEC.md §10 test vectors from the implementation (used once to write them; the
-//! test `spec_vectors` checks them thereafter).
+//! Prints the SPEC.md §10 test vectors from the implementation: the product vectors of the
+//! ```vectors block, the keys and signatures, and every annotated frame of §10.2. Used to write
+//! them; `tests/spec_vectors.rs` checks them thereafter. sr25519 signing is randomised, so each
+//! run prints other, equally valid, signatures.
+//!
+//! `cargo run -p veribench-protocol --example print_vectors`
 
-use veribench_protocol::{
-    Commitment, DeviceKey, Generator, Matrix, Mode, Seed, Shape, challenge, leaf_hash,
-};
+#[path = "../tests/frames/mod.rs"]
+mod frames;
+
+use veribench_protocol::challenge::derive_device_seed;
+use veribench_protocol::{Commitment, Generator, Matrix, Mode, Shape};
+use veribench_wallet::Keypair;
+
 fn main() {
-    let seed = Seed(std::array::from_fn(|i| i as u8));
-    let device = DeviceKey::new("GPU-00000000-test-vector").expect("k");
-    let ds = challenge::derive_device_seed(&seed, &device);
+    let seed = frames::seed();
+    let device = frames::device();
+    let ds = derive_device_seed(&seed, &device);
     println!("seed = {seed}\ndevice = {device}\ndevice_seed = {ds}");
     for mode in Mode::ALL {
         let g = Generator::new(&ds, mode);
@@ -16,37 +24,68 @@ fn main() {
                 let mut v = vec![0f32; 8];
                 g.fill_f32(m, row, 0, &mut v);
                 let s: Vec<String> = v.iter().map(|x| format!("{x}")).collect();
-                println!("{mode} {name}[{row}][0..8] = {}", s.join(" "));
+                println!("{mode} {name} {row} = {}", s.join(" "));
             }
         }
     }
-    for mode in [Mode::Int8, Mode::Fp16] {
-        let shape = Shape { m: 3, k: 5, n: 4 };
+    let shapes = [
+        (Mode::Int8, Shape { m: 3, k: 5, n: 4 }),
+        (Mode::Fp16, Shape { m: 3, k: 5, n: 4 }),
+        (Mode::Bf16, Shape { m: 3, k: 5, n: 4 }),
+        (Mode::Fp32, Shape { m: 3, k: 5, n: 4 }),
+        (Mode::Int8, Shape { m: 2, k: 2, n: 300 }),
+        (Mode::Fp16, Shape { m: 129, k: 1, n: 3 }),
+    ];
+    for (mode, shape) in shapes {
         let g = Generator::new(&ds, mode);
-        let mut leaves = vec![];
-        for i in 0..3u32 {
-            let mut a = vec![0f32; 5];
-            g.fill_f32(Matrix::A, i, 0, &mut a);
-            let mut row = vec![];
-            let mut vals = vec![];
-            for j in 0..4u32 {
-                let mut s = 0f64;
-                for kk in 0..5u32 {
-                    let mut b = [0f32];
-                    g.fill_f32(Matrix::B, kk, j, &mut b);
-                    s += a[kk as usize] as f64 * b[0] as f64;
-                }
-                vals.push(s);
-                if mode == Mode::Int8 {
-                    row.extend((s as i32).to_le_bytes());
-                } else {
-                    row.extend((s as f32).to_le_bytes());
-                }
+        let leaves = frames::leaves(&ds, mode, shape);
+        for r in 0..shape.m.min(3) {
+            let row = frames::product_row(&g, shape, r);
+            if shape.n <= 8 {
+                let s: Vec<String> = row.iter().map(|x| format!("{x}")).collect();
+                println!("{mode} {shape} C {r} = {}", s.join(" "));
             }
-            let leaf = leaf_hash(&ds, i, &row);
-            println!("{mode} {shape} C[{i}] = {:?} leaf = {leaf}", vals);
-            leaves.push(leaf);
+            println!("{mode} {shape} leaf {r} = {}", leaves[r as usize]);
         }
-        println!("{mode} {shape} root = {}", Commitment::from_leaves(&leaves).expect("x").root());
+        let root = Commitment::from_leaves(&leaves).expect("leaves").root();
+        println!("{mode} {shape} root = {root}");
+    }
+    let zero = frames::opened_rows()[0];
+    let g = Generator::new(&ds, Mode::Fp16);
+    let shape = Shape { m: 129, k: 1, n: 3 };
+    let row = frames::product_row(&g, shape, zero);
+    let bytes = frames::canonical_bytes(&row, Mode::Fp16);
+    println!("fp16 {shape} C {zero} bytes = {}", hex::encode(bytes));
+
+    let coordinator = Keypair::from_seed(&frames::COORDINATOR_SECRET);
+    let miner = Keypair::from_seed(&frames::MINER_SECRET);
+    let worker = Keypair::from_seed(&frames::WORKER_SECRET);
+    let unsigned = veribench_protocol::Signature([0; 64]);
+    let mut keys = frames::Keys {
+        coordinator: coordinator.public(),
+        miner: miner.public(),
+        worker: worker.public(),
+        challenge_signature: unsigned,
+        delegation_signature: unsigned,
+        register_signature: unsigned,
+    };
+    keys.challenge_signature = coordinator.sign(&frames::signed_challenge(&keys).signed_bytes());
+    let delegation = frames::register(&keys).delegation;
+    keys.delegation_signature = miner.sign(&delegation.signing_payload());
+    keys.register_signature = worker.sign(&frames::register(&keys).signing_payload());
+    println!("coordinator key = {}", keys.coordinator);
+    println!("miner key = {}", keys.miner);
+    println!("worker key = {}", keys.worker);
+    let challenge = frames::signed_challenge(&keys);
+    println!("challenge payload = {}", hex::encode(challenge.challenge.signing_payload()));
+    println!("challenge digest = {}", hex::encode(challenge.signed_bytes()));
+    println!("challenge signature = {}", challenge.signature);
+    let register = frames::register(&keys);
+    println!("delegation digest = {}", hex::encode(register.delegation.signing_payload()));
+    println!("delegation signature = {}", register.delegation.signature);
+    println!("register digest = {}", hex::encode(register.signing_payload()));
+    println!("register signature = {}", register.signature);
+    for (name, _, annotated) in frames::frames(&keys) {
+        println!("\n```frame {name}\n{}```", annotated.listing());
     }
 }

@@ -11,6 +11,7 @@ pub mod bounded;
 pub mod challenge;
 pub mod commitment;
 pub mod error;
+pub mod error_code;
 pub mod generator;
 pub mod ids;
 pub mod sampling;
@@ -19,7 +20,8 @@ pub mod wire;
 
 pub use challenge::{Challenge, MAX_DIM, Mode, Shape, UnixMillis};
 pub use commitment::{Commitment, MultiProof, leaf_hash, verify_multiproof};
-pub use error::ProtocolError;
+pub use error::{Bounded, ProtocolError};
+pub use error_code::{ErrorClass, ErrorCode};
 pub use generator::{Generator, Matrix};
 pub use ids::{ChallengeId, DeviceKey, DeviceSeed, Leaf, PublicKey, Root, Seed, Signature};
 pub use sampling::{DEFAULT_SAMPLED_ROWS, sample_rows};
@@ -27,7 +29,7 @@ pub use verify::{
     Openings, RejectReason, RowOpening, Verdict, fp32_tolerance, row_entries, verify_openings,
 };
 pub use wire::{
-    CommitmentMsg, Delegation, ErrorCode, ErrorMsg, GpuInfo, HardwareInfo, Heartbeat, Limits,
+    CommitmentMsg, Delegation, ErrorMsg, GpuInfo, HardwareInfo, Heartbeat, Limits, MAX_FRAME_BYTES,
     Message, OpenRequest, OpeningsMsg, PROTOCOL_VERSION, Register, SignedChallenge, VerdictMsg,
-    Welcome,
+    Welcome, max_open_rows,
 };

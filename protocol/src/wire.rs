@@ -19,15 +19,20 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::challenge::{Challenge, MAX_DIM, UnixMillis};
-use crate::error::ProtocolError;
+use crate::challenge::{Challenge, MAX_DIM, Shape, UnixMillis};
+use crate::error::{Bounded, ProtocolError};
+pub use crate::error_code::ErrorCode;
 use crate::ids::{ChallengeId, DeviceKey, PublicKey, Root, Signature};
 use crate::verify::{Openings, Verdict};
 
 /// The two bytes every frame starts with.
 pub const MAGIC: [u8; 2] = *b"VB";
 /// The protocol version this build speaks; bumped on any change to [`Message`]'s encoding.
-pub const PROTOCOL_VERSION: u16 = 1;
+/// Version 2 added [`ErrorMsg::challenge_id`] and one [`ErrorCode`] per refusal (SPEC §11).
+pub const PROTOCOL_VERSION: u16 = 2;
+/// The largest frame every party must accept (SPEC §8.4): 16 MiB. A receiver may configure a
+/// lower limit for itself; a coordinator then asks for fewer rows ([`max_open_rows`]).
+pub const MAX_FRAME_BYTES: usize = 16 << 20;
 /// Bytes before the postcard body: magic and version.
 pub const HEADER_LEN: usize = 4;
 /// BLAKE3 `derive_key` context of [`Register::signing_payload`].
@@ -254,34 +259,33 @@ pub struct VerdictMsg {
     pub verdict: Verdict,
 }
 
-/// A refusal.
+/// A refusal (SPEC §8.5): a typed code for the peer's program, the challenge it concerns if
+/// any, and text for the peer's operator.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ErrorMsg {
-    /// What kind of refusal, for the peer's program.
+    /// What kind of refusal.
     pub code: ErrorCode,
-    /// Details, for the peer's operator.
+    /// The challenge refused, given up or failed, when the error concerns one.
+    pub challenge_id: Option<ChallengeId>,
+    /// Details, for the peer's operator; never parsed.
     pub message: String,
 }
 
-/// Why a peer refused something.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum ErrorCode {
-    /// A frame that did not decode or validate.
-    Malformed,
-    /// A frame above the size limit.
-    TooLarge,
-    /// A protocol version or feature this peer does not speak.
-    Unsupported,
-    /// Too many frames or registrations; slow down.
-    RateLimited,
-    /// A bad signature, or a key that is not allowed.
-    Unauthorized,
-    /// A challenge id this peer does not know (or no longer accepts).
-    UnknownChallenge,
-    /// No capacity right now; retry later.
-    Busy,
-    /// The peer's own fault.
-    Internal,
+impl ErrorMsg {
+    /// An error whose text is cut, on a character boundary, to `max_text_bytes`: the wire
+    /// refuses longer texts, and the code and challenge id carry everything a program needs.
+    pub fn new(
+        code: ErrorCode,
+        challenge_id: Option<ChallengeId>,
+        message: &str,
+        max_text_bytes: u32,
+    ) -> Self {
+        let mut end = message.len().min(max_text_bytes as usize);
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        Self { code, challenge_id, message: message[..end].to_owned() }
+    }
 }
 
 /// Bounds a decoded message must respect. Every list and text on the wire has one.
@@ -305,7 +309,7 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Self {
-            max_frame_bytes: 16 << 20,
+            max_frame_bytes: MAX_FRAME_BYTES,
             max_open_rows: 256,
             max_dim: MAX_DIM,
             max_devices: 64,
@@ -316,30 +320,68 @@ impl Default for Limits {
 }
 
 /// Refuses `len` items of `what` above `max`.
-fn check_len(what: &str, len: usize, max: u32) -> Result<(), ProtocolError> {
+fn check_len(what: Bounded, len: usize, max: u32) -> Result<(), ProtocolError> {
     if len > max as usize {
-        return Err(ProtocolError::Invalid(format!(
-            "{what} has {len} items or bytes, limit {max}"
-        )));
+        return Err(ProtocolError::OverLimit { what, len, max });
     }
     Ok(())
 }
 
 /// Refuses a text field longer than the limit.
-fn check_text(what: &str, text: &str, limits: &Limits) -> Result<(), ProtocolError> {
+fn check_text(what: Bounded, text: &str, limits: &Limits) -> Result<(), ProtocolError> {
     check_len(what, text.len(), limits.max_text_bytes)
 }
 
-/// Refuses row indices that are not strictly increasing (so unordered or repeated).
-fn check_increasing(rows: impl IntoIterator<Item = u32>) -> Result<(), ProtocolError> {
+/// Refuses a row list that is empty, too long, or not strictly increasing.
+fn check_rows(
+    what: Bounded,
+    rows: impl ExactSizeIterator<Item = u32>,
+    limits: &Limits,
+) -> Result<(), ProtocolError> {
+    if rows.len() == 0 {
+        return Err(ProtocolError::NoRows(what));
+    }
+    check_len(what, rows.len(), limits.max_open_rows)?;
     let mut previous = None;
     for row in rows {
         if previous.is_some_and(|p| p >= row) {
-            return Err(ProtocolError::Invalid(format!("row {row} is out of order or repeated")));
+            return Err(ProtocolError::RowsNotIncreasing { what, row });
         }
         previous = Some(row);
     }
     Ok(())
+}
+
+/// Bytes of frame, beyond the rows and the proof hashes, that an `Openings` frame can take at
+/// most: header 4, variant 1, challenge id ≤ 10, row count ≤ 3, proof count ≤ 3 (SPEC §8.4).
+pub const OPENINGS_FRAME_OVERHEAD: u64 = 21;
+/// Bytes per opened row beyond its entries, at most: row index ≤ 5, byte length ≤ 3.
+pub const OPENED_ROW_OVERHEAD: u64 = 8;
+
+/// Proof hashes that opening `rows` of a tree of `m` leaves can need at most: one per opened
+/// row per layer below the root, `rows · ceil(log2 m)`.
+pub fn max_proof_hashes(m: u32, rows: u32) -> u64 {
+    let depth = u64::from(m.max(1).next_power_of_two().trailing_zeros());
+    u64::from(rows) * depth
+}
+
+/// An upper bound on the `Openings` frame that opens `rows` rows of a challenge of `shape`
+/// (SPEC §8.4): `21 + rows · (4n + 8) + 32 · rows · ceil(log2 m)`.
+pub fn openings_frame_bound(shape: Shape, rows: u32) -> u64 {
+    let row = 4 * u64::from(shape.n) + OPENED_ROW_OVERHEAD;
+    OPENINGS_FRAME_OVERHEAD + u64::from(rows) * row + 32 * max_proof_hashes(shape.m, rows)
+}
+
+/// The most rows an open request for a challenge of `shape` may ask for: at most
+/// `limits.max_open_rows` and the rows of the product, and few enough that
+/// [`openings_frame_bound`] fits in `limits.max_frame_bytes` (SPEC §8.4). Every shape the
+/// protocol allows opens at least one row within [`MAX_FRAME_BYTES`].
+pub fn max_open_rows(shape: Shape, limits: &Limits) -> u32 {
+    let frame = limits.max_frame_bytes as u64;
+    let per_row = 4 * u64::from(shape.n) + OPENED_ROW_OVERHEAD + 32 * max_proof_hashes(shape.m, 1);
+    let fit = frame.saturating_sub(OPENINGS_FRAME_OVERHEAD) / per_row.max(1);
+    let fit = u32::try_from(fit).unwrap_or(u32::MAX);
+    fit.min(limits.max_open_rows).min(shape.m)
 }
 
 impl Message {
@@ -363,44 +405,42 @@ impl Message {
     pub fn validate(&self, limits: &Limits) -> Result<(), ProtocolError> {
         match self {
             Message::Register(r) => {
-                check_text("worker name", &r.name, limits)?;
-                check_text("cpu model", &r.hardware.cpu_model, limits)?;
-                check_len("gpu list", r.hardware.gpus.len(), limits.max_devices)?;
+                check_text(Bounded::WorkerName, &r.name, limits)?;
+                check_text(Bounded::CpuModel, &r.hardware.cpu_model, limits)?;
+                check_len(Bounded::GpuList, r.hardware.gpus.len(), limits.max_devices)?;
                 for gpu in &r.hardware.gpus {
-                    check_text("gpu uuid", &gpu.uuid, limits)?;
-                    check_text("gpu name", &gpu.name, limits)?;
+                    check_text(Bounded::GpuUuid, &gpu.uuid, limits)?;
+                    check_text(Bounded::GpuName, &gpu.name, limits)?;
                 }
-                check_len("device list", r.devices.len(), limits.max_devices)?;
+                check_len(Bounded::DeviceList, r.devices.len(), limits.max_devices)?;
                 // At most `max_devices` keys: quadratic is fine and needs no allocation.
-                if let Some((i, key)) =
+                if let Some((index, key)) =
                     r.devices.iter().enumerate().find(|(i, k)| r.devices[..*i].contains(k))
                 {
-                    return Err(ProtocolError::Invalid(format!("device {key} repeated at {i}")));
+                    return Err(ProtocolError::RepeatedDevice { key: key.to_string(), index });
                 }
                 Ok(())
             }
             Message::Challenge(c) => {
                 c.challenge.shape.validate(limits.max_dim)?;
                 if c.challenge.deadline < c.challenge.issued_at {
-                    return Err(ProtocolError::Invalid("challenge deadline before issue".into()));
+                    return Err(ProtocolError::DeadlineBeforeIssue);
                 }
                 Ok(())
             }
             Message::OpenRequest(o) => {
-                check_len("open request", o.rows.len(), limits.max_open_rows)?;
-                check_increasing(o.rows.iter().copied())
+                check_rows(Bounded::RequestedRows, o.rows.iter().copied(), limits)
             }
             Message::Openings(o) => {
                 let rows = &o.openings.rows;
-                check_len("openings", rows.len(), limits.max_open_rows)?;
-                check_increasing(rows.iter().map(|r| r.row))?;
+                check_rows(Bounded::OpenedRows, rows.iter().map(|r| r.row), limits)?;
                 let max_row = limits.max_dim.min(MAX_DIM).saturating_mul(4);
                 for row in rows {
-                    check_len("opened row", row.bytes.len(), max_row)?;
+                    check_len(Bounded::OpenedRow, row.bytes.len(), max_row)?;
                 }
-                check_len("multiproof", o.openings.proof.0.len(), limits.max_proof_hashes)
+                check_len(Bounded::ProofHashes, o.openings.proof.0.len(), limits.max_proof_hashes)
             }
-            Message::Error(e) => check_text("error message", &e.message, limits),
+            Message::Error(e) => check_text(Bounded::ErrorMessage, &e.message, limits),
             Message::Welcome(_)
             | Message::Heartbeat(_)
             | Message::Commitment(_)
@@ -454,6 +494,27 @@ pub fn decode(frame: &[u8], limits: &Limits) -> Result<Message, ProtocolError> {
     }
     msg.validate(limits)?;
     Ok(msg)
+}
+
+/// The frame refusing a frame of version `got`: an `Error` with code `unsupported_version`,
+/// encoded so that its sender can read it. A version-1 peer gets a version-1 frame (its
+/// `Error` is code 2, `Unsupported`, then the text: SPEC §11), any other peer a current one.
+pub fn version_refusal(got: u16, limits: &Limits) -> Vec<u8> {
+    let text = format!(
+        "protocol version {got} is not supported: this peer speaks version {PROTOCOL_VERSION}"
+    );
+    if got == 1 {
+        /// Version 1's `Message::Error` variant and its `ErrorCode::Unsupported` index.
+        const V1_ERROR_VARIANT: u8 = 8;
+        const V1_UNSUPPORTED: u8 = 2;
+        let mut frame = MAGIC.to_vec();
+        frame.extend_from_slice(&1u16.to_le_bytes());
+        frame.extend_from_slice(&[V1_ERROR_VARIANT, V1_UNSUPPORTED]);
+        // A string is a varint length and its bytes, as in every version.
+        return postcard::to_extend(text.as_str(), frame).unwrap_or_default();
+    }
+    let msg = ErrorMsg::new(ErrorCode::UnsupportedVersion, None, &text, limits.max_text_bytes);
+    encode(&Message::Error(msg))
 }
 
 #[cfg(test)]
@@ -538,7 +599,7 @@ mod tests {
     }
 
     fn rows() -> impl Strategy<Value = Vec<u32>> {
-        btree_set(any::<u32>(), 0..32).prop_map(|r| r.into_iter().collect())
+        btree_set(any::<u32>(), 1..32).prop_map(|r| r.into_iter().collect())
     }
 
     fn openings() -> impl Strategy<Value = Openings> {
@@ -578,18 +639,10 @@ mod tests {
     }
 
     fn error_code() -> impl Strategy<Value = ErrorCode> {
-        use ErrorCode::*;
-        let all = [
-            Malformed,
-            TooLarge,
-            Unsupported,
-            RateLimited,
-            Unauthorized,
-            UnknownChallenge,
-            Busy,
-            Internal,
-        ];
-        prop::sample::select(all.to_vec())
+        prop_oneof![
+            prop::sample::select(ErrorCode::ALL.to_vec()),
+            any::<u32>().prop_map(ErrorCode::from_index),
+        ]
     }
 
     /// Every variant, each field arbitrary within the default limits.
@@ -623,12 +676,14 @@ mod tests {
             (id.clone(), openings()).prop_map(|(challenge_id, openings)| Message::Openings(
                 OpeningsMsg { challenge_id, openings }
             )),
-            (id, verdict()).prop_map(|(challenge_id, verdict)| Message::Verdict(VerdictMsg {
-                challenge_id,
-                verdict
-            })),
-            (error_code(), text())
-                .prop_map(|(code, message)| Message::Error(ErrorMsg { code, message })),
+            (id.clone(), verdict()).prop_map(|(challenge_id, verdict)| Message::Verdict(
+                VerdictMsg { challenge_id, verdict }
+            )),
+            (error_code(), proptest::option::of(id), text()).prop_map(
+                |(code, challenge_id, message)| {
+                    Message::Error(ErrorMsg { code, challenge_id, message })
+                }
+            ),
         ]
     }
 
@@ -668,7 +723,7 @@ mod tests {
         #[test]
         fn every_variant_round_trips(msg in message()) {
             let frame = encode(&msg);
-            prop_assert_eq!(&frame[..HEADER_LEN], b"VB\x01\x00");
+            prop_assert_eq!(&frame[..HEADER_LEN], b"VB\x02\x00");
             prop_assert_eq!(decode(&frame, &limits()), Ok(msg));
         }
 
@@ -735,14 +790,59 @@ mod tests {
     #[test]
     fn wrong_magic_and_version_are_named() {
         let mut frame = encode(&open_request(vec![1]));
-        frame[2..4].copy_from_slice(&2u16.to_le_bytes());
-        assert_eq!(
-            decode(&frame, &limits()),
-            Err(ProtocolError::UnsupportedVersion { got: 2, supported: 1 })
-        );
+        for version in [1u16, 3, u16::MAX] {
+            frame[2..4].copy_from_slice(&version.to_le_bytes());
+            let got = decode(&frame, &limits());
+            assert_eq!(got, Err(ProtocolError::UnsupportedVersion { got: version, supported: 2 }));
+            assert_eq!(got.map_err(|e| e.code()), Err(ErrorCode::UnsupportedVersion));
+        }
         frame[0] = b'X';
         assert!(matches!(decode(&frame, &limits()), Err(ProtocolError::Malformed(_))));
-        assert!(matches!(decode(b"VB\x01", &limits()), Err(ProtocolError::Malformed(_))));
+        assert!(matches!(decode(b"VB\x02", &limits()), Err(ProtocolError::Malformed(_))));
+    }
+
+    #[test]
+    fn a_version_1_peer_is_refused_in_version_1() {
+        // Version 1's Error: variant 8, then code Unsupported (2), then the text.
+        let frame = version_refusal(1, &limits());
+        assert_eq!(&frame[..6], b"VB\x01\x00\x08\x02");
+        let (text, rest) = postcard::take_from_bytes::<String>(&frame[6..]).expect("a string");
+        assert!(rest.is_empty() && text.contains("version 1 is not supported"), "{text}");
+        // Any other version is told in the current one.
+        let Ok(Message::Error(e)) = decode(&version_refusal(9, &limits()), &limits()) else {
+            panic!("a current error frame");
+        };
+        assert_eq!((e.code, e.challenge_id), (ErrorCode::UnsupportedVersion, None));
+    }
+
+    #[test]
+    fn openings_that_could_exceed_a_frame_are_never_asked_for() {
+        let widest = Shape::square(MAX_DIM);
+        // 65536 columns, 16 layers: 262,664 bytes a row, so 63 rows fit in 16 MiB, not 64.
+        assert_eq!(max_open_rows(widest, &limits()), 63);
+        assert!(openings_frame_bound(widest, 63) <= MAX_FRAME_BYTES as u64);
+        assert!(openings_frame_bound(widest, 64) > MAX_FRAME_BYTES as u64);
+        assert_eq!(max_open_rows(Shape::square(4096), &limits()), 256);
+        assert_eq!(max_open_rows(Shape { m: 3, k: 1, n: 1 }, &limits()), 3);
+        let tight = Limits { max_frame_bytes: 1 << 20, ..limits() };
+        assert_eq!(max_open_rows(widest, &tight), 3);
+        // The bound holds for real frames: the widest legal opening of a tall, wide product.
+        let shape = Shape { m: 65_536, k: 1, n: 4096 };
+        let rows = max_open_rows(shape, &limits());
+        let hashes = max_proof_hashes(shape.m, rows) as usize;
+        let msg = Message::Openings(OpeningsMsg {
+            challenge_id: ChallengeId(u64::MAX),
+            openings: Openings {
+                rows: (0..rows)
+                    .map(|i| RowOpening { row: u32::MAX - rows + i, bytes: vec![0; 4 * 4096] })
+                    .collect(),
+                proof: MultiProof(vec![[0; 32]; hashes]),
+            },
+        });
+        let (len, bound) = (encode(&msg).len() as u64, openings_frame_bound(shape, rows));
+        // Only the two list lengths (256 rows, 4096 hashes) take 2 of their 3 bytes here.
+        assert_eq!(len + 2, bound);
+        assert!(decode(&encode(&msg), &limits()).is_ok());
     }
 
     #[test]
@@ -764,15 +864,17 @@ mod tests {
         assert!(decode(&frame(signed_challenge(Shape::square(1025))), &small).is_err());
         let mut late = signed_challenge(Shape::square(8));
         late.challenge.deadline = UnixMillis(9);
-        assert!(matches!(decode(&frame(late), &limits()), Err(ProtocolError::Invalid(_))));
+        assert_eq!(decode(&frame(late), &limits()), Err(ProtocolError::DeadlineBeforeIssue));
     }
 
     #[test]
     fn open_rows_must_be_increasing_and_bounded() {
         let decoded = |rows: Vec<u32>| decode(&encode(&open_request(rows)), &limits());
         assert!(decoded(vec![0, 3, 7]).is_ok());
-        assert!(matches!(decoded(vec![3, 1]), Err(ProtocolError::Invalid(_))));
-        assert!(matches!(decoded(vec![1, 1]), Err(ProtocolError::Invalid(_))));
+        let what = Bounded::RequestedRows;
+        assert_eq!(decoded(vec![3, 1]), Err(ProtocolError::RowsNotIncreasing { what, row: 1 }));
+        assert_eq!(decoded(vec![1, 1]), Err(ProtocolError::RowsNotIncreasing { what, row: 1 }));
+        assert_eq!(decoded(vec![]), Err(ProtocolError::NoRows(what)));
         assert!(decoded((0..=limits().max_open_rows).collect()).is_err());
 
         let opening = |row, len| RowOpening { row, bytes: vec![0; len] };
@@ -825,7 +927,15 @@ mod tests {
         bad[3].hardware.gpus = vec![gpu; limits().max_devices as usize + 1];
         bad[4].devices.push(DeviceKey::new("GPU-a").expect("key"));
         for r in &bad {
-            assert!(matches!(check(r), Err(ProtocolError::Invalid(_))), "{r:?}");
+            let got = check(r);
+            assert!(
+                matches!(
+                    got,
+                    Err(ProtocolError::OverLimit { .. } | ProtocolError::RepeatedDevice { .. })
+                ),
+                "{r:?}"
+            );
+            assert_eq!(got.map_err(|e| e.code()), Err(ErrorCode::Invalid));
         }
     }
 

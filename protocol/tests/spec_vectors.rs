@@ -1,21 +1,31 @@
-//! Reads the test vectors at the end of `SPEC.md` and checks each one against the implementation,
-//! so the document and the code cannot drift apart.
+//! Reads the test vectors of `SPEC.md` §10 and checks each one against the implementation, so
+//! the document and the code cannot drift apart: the product vectors of the ```vectors block,
+//! and every annotated frame of §10.2, byte for byte, with its signatures and digests.
+
+#[path = "frames/mod.rs"]
+mod frames;
 
 use std::collections::HashMap;
 
+use veribench_protocol::wire::{self, Limits};
 use veribench_protocol::{
-    Commitment, DeviceKey, Generator, Matrix, Mode, Root, Seed, Shape,
-    challenge::derive_device_seed, leaf_hash,
+    Commitment, DeviceKey, Generator, Matrix, Message, Mode, PublicKey, Root, Seed, Shape,
+    Signature, challenge::derive_device_seed, leaf_hash, verify_openings,
 };
 
 const SPEC: &str = include_str!("../SPEC.md");
 
-/// The `key = value` lines of the ```vectors block.
+/// The `key = value` lines of every ```vectors block.
 fn vectors() -> Vec<(String, String)> {
-    let block = SPEC.split("```vectors\n").nth(1).and_then(|rest| rest.split("```").next());
-    let block = block.expect("SPEC.md has a ```vectors block");
-    block
-        .lines()
+    let blocks: Vec<&str> = SPEC
+        .split("```vectors\n")
+        .skip(1)
+        .map(|rest| rest.split("```").next().expect("a closing fence"))
+        .collect();
+    assert_eq!(blocks.len(), 2, "SPEC.md §10.1 and §10.2 each have a ```vectors block");
+    blocks
+        .iter()
+        .flat_map(|block| block.lines())
         .filter(|l| !l.trim().is_empty())
         .map(|l| {
             let (k, v) = l.split_once(" = ").expect("every vector line is `key = value`");
@@ -24,26 +34,49 @@ fn vectors() -> Vec<(String, String)> {
         .collect()
 }
 
-/// Row `r` of C for the `3x5x4` challenge, computed from single elements in f64 (exact here).
-fn product_row(g: &Generator, shape: Shape, r: u32) -> Vec<f64> {
-    (0..shape.n)
-        .map(|j| {
-            (0..shape.k).map(|t| g.element(Matrix::A, r, t) * g.element(Matrix::B, t, j)).sum()
+/// The ```frame NAME blocks: name and listing.
+fn frame_blocks() -> HashMap<String, String> {
+    SPEC.split("```frame ")
+        .skip(1)
+        .map(|rest| {
+            let (name, body) = rest.split_once('\n').expect("a name line");
+            let body = body.split("```").next().expect("a closing fence");
+            (name.trim().to_owned(), body.to_owned())
         })
         .collect()
 }
 
-fn canonical_bytes(row: &[f64], mode: Mode) -> Vec<u8> {
-    row.iter()
-        .flat_map(|&v| match mode {
-            Mode::Int8 => (v as i32).to_le_bytes(),
-            _ => (v as f32).to_le_bytes(),
-        })
+/// The bytes of a listing: the hex pairs of every line, before any `|`.
+fn listing_bytes(listing: &str) -> Vec<u8> {
+    listing
+        .lines()
+        .flat_map(|l| l.split('|').next().unwrap_or("").split_whitespace())
+        .map(|pair| u8::from_str_radix(pair, 16).expect("a hex byte"))
         .collect()
+}
+
+fn normalise(listing: &str) -> Vec<String> {
+    listing.lines().map(|l| l.trim_end().to_owned()).filter(|l| !l.is_empty()).collect()
+}
+
+fn parse_shape(word: &str) -> Option<Shape> {
+    let dims: Vec<u32> = word.split('x').map(|d| d.parse().ok()).collect::<Option<_>>()?;
+    match dims[..] {
+        [m, k, n] => Some(Shape { m, k, n }),
+        _ => None,
+    }
+}
+
+fn hex32(value: &str) -> [u8; 32] {
+    hex::decode(value).expect("hex").try_into().expect("32 bytes")
+}
+
+fn signature(value: &str) -> Signature {
+    Signature(hex::decode(value).expect("hex").try_into().expect("64 bytes"))
 }
 
 #[test]
-fn spec_test_vectors_match_the_implementation() {
+fn product_vectors_match_the_implementation() {
     let lines = vectors();
     let get: HashMap<_, _> = lines.iter().cloned().collect();
     let seed = Seed::from_hex(&get["seed"]).expect("seed is 64 hex digits");
@@ -51,48 +84,126 @@ fn spec_test_vectors_match_the_implementation() {
     let device_seed = derive_device_seed(&seed, &device);
     assert_eq!(device_seed.to_string(), get["device_seed"], "device seed");
 
-    let shape = Shape { m: 3, k: 5, n: 4 };
     let mut checked = 0;
     for (key, value) in &lines {
         let words: Vec<&str> = key.split(' ').collect();
+        // Key, digest and signature lines belong to the frame vectors.
         let Some(mode) = words.first().and_then(|w| w.parse::<Mode>().ok()) else { continue };
         let g = Generator::new(&device_seed, mode);
-        match words[1..] {
-            [matrix @ ("A" | "B"), row] => {
-                let matrix = if matrix == "A" { Matrix::A } else { Matrix::B };
-                let want: Vec<f32> = value.split(' ').map(|v| v.parse().expect("number")).collect();
-                let mut got = vec![0f32; want.len()];
-                g.fill_f32(matrix, row.parse().expect("row"), 0, &mut got);
-                assert_eq!(got, want, "{key}");
+        if let [matrix @ ("A" | "B"), row] = words[1..] {
+            let matrix = if matrix == "A" { Matrix::A } else { Matrix::B };
+            let want: Vec<f32> = value.split(' ').map(|v| v.parse().expect("number")).collect();
+            let mut got = vec![0f32; want.len()];
+            g.fill_f32(matrix, row.parse().expect("row"), 0, &mut got);
+            assert_eq!(got, want, "{key}");
+            checked += 1;
+            continue;
+        }
+        let shape = parse_shape(words[1]).unwrap_or_else(|| panic!("a shape in {key:?}"));
+        let row_of = |r: &str| frames::product_row(&g, shape, r.parse().expect("row"));
+        match words[2..] {
+            ["C", r] => {
+                let want: Vec<f64> = value.split(' ').map(|v| v.parse().expect("value")).collect();
+                assert_eq!(row_of(r), want, "{key}");
             }
-            ["3x5x4", "C", r] => {
-                let want: Vec<f64> = value.split(' ').map(|v| v.parse().expect("int")).collect();
-                assert_eq!(product_row(&g, shape, r.parse().expect("row")), want, "{key}");
-            }
-            ["3x5x4", "leaf", r] => {
+            ["C", r, "bytes"] => {
+                let row = row_of(r);
+                assert_eq!(hex::encode(frames::canonical_bytes(&row, mode)), *value, "{key}");
+                // The vector exists for its −0 products: IEEE arithmetic gives −0 here.
                 let r: u32 = r.parse().expect("row");
-                let bytes = canonical_bytes(&product_row(&g, shape, r), mode);
-                assert_eq!(leaf_hash(&device_seed, r, &bytes).to_string(), *value, "{key}");
-            }
-            ["3x5x4", "root"] => {
-                let leaves: Vec<_> = (0..shape.m)
-                    .map(|r| {
-                        leaf_hash(
-                            &device_seed,
-                            r,
-                            &canonical_bytes(&product_row(&g, shape, r), mode),
-                        )
+                let ieee: Vec<f32> = (0..shape.n)
+                    .map(|j| {
+                        let a = g.element(Matrix::A, r, 0) as f32;
+                        (1..shape.k).fold(a * g.element(Matrix::B, 0, j) as f32, |acc, t| {
+                            acc + g.element(Matrix::A, r, t) as f32
+                                * g.element(Matrix::B, t, j) as f32
+                        })
                     })
                     .collect();
-                let tree = Commitment::from_leaves(&leaves).expect("three leaves");
+                assert!(ieee.iter().any(|v| v.to_bits() == 0x8000_0000), "{key}: no −0 product");
+            }
+            ["leaf", r] => {
+                let r: u32 = r.parse().expect("row");
+                let bytes = frames::canonical_bytes(&frames::product_row(&g, shape, r), mode);
+                assert_eq!(leaf_hash(&device_seed, r, &bytes).to_string(), *value, "{key}");
+            }
+            ["root"] => {
+                let leaves = frames::leaves(&device_seed, mode, shape);
+                let tree = Commitment::from_leaves(&leaves).expect("leaves");
                 assert_eq!(Some(tree.root()), Root::from_hex(value), "{key}");
-                // §10: the proof for row 1 is leaf 0 then the promoted leaf 2.
-                let proof = tree.prove(&[1]).expect("row 1");
-                assert_eq!(proof.0, vec![leaves[0].0, leaves[2].0], "{key} proof of row 1");
+                if shape == (Shape { m: 3, k: 5, n: 4 }) {
+                    // §10.1: the proof for row 1 is leaf 0 then the promoted leaf 2.
+                    let proof = tree.prove(&[1]).expect("row 1");
+                    assert_eq!(proof.0, vec![leaves[0].0, leaves[2].0], "{key} proof of row 1");
+                }
             }
             _ => panic!("unrecognised vector line {key:?}"),
         }
         checked += 1;
     }
-    assert!(checked >= 20, "only {checked} vectors were checked");
+    assert!(checked >= 50, "only {checked} vectors were checked");
+}
+
+#[test]
+fn frame_vectors_match_the_wire_byte_for_byte() {
+    let get: HashMap<_, _> = vectors().into_iter().collect();
+    let keys = frames::Keys {
+        coordinator: PublicKey(hex32(&get["coordinator key"])),
+        miner: PublicKey(hex32(&get["miner key"])),
+        worker: PublicKey(hex32(&get["worker key"])),
+        challenge_signature: signature(&get["challenge signature"]),
+        delegation_signature: signature(&get["delegation signature"]),
+        register_signature: signature(&get["register signature"]),
+    };
+    // The keys are the stated mini secrets' (§10.2).
+    use veribench_wallet::{Keypair, verify};
+    assert_eq!(Keypair::from_seed(&frames::COORDINATOR_SECRET).public(), keys.coordinator);
+    assert_eq!(Keypair::from_seed(&frames::MINER_SECRET).public(), keys.miner);
+    assert_eq!(Keypair::from_seed(&frames::WORKER_SECRET).public(), keys.worker);
+
+    let blocks = frame_blocks();
+    let built = frames::frames(&keys);
+    assert_eq!(blocks.len(), built.len(), "one SPEC block per vector frame");
+    let limits = Limits::default();
+    for (name, msg, annotated) in &built {
+        let block = blocks.get(*name).unwrap_or_else(|| panic!("SPEC has no frame {name}"));
+        assert_eq!(normalise(block), normalise(&annotated.listing()), "frame {name}");
+        let bytes = listing_bytes(block);
+        assert_eq!(bytes, wire::encode(msg), "frame {name}");
+        assert_eq!(wire::decode(&bytes, &limits).as_ref(), Ok(msg), "frame {name}");
+    }
+
+    let message = |name: &str| built.iter().find(|(n, ..)| *n == name).map(|(_, m, _)| m.clone());
+    let Some(Message::Challenge(challenge)) = message("challenge") else { panic!("challenge") };
+    assert_eq!(hex::encode(challenge.challenge.signing_payload()), get["challenge payload"]);
+    assert_eq!(hex::encode(challenge.signed_bytes()), get["challenge digest"]);
+    assert!(verify(&keys.coordinator, &challenge.signed_bytes(), &challenge.signature));
+
+    let Some(Message::Register(register)) = message("register") else { panic!("register") };
+    let delegation = &register.delegation;
+    assert_eq!(hex::encode(delegation.signing_payload()), get["delegation digest"]);
+    assert!(verify(&keys.miner, &delegation.signing_payload(), &delegation.signature));
+    assert_eq!(hex::encode(register.signing_payload()), get["register digest"]);
+    assert!(verify(&keys.worker, &register.signing_payload(), &register.signature));
+    // §8: the Register digest covers the frame from after the variant up to the signature.
+    let frame = wire::encode(&Message::Register(register.clone()));
+    let body = &frame[wire::HEADER_LEN + 1..frame.len() - 65];
+    let digest = blake3::derive_key(wire::REGISTER_SIGNING_CONTEXT, body);
+    assert_eq!(digest, register.signing_payload());
+
+    // The openings open the commitment's rows and are right.
+    let Some(Message::Commitment(commitment)) = message("commitment") else { panic!("commit") };
+    let Some(Message::OpenRequest(request)) = message("open_request") else { panic!("request") };
+    let Some(Message::Openings(openings)) = message("openings") else { panic!("openings") };
+    let c = &challenge.challenge;
+    let seed = c.device_seed(&challenge.device);
+    let verdict = verify_openings(
+        c.mode,
+        c.shape,
+        &seed,
+        &commitment.root,
+        &request.rows,
+        &openings.openings,
+    );
+    assert!(verdict.is_accepted(), "{verdict:?}");
 }

@@ -6,7 +6,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Peer, accept, challenge, challenge_by, key};
+use common::{Peer, accept, challenge, challenge_by, challenge_shaped, key};
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -15,8 +15,9 @@ use tokio_util::sync::CancellationToken;
 use veribench_kernels::{Backend, BackendError, BackendKind, CpuBackend, DeviceInfo, Execution};
 use veribench_protocol::wire::{self, Limits};
 use veribench_protocol::{
-    Challenge, CommitmentMsg, DeviceKey, ErrorCode, Message, OpenRequest, Signature, UnixMillis,
-    Verdict, VerdictMsg, verify_openings,
+    Challenge, ChallengeId, CommitmentMsg, DeviceKey, ErrorCode, ErrorMsg, Heartbeat, Message,
+    OpenRequest, Root, Shape, Signature, SignedChallenge, UnixMillis, Verdict, VerdictMsg, Welcome,
+    verify_openings,
 };
 use veribench_wallet::{delegate, verify_delegation};
 use veribench_worker::daemon::{
@@ -146,46 +147,46 @@ async fn serves_verified_work_and_refuses_bad_challenges() {
     // (2) Forged: claims the coordinator, signed by someone else.
     let forged = challenge_by(2, &device(), &coordinator, &key(7), UnixMillis::now());
     peer.send(&Message::Challenge(forged)).await;
-    peer.expect_refusal(ErrorCode::Unauthorized, 2, "bad_signature").await;
+    peer.expect_refusal(ErrorCode::BadSignature, 2).await;
 
     // (3) Unsigned.
     let mut unsigned = challenge(3, &device(), &coordinator);
     unsigned.signature = Signature([0; 64]);
     peer.send(&Message::Challenge(unsigned)).await;
-    peer.expect_refusal(ErrorCode::Unauthorized, 3, "bad_signature").await;
+    peer.expect_refusal(ErrorCode::BadSignature, 3).await;
 
     // (4) A replay of the first.
     peer.send(&Message::Challenge(first.clone())).await;
-    peer.expect_refusal(ErrorCode::UnknownChallenge, 1, "replayed").await;
+    peer.expect_refusal(ErrorCode::Replayed, 1).await;
 
     // (5) Validly signed by a foreign coordinator.
     let foreign = key(5);
     peer.send(&Message::Challenge(challenge(4, &device(), &foreign))).await;
-    peer.expect_refusal(ErrorCode::Unauthorized, 4, "foreign").await;
+    peer.expect_refusal(ErrorCode::Foreign, 4).await;
 
     // (6) Expired.
     let past = UnixMillis(UnixMillis::now().0 - 120_000);
     let expired = challenge_by(5, &device(), &coordinator, &coordinator, past);
     peer.send(&Message::Challenge(expired)).await;
-    peer.expect_refusal(ErrorCode::UnknownChallenge, 5, "expired").await;
+    peer.expect_refusal(ErrorCode::Expired, 5).await;
 
     // (7) For a device the worker does not own.
     let elsewhere = DeviceKey::new("GPU-not-here").expect("key");
     peer.send(&Message::Challenge(challenge(6, &elsewhere, &coordinator))).await;
-    peer.expect_refusal(ErrorCode::UnknownChallenge, 6, "unknown_device").await;
+    peer.expect_refusal(ErrorCode::UnknownDevice, 6).await;
 
-    // (8) Garbage and an open request for nothing.
+    // (8) Issued more than the allowed five minutes of skew ahead of the worker's clock.
+    let later = UnixMillis(UnixMillis::now().0 + 6 * 60_000);
+    let future = challenge_by(8, &device(), &coordinator, &coordinator, later);
+    peer.send(&Message::Challenge(future)).await;
+    peer.expect_refusal(ErrorCode::FromTheFuture, 8).await;
+
+    // (9) Garbage and an open request for nothing.
     peer.send_raw(b"not a frame".to_vec()).await;
-    match peer.expect().await {
-        Message::Error(e) => assert_eq!(e.code, ErrorCode::Malformed, "{}", e.message),
-        other => panic!("expected Malformed, got {other:?}"),
-    }
-    peer.send(&Message::OpenRequest(OpenRequest {
-        challenge_id: veribench_protocol::ChallengeId(99),
-        rows: vec![0],
-    }))
-    .await;
-    peer.expect_refusal(ErrorCode::UnknownChallenge, 99, "unknown_challenge").await;
+    peer.expect_error(ErrorCode::Malformed, None).await;
+    peer.send(&Message::OpenRequest(OpenRequest { challenge_id: ChallengeId(99), rows: vec![0] }))
+        .await;
+    peer.expect_refusal(ErrorCode::UnknownChallenge, 99).await;
 
     // No commitment for any refused challenge came in between: the next answer is for the next
     // good challenge.
@@ -242,7 +243,7 @@ async fn a_worker_120_s_ahead_stamps_its_frames_so_and_refuses_challenges_as_exp
     let signed = challenge(1, &device(), &coordinator);
     let deadline = signed.challenge.deadline;
     peer.send(&Message::Challenge(signed)).await;
-    let detail = peer.expect_refusal(ErrorCode::UnknownChallenge, 1, "expired").await;
+    let detail = peer.expect_refusal(ErrorCode::Expired, 1).await;
     assert!(detail.contains(&format!("expired at {} ms", deadline.0)), "{detail}");
 
     token.cancel();
@@ -267,7 +268,7 @@ async fn reconnects_after_the_coordinator_drops_it() {
     assert_ne!(first_register.nonce, second_register.nonce);
     // Replay protection survives the reconnection.
     peer.send(&Message::Challenge(first)).await;
-    peer.expect_refusal(ErrorCode::UnknownChallenge, 1, "replayed").await;
+    peer.expect_refusal(ErrorCode::Replayed, 1).await;
     compute_and_verify(&mut peer, &challenge(2, &device(), &coordinator)).await;
 
     token.cancel();
@@ -301,11 +302,8 @@ async fn a_refused_registration_is_retried_with_backoff() {
     let (listener, token, worker) = start_worker(None).await;
     let mut peer = accept(&listener).await;
     assert!(matches!(peer.expect().await, Message::Register(_)));
-    peer.send(&Message::Error(veribench_protocol::ErrorMsg {
-        code: ErrorCode::Unauthorized,
-        message: "not today".into(),
-    }))
-    .await;
+    let refusal = ErrorMsg::new(ErrorCode::UnknownHotkey, None, "not today", 256);
+    peer.send(&Message::Error(refusal)).await;
     drop(peer);
     let mut peer = accept(&listener).await;
     peer.handshake(&coordinator, 1_000).await;
@@ -325,7 +323,7 @@ async fn pings_are_answered_and_the_device_is_busy_while_computing() {
     peer.send(&Message::Challenge(first.clone())).await;
     // A second challenge for the same device while the first computes.
     peer.send(&Message::Challenge(challenge(2, &device(), &coordinator))).await;
-    peer.expect_refusal(ErrorCode::Busy, 2, "busy").await;
+    peer.expect_refusal(ErrorCode::Busy, 2).await;
 
     // The reader keeps polling: a Ping is answered long before the computation ends.
     peer.ws.send(WsMessage::Ping(b"rtt".to_vec().into())).await.expect("ping");
@@ -351,6 +349,129 @@ async fn pings_are_answered_and_the_device_is_busy_while_computing() {
     assert_eq!(c.challenge_id, first.challenge.id);
     // Free again once the computation has ended.
     compute_and_verify(&mut peer, &challenge(3, &device(), &coordinator)).await;
+
+    token.cancel();
+    let result = tokio::time::timeout(Duration::from_secs(10), worker).await;
+    result.expect("the worker stops").expect("no panic").expect("clean exit");
+}
+
+/// Sends `signed` and returns the root of the worker's commitment to it.
+async fn commit(peer: &mut Peer, signed: &SignedChallenge) -> Root {
+    peer.send(&Message::Challenge(signed.clone())).await;
+    match peer.expect().await {
+        Message::Commitment(c) if c.challenge_id == signed.challenge.id => c.root,
+        other => panic!("expected the commitment to {}, got {other:?}", signed.challenge.id),
+    }
+}
+
+/// Frames that do not decode are answered with the code of their failure, in a version the
+/// sender can read, and the connection goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_frames_are_answered_with_typed_codes() {
+    let coordinator = key(9);
+    let (listener, token, worker) = start_worker(None).await;
+    let mut peer = accept(&listener).await;
+    peer.handshake(&coordinator, 60_000).await;
+
+    // An open request listing no row (encode does not validate; decode refuses it).
+    let empty = OpenRequest { challenge_id: ChallengeId(1), rows: vec![] };
+    peer.send_raw(wire::encode(&Message::OpenRequest(empty))).await;
+    peer.expect_error(ErrorCode::Invalid, None).await;
+
+    // A version-1 frame is refused in version 1, so a version-1 coordinator can read why.
+    let heartbeat = Message::Heartbeat(Heartbeat { seq: 1, sent_at: UnixMillis::now() });
+    let with_version = |version: u16| {
+        let mut frame = wire::encode(&heartbeat);
+        frame[2..4].copy_from_slice(&version.to_le_bytes());
+        frame
+    };
+    peer.send_raw(with_version(1)).await;
+    let answer = peer.recv_raw().await;
+    assert!(answer.starts_with(b"VB\x01\x00\x08\x02"), "{answer:?}");
+    assert_eq!(answer, wire::version_refusal(1, &Limits::default()));
+    // Any other version is told in the current one.
+    peer.send_raw(with_version(3)).await;
+    peer.expect_error(ErrorCode::UnsupportedVersion, None).await;
+
+    // A message a worker never accepts.
+    let welcome = Welcome {
+        coordinator: coordinator.public(),
+        heartbeat_interval_ms: 60_000,
+        server_time: UnixMillis::now(),
+    };
+    peer.send(&Message::Welcome(welcome)).await;
+    peer.expect_error(ErrorCode::Unexpected, None).await;
+
+    compute_and_verify(&mut peer, &challenge(2, &device(), &coordinator)).await;
+    token.cancel();
+    let result = tokio::time::timeout(Duration::from_secs(10), worker).await;
+    result.expect("the worker stops").expect("no panic").expect("clean exit");
+}
+
+/// Open requests the worker cannot answer are refused with their code and challenge; a
+/// coordinator's error naming a challenge ends it on the worker too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_requests_are_refused_by_code_and_a_coordinator_error_drops_the_run() {
+    let coordinator = key(9);
+    let (listener, token, worker) = start_worker(None).await;
+    let mut peer = accept(&listener).await;
+    peer.handshake(&coordinator, 60_000).await;
+    let signed = challenge(1, &device(), &coordinator);
+    let root = commit(&mut peer, &signed).await;
+    let id = signed.challenge.id;
+    let open = |rows: Vec<u32>| Message::OpenRequest(OpenRequest { challenge_id: id, rows });
+
+    // The product has 16 rows.
+    peer.send(&open(vec![3, 16])).await;
+    peer.expect_refusal(ErrorCode::RowsOutOfRange, 1).await;
+
+    // The run survives the refusal, and an error naming no challenge.
+    let unrelated = ErrorMsg::new(ErrorCode::RateLimited, None, "slow down", 256);
+    peer.send(&Message::Error(unrelated)).await;
+    peer.send(&open(vec![3, 15])).await;
+    let Message::Openings(openings) = peer.expect().await else { panic!("expected openings") };
+    let c = &signed.challenge;
+    let seed = c.device_seed(&signed.device);
+    let verdict = verify_openings(c.mode, c.shape, &seed, &root, &[3, 15], &openings.openings);
+    assert_eq!(verdict, Verdict::Accepted);
+
+    // The coordinator gives the challenge up: nothing of it can be opened any more.
+    let given_up = ErrorMsg::new(ErrorCode::OpenTimeout, Some(id), "too slow", 256);
+    peer.send(&Message::Error(given_up)).await;
+    peer.send(&open(vec![0])).await;
+    peer.expect_refusal(ErrorCode::UnknownChallenge, 1).await;
+
+    token.cancel();
+    let result = tokio::time::timeout(Duration::from_secs(10), worker).await;
+    result.expect("the worker stops").expect("no panic").expect("clean exit");
+}
+
+/// Openings that might not fit the 16 MiB frame every receiver accepts are refused before any
+/// is computed; one row fewer of the same product opens and verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openings_too_large_for_a_frame_are_refused_and_fewer_rows_open() {
+    let coordinator = key(9);
+    let (listener, token, worker) = start_worker(None).await;
+    let mut peer = accept(&listener).await;
+    peer.handshake(&coordinator, 60_000).await;
+    // 65536 columns: each opened row is 256 KiB, so 63 rows fit in a frame and 64 may not.
+    let shape = Shape { m: 64, k: 1, n: 65_536 };
+    let signed = challenge_shaped(1, &device(), &coordinator, shape);
+    let root = commit(&mut peer, &signed).await;
+    let id = signed.challenge.id;
+
+    let all: Vec<u32> = (0..64).collect();
+    peer.send(&Message::OpenRequest(OpenRequest { challenge_id: id, rows: all.clone() })).await;
+    peer.expect_refusal(ErrorCode::OpeningsTooLarge, 1).await;
+
+    let rows = all[..63].to_vec();
+    peer.send(&Message::OpenRequest(OpenRequest { challenge_id: id, rows: rows.clone() })).await;
+    let Message::Openings(openings) = peer.expect().await else { panic!("expected openings") };
+    assert_eq!(openings.challenge_id, id);
+    let c = &signed.challenge;
+    let seed = c.device_seed(&signed.device);
+    let verdict = verify_openings(c.mode, c.shape, &seed, &root, &rows, &openings.openings);
+    assert_eq!(verdict, Verdict::Accepted);
 
     token.cancel();
     let result = tokio::time::timeout(Duration::from_secs(10), worker).await;

@@ -35,7 +35,7 @@ fn forged_signatures_are_refused() {
     let forged = challenge_by(1, &device("GPU-a"), &coordinator, &forger, NOW);
     let refusal = guard.admit(&coordinator.public(), &forged, NOW).expect_err("forged");
     assert!(matches!(refusal, Refusal::BadSignature { .. }), "{refusal}");
-    assert_eq!(refusal.code(), ErrorCode::Unauthorized);
+    assert_eq!(refusal.code(), ErrorCode::BadSignature);
 
     // A signature over the same challenge for another device does not carry over.
     let mut moved = challenge_by(2, &device("GPU-a"), &coordinator, &coordinator, NOW);
@@ -74,7 +74,7 @@ fn replays_are_refused_even_after_the_device_is_free() {
     guard.release(&device("GPU-a"));
     let refusal = guard.admit(&coordinator.public(), &c, NOW).expect_err("replay");
     assert!(matches!(refusal, Refusal::Replayed { .. }), "{refusal}");
-    assert_eq!(refusal.code(), ErrorCode::UnknownChallenge);
+    assert_eq!(refusal.code(), ErrorCode::Replayed);
     // The same id from another coordinator is another challenge.
     let other = key(8);
     let theirs = challenge_by(1, &device("GPU-a"), &other, &other, NOW);
@@ -109,7 +109,7 @@ fn expired_challenges_are_refused() {
     let at_deadline = c.challenge.deadline;
     let refusal = guard.admit(&coordinator.public(), &c, at_deadline).expect_err("expired");
     assert!(matches!(refusal, Refusal::Expired { .. }), "{refusal}");
-    assert_eq!(refusal.code(), ErrorCode::UnknownChallenge);
+    assert_eq!(refusal.code(), ErrorCode::Expired);
     let c = challenge_by(2, &device("GPU-a"), &coordinator, &coordinator, NOW);
     let just_before = UnixMillis(c.challenge.deadline.0 - 1);
     assert_eq!(guard.admit(&coordinator.public(), &c, just_before), Ok(()));
@@ -124,6 +124,7 @@ fn challenges_from_the_future_are_refused() {
         challenge_by(1, &device("GPU-a"), &coordinator, &coordinator, UnixMillis(NOW.0 + skew + 1));
     let refusal = guard.admit(&coordinator.public(), &far, NOW).expect_err("future");
     assert!(matches!(refusal, Refusal::FromTheFuture { .. }), "{refusal}");
+    assert_eq!(refusal.code(), ErrorCode::FromTheFuture);
     let near =
         challenge_by(2, &device("GPU-a"), &coordinator, &coordinator, UnixMillis(NOW.0 + skew));
     assert_eq!(guard.admit(&coordinator.public(), &near, NOW), Ok(()));
@@ -137,7 +138,7 @@ fn foreign_coordinators_are_refused() {
     let c = challenge_by(1, &device("GPU-a"), &foreign, &foreign, NOW);
     let refusal = guard.admit(&coordinator.public(), &c, NOW).expect_err("foreign");
     assert!(matches!(refusal, Refusal::Foreign { .. }), "{refusal}");
-    assert_eq!(refusal.code(), ErrorCode::Unauthorized);
+    assert_eq!(refusal.code(), ErrorCode::Foreign);
 }
 
 #[test]
@@ -147,6 +148,7 @@ fn unknown_devices_are_refused() {
     let c = challenge_by(1, &device("GPU-zzz"), &coordinator, &coordinator, NOW);
     let refusal = guard.admit(&coordinator.public(), &c, NOW).expect_err("unknown device");
     assert!(matches!(refusal, Refusal::UnknownDevice { .. }), "{refusal}");
+    assert_eq!(refusal.code(), ErrorCode::UnknownDevice);
 }
 
 #[test]

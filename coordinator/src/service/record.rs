@@ -9,7 +9,7 @@
 //! deciding write fills in a commitment they lost.
 
 use veribench_chain::RetryPolicy;
-use veribench_protocol::wire::{ErrorCode, VerdictMsg};
+use veribench_protocol::wire::VerdictMsg;
 
 use super::*;
 use crate::store::{Credit, Withheld, is_outage};
@@ -275,16 +275,10 @@ impl Coordinator {
             Outcome::Failed { failure, detail, .. } => {
                 self.metrics.challenge("failed");
                 tracing::warn!(challenge = %id, reason = failure.as_str(), detail, "challenge failed");
-                // The worker that refused it needs no answer.
-                (!matches!(failure, Failure::WorkerRefused)).then(|| {
-                    Message::Error(ErrorMsg {
-                        code: ErrorCode::UnknownChallenge,
-                        message: crate::detail::bounded(&format!(
-                            "challenge {id} failed: {}: {detail}",
-                            failure.as_str()
-                        )),
-                    })
-                })
+                let max_text = self.config.wire_limits().max_text_bytes;
+                failure
+                    .told_as()
+                    .map(|code| Message::Error(ErrorMsg::new(code, Some(id), detail, max_text)))
             }
         }
     }
@@ -301,59 +295,49 @@ impl Coordinator {
         *s.finished.entry(p.worker).or_default() += 1;
     }
 
-    /// An `Error` from a worker: a refusal of one of its challenges (SPEC §8.2) fails that
-    /// challenge as `worker_refused` at once, with the worker's own kind in the detail; any
-    /// other error is logged.
-    pub(super) fn on_worker_error(&self, worker: &PublicKey, e: &ErrorMsg) {
-        if let Some((id, detail)) = parse_refusal(&e.message) {
-            let theirs = self
-                .state()
-                .pending
-                .get(&id)
-                .is_some_and(|p| &p.worker == worker && p.phase.awaits_worker());
-            if theirs {
-                tracing::warn!(challenge = %id, worker = %worker, detail, "worker refused its challenge");
-                let detail = crate::detail::bounded(detail);
-                self.conclude(id, Outcome::failed(Failure::WorkerRefused, detail));
-                return;
-            }
+    /// An `Error` from a worker on its connection `conn`. One naming a challenge sent to that
+    /// worker on that connection and still awaiting it (SPEC §8.2) fails the challenge at once
+    /// as `worker_refused`, with the detail `<code>: <message>` (as version 1 stored it); any
+    /// other is logged and changes nothing. The worker is sent no answer.
+    pub(super) fn on_worker_error(&self, worker: &PublicKey, conn: u64, e: &ErrorMsg) {
+        let Some(id) = e.challenge_id else {
+            tracing::warn!(worker = %worker, code = %e.code, message = %e.message, "worker reported an error");
+            return;
+        };
+        let theirs = self
+            .state()
+            .pending
+            .get(&id)
+            .is_some_and(|p| &p.worker == worker && p.conn == conn && p.phase.awaits_worker());
+        if !theirs {
+            tracing::warn!(challenge = %id, worker = %worker, code = %e.code, message = %e.message, "worker reported an error about a challenge it does not hold; ignored");
+            return;
         }
-        tracing::warn!(worker = %worker, code = ?e.code, message = %e.message, "worker reported an error");
+        tracing::warn!(challenge = %id, worker = %worker, code = %e.code, message = %e.message, "worker refused its challenge");
+        let detail = crate::detail::bounded(&refusal_detail(e));
+        self.conclude(id, Outcome::failed(Failure::WorkerRefused, detail));
     }
 }
 
-/// Splits a worker's refusal, `challenge <id> refused: <kind>: <detail>` (SPEC §8.2), into the
-/// challenge and `<kind>: <detail>`.
-fn parse_refusal(message: &str) -> Option<(ChallengeId, &str)> {
-    let rest = message.strip_prefix("challenge ")?;
-    let (id, rest) = rest.split_once(' ')?;
-    if id.is_empty() || !id.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let detail = rest.strip_prefix("refused: ")?;
-    Some((ChallengeId(id.parse().ok()?), detail))
+/// The stored detail of a worker's refusal: its code's name, then its text.
+fn refusal_detail(e: &ErrorMsg) -> String {
+    format!("{}: {}", e.code, e.message)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use veribench_protocol::ErrorCode;
 
     #[test]
-    fn a_worker_refusal_names_its_challenge_and_kind() {
-        assert_eq!(
-            parse_refusal("challenge 42 refused: expired: challenge 42 expired at 5 ms (now 9 ms)"),
-            Some((ChallengeId(42), "expired: challenge 42 expired at 5 ms (now 9 ms)"))
-        );
-        for other in [
-            "challenge 42 expired at 5 ms",
-            "challenge x refused: busy: no",
-            "challenge  refused: busy: no",
-            "challenge +1 refused: busy: no",
-            "challenge 99999999999999999999 refused: busy: no",
-            "refused: busy",
-            "",
-        ] {
-            assert_eq!(parse_refusal(other), None, "{other:?}");
-        }
+    fn a_worker_refusal_is_stored_as_its_code_and_text() {
+        let busy =
+            ErrorMsg::new(ErrorCode::Busy, Some(ChallengeId(7)), "device GPU-0 is busy", 256);
+        assert_eq!(refusal_detail(&busy), "busy: device GPU-0 is busy");
+        let expired = ErrorMsg::new(ErrorCode::Expired, None, "expired at 5 ms (now 9 ms)", 256);
+        assert_eq!(refusal_detail(&expired), "expired: expired at 5 ms (now 9 ms)");
+        // A code from a newer worker is stored with its index.
+        let newer = ErrorMsg::new(ErrorCode::Unknown(99), None, "new", 256);
+        assert_eq!(refusal_detail(&newer), "unknown (99): new");
     }
 }

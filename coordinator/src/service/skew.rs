@@ -47,9 +47,9 @@ impl Coordinator {
                 || "one-way delay not known".to_owned(),
                 |rtt| format!("±{} ms", rtt.as_millis() / 2),
             );
-            return Err(Refusal {
-                kind: RefusalKind::ClockSkew,
-                detail: format!(
+            return Err(Refusal::new(
+                RefusalKind::ClockSkew,
+                format!(
                     "this worker's clock is {:.1} s ahead of the coordinator's ({uncertainty}); \
                      challenges expire {} s after issue, so at most {:.1} s ahead is accepted: \
                      synchronise the clock (NTP)",
@@ -57,7 +57,7 @@ impl Coordinator {
                     self.config.schedule.deadline_secs,
                     limit as f64 / 1e3,
                 ),
-            });
+            ));
         }
         if skew.unsigned_abs() > 5_000 {
             tracing::warn!(worker = %reg.delegation.worker_key, skew_ms = skew, "worker clock skewed");

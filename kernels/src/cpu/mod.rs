@@ -5,6 +5,8 @@
 //! - fp16/bf16: the inputs are small integers, exact in f32, so A and B are generated as f32 and
 //!   multiplied by the fp32 GEMM with f32 accumulation: the same values and the same arithmetic
 //!   the challenge asks for (CPUs have no fp16 GEMM with f32 accumulation worth using).
+//! - every float mode: -0 entries are rewritten to +0 as the rows are hashed (SPEC's bytes are
+//!   unique), fused into the parallel hash pass so it costs no extra pass over C.
 //!
 //! Memory is A, B and C plus the GEMMs' bounded packing buffers.
 
@@ -18,7 +20,7 @@ use veribench_protocol::{Challenge, DeviceKey, Generator, MAX_DIM, Matrix, Mode}
 use crate::backend::{
     Backend, BackendError, BackendKind, DeviceInfo, Execution, PhaseTimings, try_zeroed,
 };
-use crate::host::HostProduct;
+use crate::host::{Entries, HostProduct};
 
 /// The host's CPU as one device.
 #[derive(Debug)]
@@ -228,7 +230,7 @@ impl Backend for CpuBackend {
             int8::gemm_i8(m, k, n, &a, &b, &mut c, false);
             timings.gemm = t.elapsed();
             self.scratch_i8.give([a, b]);
-            Ok(HostProduct::new(c, n, shape.m).into_execution(&seed, timings))
+            Ok(HostProduct::new(c, n, shape.m, Entries::Canonical).into_execution(&seed, timings))
         } else {
             let mut a = self.scratch_f32.take(m * k)?;
             let mut b = self.scratch_f32.take(k * n)?;
@@ -240,7 +242,9 @@ impl Backend for CpuBackend {
             gemm_f32(m, k, n, &a, &b, &mut c);
             timings.gemm = t.elapsed();
             self.scratch_f32.give([a, b]);
-            Ok(HostProduct::new(c, n, shape.m).into_execution(&seed, timings))
+            // The `gemm` crate writes beta·(A·B) without a +0 accumulator start, so an entry
+            // whose products are all -0 comes out -0: the hash pass rewrites it to +0.
+            Ok(HostProduct::new(c, n, shape.m, Entries::FloatBits).into_execution(&seed, timings))
         }
     }
 }

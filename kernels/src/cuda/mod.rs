@@ -8,6 +8,11 @@
 //!    B is written transposed for cuBLAS's "TN" layout ([`gemm`]).
 //! 2. **Multiply** with `cublasGemmEx` in the mode's types — int8→i32, fp16/bf16→f32 with f32
 //!    accumulation, fp32 with TF32 forbidden ([`gemm`] explains each choice) — in row chunks.
+//!    In the float modes each chunk is then canonicalised on the GPU by `vb_positive_zeros`
+//!    (`kernels/cuda/product.cu`): -0 entries become +0, since SPEC's row bytes are unique and
+//!    cuBLAS may write -0 for an entry whose products are all -0 (zero times a negative
+//!    element). It runs on the compute stream before the chunk is copied out, so the leaves and
+//!    the openings (read from device memory) see the same canonical words.
 //! 3. **Hash**: each finished chunk of C is copied to pinned host memory while the GPU computes
 //!    the next one, and the host hashes its rows to leaves with the protocol's own
 //!    [`leaf_hash`] across all cores.
@@ -65,8 +70,8 @@ use cudarc::cublas::CudaBlas;
 use cudarc::driver::result::DriverError;
 use cudarc::driver::sys::{CUdeviceptr, CUevent_flags, CUresult};
 use cudarc::driver::{
-    CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, LaunchConfig, PinnedHostSlice,
-    PushKernelArg,
+    CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtr, LaunchConfig,
+    PinnedHostSlice, PushKernelArg,
 };
 use rayon::prelude::*;
 use veribench_protocol::{
@@ -126,13 +131,14 @@ impl GemmTiming {
     }
 }
 
-/// The kernels of `generator.cu`, loaded into one context.
+/// The kernels of `generator.cu` and `product.cu`, loaded into one context.
 struct Kernels {
     int8: CudaFunction,
     fp16: CudaFunction,
     bf16: CudaFunction,
     fp32: CudaFunction,
     stream_words: CudaFunction,
+    positive_zeros: CudaFunction,
 }
 
 impl Kernels {
@@ -372,32 +378,41 @@ impl Gpu {
             CudaDeviceInfo { ordinal, uuid, name, memory_bytes, compute_capability, ptx_arch };
 
         let compiled = nvrtc::compiled_for(ptx_arch)?;
-        let (_, ptx) = compiled
-            .iter()
-            .find(|(s, _)| s.file == nvrtc::GENERATOR.file)
-            .ok_or_else(|| BackendError::Device("generator.cu was not compiled".to_owned()))?;
-        let module = ctx.load_module(nvrtc::as_ptx(ptx)).map_err(|e| {
-            if e.0 == CUresult::CUDA_ERROR_UNSUPPORTED_PTX_VERSION {
-                BackendError::Unavailable(format!(
-                    "the NVIDIA driver is older than the NVRTC that compiled the kernels (PTX \
-                     from NVRTC 12.6 needs driver >= 560): update the driver, or put an NVRTC \
-                     no newer than the driver's CUDA version on LD_LIBRARY_PATH ({e})"
-                ))
-            } else {
-                BackendError::Device(format!("loading generator PTX on {}: {e}", info.name))
-            }
-        })?;
-        let load = |name: &str| {
+        let load_module = |source: &nvrtc::CudaSource| -> Result<Arc<CudaModule>, BackendError> {
+            let (_, ptx) = compiled
+                .iter()
+                .find(|(s, _)| s.file == source.file)
+                .ok_or_else(|| BackendError::Device(format!("{} was not compiled", source.file)))?;
+            ctx.load_module(nvrtc::as_ptx(ptx)).map_err(|e| {
+                if e.0 == CUresult::CUDA_ERROR_UNSUPPORTED_PTX_VERSION {
+                    BackendError::Unavailable(format!(
+                        "the NVIDIA driver is older than the NVRTC that compiled the kernels \
+                         (PTX from NVRTC 12.6 needs driver >= 560): update the driver, or put \
+                         an NVRTC no newer than the driver's CUDA version on LD_LIBRARY_PATH \
+                         ({e})"
+                    ))
+                } else {
+                    BackendError::Device(format!(
+                        "loading the PTX of {} on {}: {e}",
+                        source.file, info.name
+                    ))
+                }
+            })
+        };
+        let generator = load_module(&nvrtc::GENERATOR)?;
+        let product = load_module(&nvrtc::PRODUCT)?;
+        let load = |module: &Arc<CudaModule>, name: &str| {
             module
                 .load_function(name)
                 .map_err(|e| BackendError::Device(format!("kernel {name} missing: {e}")))
         };
         let kernels = Kernels {
-            int8: load(nvrtc::entry::GENERATE_INT8)?,
-            fp16: load(nvrtc::entry::GENERATE_FP16)?,
-            bf16: load(nvrtc::entry::GENERATE_BF16)?,
-            fp32: load(nvrtc::entry::GENERATE_FP32)?,
-            stream_words: load(nvrtc::entry::STREAM_WORDS)?,
+            int8: load(&generator, nvrtc::entry::GENERATE_INT8)?,
+            fp16: load(&generator, nvrtc::entry::GENERATE_FP16)?,
+            bf16: load(&generator, nvrtc::entry::GENERATE_BF16)?,
+            fp32: load(&generator, nvrtc::entry::GENERATE_FP32)?,
+            stream_words: load(&generator, nvrtc::entry::STREAM_WORDS)?,
+            positive_zeros: load(&product, nvrtc::entry::POSITIVE_ZEROS)?,
         };
         let compute = ctx.new_stream().map_err(dev("cuStreamCreate"))?;
         let copy = ctx.new_stream().map_err(dev("cuStreamCreate"))?;
@@ -563,10 +578,11 @@ impl Gpu {
         Ok(Execution { leaves, timings, product: Box::new(product) })
     }
 
-    /// The chunked GEMM, each chunk's rows copied to pinned memory on the copy stream as soon as
-    /// the chunk is done and hashed on the host while later chunks compute. Returns the leaves;
-    /// fills `timings.gemm` (GPU time of the GEMM chunks) and `timings.hash` (the wall time the
-    /// pipeline took beyond that: copying and hashing not hidden behind the GEMM).
+    /// The chunked GEMM, each chunk's rows canonicalised (float modes) and copied to pinned
+    /// memory on the copy stream as soon as the chunk is done and hashed on the host while later
+    /// chunks compute. Returns the leaves; fills `timings.gemm` (GPU time of the GEMM chunks and
+    /// their canonicalisation) and `timings.hash` (the wall time the pipeline took beyond that:
+    /// copying and hashing not hidden behind the GEMM).
     fn multiply_and_hash(
         &self,
         state: &mut GpuState,
@@ -601,6 +617,16 @@ impl Gpu {
         while r0 < m {
             let rows = gemm_rows.min(m - r0);
             gemm::gemm_rows(&state.blas, mode, &gemm_ops, r0, rows)?;
+            if mode != Mode::Int8 {
+                // Same stream as cuBLAS: after this chunk's GEMM, before its copy-out.
+                let chunk = gemm_ops.c + (r0 * row_stride) as CUdeviceptr;
+                launch_positive_zeros(
+                    &state.compute,
+                    &state.kernels.positive_zeros,
+                    chunk,
+                    rows * ld_n,
+                )?;
+            }
             let event = self.ctx.new_event(None).map_err(dev("cuEventCreate"))?;
             event.record(&state.compute).map_err(dev("cuEventRecord"))?;
             chunk_done.push(event);
@@ -708,6 +734,41 @@ fn launch_generator(
     // SAFETY: the arguments match the vb_generate_* signature (five u32, two u32, u64, u32, a
     // pointer); `out` addresses a buffer holding every (i, j) < (rows, cols) at the given ld.
     unsafe { launch.launch(cfg) }.map_err(dev("generator launch"))?;
+    Ok(())
+}
+
+// `vb_positive_zeros` walks C as uint4s: whole padded rows are a multiple of four words.
+const _: () = assert!(PAD.is_multiple_of(4));
+
+/// Blocks of one `vb_positive_zeros` launch at most (it loops over the rest).
+const PRODUCT_MAX_BLOCKS: u64 = 65_535;
+
+/// Launches `vb_positive_zeros` over `words` words of C from `c`: whole padded rows of a float
+/// product, so `words` is a multiple of four and `c` 16-byte aligned (row strides are multiples
+/// of [`PAD`] words from a 256-byte-aligned allocation).
+fn launch_positive_zeros(
+    stream: &CudaStream,
+    f: &CudaFunction,
+    c: CUdeviceptr,
+    words: usize,
+) -> Result<(), BackendError> {
+    if !words.is_multiple_of(4) || !c.is_multiple_of(16) {
+        return Err(BackendError::Device(format!(
+            "vb_positive_zeros needs whole uint4s: {words} words at {c:#x}"
+        )));
+    }
+    let quads = (words / 4) as u64;
+    let blocks = quads.div_ceil(u64::from(nvrtc::PRODUCT_THREADS)).clamp(1, PRODUCT_MAX_BLOCKS);
+    let cfg = LaunchConfig {
+        grid_dim: (blocks as u32, 1, 1),
+        block_dim: (nvrtc::PRODUCT_THREADS, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    let mut launch = stream.launch_builder(f);
+    launch.arg(&c).arg(&quads);
+    // SAFETY: the arguments match vb_positive_zeros(uint4*, u64); `c` addresses `quads` uint4s
+    // inside C (whole rows of the chunk just computed), 16-byte aligned (checked above).
+    unsafe { launch.launch(cfg) }.map_err(dev("vb_positive_zeros launch"))?;
     Ok(())
 }
 

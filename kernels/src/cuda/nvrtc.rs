@@ -15,7 +15,8 @@ use cudarc::nvrtc::{CompileOptions, Ptx, compile_ptx_with_opts};
 
 use crate::backend::BackendError;
 
-/// `kernels/cuda/common.cuh`: Threefry-4x32-13 and the element mapping (SPEC §3).
+/// `kernels/cuda/common.cuh`: Threefry-4x32-13 and the element mapping (SPEC §3), and the
+/// canonical zero of float product entries.
 pub const COMMON_CUH: &str = include_str!("../../cuda/common.cuh");
 
 /// One `.cu` file and the `extern "C"` kernels it must define.
@@ -41,6 +42,8 @@ pub mod entry {
     pub const GENERATE_FP32: &str = "vb_generate_fp32";
     /// Raw stream words of one row (self-test against the protocol's generator).
     pub const STREAM_WORDS: &str = "vb_stream_words";
+    /// Rewrites the -0 words of a float-mode chunk of C to +0 (`product.cu`).
+    pub const POSITIVE_ZEROS: &str = "vb_positive_zeros";
 }
 
 /// Threads per block the generator kernels are written for (`VB_GEN_THREADS`).
@@ -59,8 +62,18 @@ pub const GENERATOR: CudaSource = CudaSource {
     ],
 };
 
+/// Threads per block `vb_positive_zeros` is written for (`VB_PRODUCT_THREADS`).
+pub const PRODUCT_THREADS: u32 = 256;
+
+/// `kernels/cuda/product.cu`: fix-ups of C after the GEMM.
+pub const PRODUCT: CudaSource = CudaSource {
+    file: "product.cu",
+    text: include_str!("../../cuda/product.cu"),
+    entries: &[entry::POSITIVE_ZEROS],
+};
+
 /// Every `.cu` file of the backend.
-pub const SOURCES: &[CudaSource] = &[GENERATOR];
+pub const SOURCES: &[CudaSource] = &[GENERATOR, PRODUCT];
 
 /// The newest virtual architecture NVRTC 12.6 emits PTX for. Newer GPUs (Blackwell, sm_100 and
 /// sm_120) run `compute_90` PTX through the driver's JIT; the generator uses nothing newer.

@@ -32,7 +32,8 @@ use veribench_kernels::{Backend, BackendError, CommittedRun, run_challenge};
 use veribench_protocol::wire::{self, Limits};
 use veribench_protocol::{
     ChallengeId, CommitmentMsg, DeviceKey, ErrorCode, ErrorMsg, HardwareInfo, Heartbeat, Message,
-    OpenRequest, OpeningsMsg, PublicKey, Register, SignedChallenge, Verdict, VerdictMsg, Welcome,
+    OpenRequest, OpeningsMsg, ProtocolError, PublicKey, Register, Shape, SignedChallenge, Verdict,
+    VerdictMsg, Welcome,
 };
 
 use super::config::WorkerConfig;
@@ -65,11 +66,11 @@ pub enum ConnectionError {
     #[error("the coordinator closed the connection before welcoming this worker")]
     ClosedEarly,
     /// The coordinator refused the registration.
-    #[error("the coordinator refused the registration ({code:?}): {message}")]
+    #[error("the coordinator refused the registration ({code}): {message}")]
     Refused {
-        /// Its error code.
+        /// Its error code, which decides what to do about it ([`ErrorCode::class`]).
         code: ErrorCode,
-        /// Its explanation.
+        /// Its explanation, for the operator only.
         message: String,
     },
     /// The first frame was not a Welcome.
@@ -193,7 +194,8 @@ pub(crate) async fn serve_connection(
     let trusted = match shared.pinned {
         Some(pinned) if pinned != welcome.coordinator => {
             let err = ConnectionError::WrongCoordinator { got: welcome.coordinator, pinned };
-            close(&mut sink, Some("coordinator key is not the pinned one")).await;
+            let reason = "coordinator key is not the pinned one";
+            close(&mut sink, Some((CloseCode::Policy, reason))).await;
             return Err(err);
         }
         Some(pinned) => pinned,
@@ -270,16 +272,16 @@ async fn await_welcome(
         match classify(frame, limits) {
             Inbound::Frame(msg) => match *msg {
                 Message::Welcome(welcome) => return Ok(welcome),
-                Message::Error(ErrorMsg { code, message }) => {
+                Message::Error(ErrorMsg { code, message, .. }) => {
                     return Err(ConnectionError::Refused { code, message });
                 }
                 Message::Heartbeat(_) => {}
                 other => return Err(ConnectionError::Unexpected(other.kind())),
             },
             Inbound::Control => {}
-            Inbound::Bad(reason) => {
-                warn!(%reason, "malformed frame from the coordinator");
-                send(sink, &error_msg(ErrorCode::Malformed, &reason, limits), limits).await?;
+            Inbound::Bad(e) => {
+                warn!(code = e.code().as_str(), error = %e, "bad frame from the coordinator");
+                send_frame(sink, bad_frame_answer(&e, limits)).await?;
             }
             Inbound::Closed(_) => return Err(ConnectionError::ClosedEarly),
         }
@@ -292,7 +294,7 @@ enum Inbound {
     /// A decoded, validated message.
     Frame(Box<Message>),
     /// A frame that did not decode, and why.
-    Bad(String),
+    Bad(ProtocolError),
     /// Ping or pong: handled by tungstenite.
     Control,
     /// The connection ended, and how.
@@ -303,9 +305,11 @@ fn classify(frame: WsMessage, limits: &Limits) -> Inbound {
     match frame {
         WsMessage::Binary(bytes) => match wire::decode(&bytes, limits) {
             Ok(msg) => Inbound::Frame(Box::new(msg)),
-            Err(e) => Inbound::Bad(e.to_string()),
+            Err(e) => Inbound::Bad(e),
         },
-        WsMessage::Text(_) => Inbound::Bad("text frame; frames are binary".into()),
+        WsMessage::Text(_) => {
+            Inbound::Bad(ProtocolError::Malformed("text frame; frames are binary".into()))
+        }
         WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Frame(_) => Inbound::Control,
         WsMessage::Close(frame) => Inbound::Closed(match frame {
             Some(f) => format!("closed by the coordinator ({}: {})", f.code, f.reason),
@@ -373,7 +377,7 @@ impl Session<'_> {
                 biased;
                 _ = shutdown.cancelled() => {
                     info!("shutting down: closing the connection");
-                    close(&mut self.sink, Some("worker shutting down")).await;
+                    close(&mut self.sink, Some((CloseCode::Normal, "worker shutting down"))).await;
                     // Let the reader see the coordinator's Close, so the close handshake completes.
                     let _ = tokio::time::timeout(CLOSE_GRACE, async {
                         while let Some(i) = inbound.recv().await {
@@ -401,20 +405,16 @@ impl Session<'_> {
         send(&mut self.sink, msg, &self.shared.limits).await.map_err(|e| e.to_string())
     }
 
-    async fn refuse(&mut self, code: ErrorCode, message: &str) -> Result<(), String> {
-        let msg = error_msg(code, message, &self.shared.limits);
-        self.send(&msg).await
-    }
-
-    /// Refuses challenge `id`, or gives it up, with the text of [`challenge_refusal`].
-    async fn refuse_challenge(
+    /// Sends an Error: `code` says why, `challenge` which challenge is refused or given up
+    /// (SPEC §8.2), `text` is for the coordinator's operator and is cut to the wire's limit.
+    async fn refuse(
         &mut self,
         code: ErrorCode,
-        id: ChallengeId,
-        kind: &str,
-        detail: &str,
+        challenge: Option<ChallengeId>,
+        text: &str,
     ) -> Result<(), String> {
-        self.refuse(code, &challenge_refusal(id, kind, detail)).await
+        let msg = ErrorMsg::new(code, challenge, text, self.shared.limits.max_text_bytes);
+        self.send(&Message::Error(msg)).await
     }
 
     async fn on_tick(&mut self) -> Result<(), String> {
@@ -435,9 +435,10 @@ impl Session<'_> {
     async fn on_inbound(&mut self, inbound: Inbound) -> Result<(), String> {
         let msg = match inbound {
             Inbound::Frame(msg) => *msg,
-            Inbound::Bad(reason) => {
-                warn!(%reason, "malformed frame from the coordinator");
-                return self.refuse(ErrorCode::Malformed, &reason).await;
+            Inbound::Bad(e) => {
+                warn!(code = e.code().as_str(), error = %e, "bad frame from the coordinator");
+                let frame = bad_frame_answer(&e, &self.shared.limits);
+                return send_frame(&mut self.sink, frame).await.map_err(|e| e.to_string());
             }
             Inbound::Control | Inbound::Closed(_) => return Ok(()),
         };
@@ -452,9 +453,16 @@ impl Session<'_> {
                 self.on_verdict(verdict);
                 Ok(())
             }
-            Message::Error(ErrorMsg { code, message }) => {
-                warn!(?code, %message, "the coordinator reported an error");
-                if let Some(id) = challenge_named(&message)
+            Message::Error(ErrorMsg { code, challenge_id, message }) => {
+                warn!(
+                    code = code.as_str(),
+                    challenge = ?challenge_id.map(|id| id.0),
+                    %message,
+                    "the coordinator reported an error"
+                );
+                // An error naming a challenge ends it on the coordinator's side (a missed
+                // deadline, an open timeout, a refused commitment): nothing will be opened.
+                if let Some(id) = challenge_id
                     && self.runs.remove(&id).is_some()
                 {
                     info!(challenge = %id, "dropped the run the coordinator gave up on");
@@ -467,7 +475,7 @@ impl Session<'_> {
             | Message::Openings(_)) => {
                 warn!(kind = other.kind(), "unexpected message from the coordinator");
                 let text = format!("a worker does not accept {} messages", other.kind());
-                self.refuse(ErrorCode::Unsupported, &text).await
+                self.refuse(ErrorCode::Unexpected, None, &text).await
             }
         }
     }
@@ -477,15 +485,15 @@ impl Session<'_> {
         let now = self.shared.config.clock.now();
         let admitted = lock(&self.shared.guard).admit(&self.trusted, &signed, now);
         if let Err(refusal) = admitted {
+            let code = refusal.code();
             warn!(
                 challenge = %id,
                 device = %signed.device,
-                refusal = refusal.kind(),
+                refusal = code.as_str(),
                 reason = %refusal,
                 "refused a challenge"
             );
-            let detail = refusal.to_string();
-            return self.refuse_challenge(refusal.code(), id, refusal.kind(), &detail).await;
+            return self.refuse(code, Some(id), &refusal.to_string()).await;
         }
         let challenge = signed.challenge;
         let device = signed.device;
@@ -524,11 +532,13 @@ impl Session<'_> {
         let id = request.challenge_id;
         let Some(run) = self.runs.get(&id).cloned() else {
             warn!(challenge = %id, "open request for an unknown challenge");
-            let detail = format!("challenge {id} is not committed here");
-            return self
-                .refuse_challenge(ErrorCode::UnknownChallenge, id, UNKNOWN_CHALLENGE, &detail)
-                .await;
+            let text = format!("challenge {id} is not committed here");
+            return self.refuse(ErrorCode::UnknownChallenge, Some(id), &text).await;
         };
+        if let Err((code, text)) = check_open(run.challenge.shape, &request.rows) {
+            warn!(challenge = %id, code = code.as_str(), %text, "refusing an open request");
+            return self.refuse(code, Some(id), &text).await;
+        }
         debug!(challenge = %id, rows = request.rows.len(), "opening rows");
         let tx = self.events.0.clone();
         tokio::spawn(async move {
@@ -573,7 +583,7 @@ impl Session<'_> {
             }
             Event::Computed { id, device, result: Err(reason), .. } => {
                 error!(challenge = %id, device = %device, %reason, "challenge failed");
-                self.refuse_challenge(ErrorCode::Internal, id, COMPUTE_FAILED, &reason).await
+                self.refuse(ErrorCode::ComputeFailed, Some(id), &reason).await
             }
             Event::Opened { id, result: Ok(openings) } => {
                 debug!(challenge = %id, rows = openings.rows.len(), "sending openings");
@@ -581,74 +591,98 @@ impl Session<'_> {
             }
             Event::Opened { id, result: Err(e) } => {
                 warn!(challenge = %id, error = %e, "cannot open the asked rows");
-                let (code, kind) = match e {
-                    BackendError::RowOutOfRange { .. } => (ErrorCode::Malformed, ROWS_OUT_OF_RANGE),
-                    _ => (ErrorCode::Internal, OPEN_FAILED),
+                let code = match e {
+                    BackendError::RowOutOfRange { .. } => ErrorCode::RowsOutOfRange,
+                    _ => ErrorCode::OpenFailed,
                 };
-                self.refuse_challenge(code, id, kind, &e.to_string()).await
+                self.refuse(code, Some(id), &e.to_string()).await
             }
         }
     }
 }
 
-/// The challenge id a coordinator's error message names (`… challenge 42 …`), if any.
-fn challenge_named(message: &str) -> Option<ChallengeId> {
-    let lower = message.to_ascii_lowercase();
-    let at = lower.find("challenge ")? + "challenge ".len();
-    let digits: String = lower[at..].chars().take_while(char::is_ascii_digit).collect();
-    digits.parse().ok().map(ChallengeId)
-}
-
-/// The `<kind>` of a refusal to open a challenge this connection has no commitment for.
-const UNKNOWN_CHALLENGE: &str = "unknown_challenge";
-/// The `<kind>` of a challenge whose computation failed on its device.
-const COMPUTE_FAILED: &str = "compute_failed";
-/// The `<kind>` of an open request naming rows outside the product.
-const ROWS_OUT_OF_RANGE: &str = "rows_out_of_range";
-/// The `<kind>` of an opening that failed on the worker's side.
-const OPEN_FAILED: &str = "open_failed";
-
-/// The text of an Error by which the worker refuses a challenge or gives it up (SPEC §8.2):
-/// `challenge <id> refused: <kind>: <detail>`, where `kind` is a snake_case name (a
-/// [`Refusal::kind`](super::guard::Refusal::kind) or one of the constants above) that a coordinator
-/// records and `detail` is for people. [`error_msg`] may cut the detail to the wire's text limit;
-/// the prefix (at most 60 bytes) always fits.
-fn challenge_refusal(id: ChallengeId, kind: &str, detail: &str) -> String {
-    format!("challenge {id} refused: {kind}: {detail}")
-}
-
-/// An error frame whose text fits the wire limit.
-fn error_msg(code: ErrorCode, message: &str, limits: &Limits) -> Message {
-    let max = limits.max_text_bytes as usize;
-    let mut end = message.len().min(max);
-    while !message.is_char_boundary(end) {
-        end -= 1;
+/// Refuses an open request for more rows of a product of `shape` than one frame can carry,
+/// before any work (SPEC §8.4, §8.7): every receiver accepts frames of
+/// [`wire::MAX_FRAME_BYTES`], so openings that may exceed it are refused up front instead of
+/// computed and then dropped at the send. Rows outside the product are refused by the opening
+/// itself ([`BackendError::RowOutOfRange`]), after this check, in the SPEC's order.
+fn check_open(shape: Shape, rows: &[u32]) -> Result<(), (ErrorCode, String)> {
+    let count = u32::try_from(rows.len()).unwrap_or(u32::MAX);
+    let bound = wire::openings_frame_bound(shape, count);
+    if bound > wire::MAX_FRAME_BYTES as u64 {
+        let text = format!(
+            "{count} rows of a {shape} product may take {bound} bytes, over the {} byte frame \
+             limit",
+            wire::MAX_FRAME_BYTES
+        );
+        return Err((ErrorCode::OpeningsTooLarge, text));
     }
-    Message::Error(ErrorMsg { code, message: message[..end].to_owned() })
+    Ok(())
 }
 
-/// Encodes and sends one frame. A frame over the size limit is replaced by an `Internal` error.
+/// The frame answering a frame that did not decode: an Error with the failure's code, or, for
+/// a frame of another protocol version, the refusal that version can read (a version-1 peer
+/// could not decode a current Error).
+fn bad_frame_answer(e: &ProtocolError, limits: &Limits) -> Vec<u8> {
+    match e {
+        ProtocolError::UnsupportedVersion { got, .. } => wire::version_refusal(*got, limits),
+        other => {
+            let msg = ErrorMsg::new(other.code(), None, &other.to_string(), limits.max_text_bytes);
+            wire::encode(&Message::Error(msg))
+        }
+    }
+}
+
+/// The challenge a message concerns, if any.
+fn challenge_of(msg: &Message) -> Option<ChallengeId> {
+    match msg {
+        Message::Challenge(c) => Some(c.challenge.id),
+        Message::Commitment(c) => Some(c.challenge_id),
+        Message::OpenRequest(r) => Some(r.challenge_id),
+        Message::Openings(o) => Some(o.challenge_id),
+        Message::Verdict(v) => Some(v.challenge_id),
+        Message::Error(e) => e.challenge_id,
+        Message::Register(_) | Message::Welcome(_) | Message::Heartbeat(_) => None,
+    }
+}
+
+/// The frame of `msg`, or, when it exceeds the frame limit (a bug: open requests are checked by
+/// [`check_open`]), an `Internal` error naming the challenge it concerned.
+fn frame_of(msg: &Message, limits: &Limits) -> Vec<u8> {
+    let frame = wire::encode(msg);
+    if frame.len() <= limits.max_frame_bytes {
+        return frame;
+    }
+    error!(kind = msg.kind(), bytes = frame.len(), "frame over the size limit; not sent");
+    let text = format!("{} of {} bytes exceeds the frame limit", msg.kind(), frame.len());
+    let error = ErrorMsg::new(ErrorCode::Internal, challenge_of(msg), &text, limits.max_text_bytes);
+    wire::encode(&Message::Error(error))
+}
+
+/// Encodes and sends one message, through [`frame_of`].
 async fn send(
     sink: &mut SplitSink<Ws, WsMessage>,
     msg: &Message,
     limits: &Limits,
 ) -> Result<(), ConnectionError> {
-    let mut frame = wire::encode(msg);
-    if frame.len() > limits.max_frame_bytes {
-        error!(kind = msg.kind(), bytes = frame.len(), "frame over the size limit; not sent");
-        let text = format!("{} of {} bytes exceeds the frame limit", msg.kind(), frame.len());
-        frame = wire::encode(&error_msg(ErrorCode::Internal, &text, limits));
-    }
+    let frame = frame_of(msg, limits);
     trace!(kind = msg.kind(), bytes = frame.len(), "send");
+    send_frame(sink, frame).await
+}
+
+/// Sends one encoded frame.
+async fn send_frame(
+    sink: &mut SplitSink<Ws, WsMessage>,
+    frame: Vec<u8>,
+) -> Result<(), ConnectionError> {
     sink.send(WsMessage::binary(frame)).await.map_err(|e| ConnectionError::Socket(Box::new(e)))
 }
 
-/// Sends a Close frame, ignoring failures (the connection may already be gone).
-async fn close(sink: &mut SplitSink<Ws, WsMessage>, reason: Option<&str>) {
-    let frame = reason.map(|r| CloseFrame {
-        code: if r.contains("pinned") { CloseCode::Policy } else { CloseCode::Normal },
-        reason: r.into(),
-    });
+/// Sends a Close frame with `code` and reason if given, ignoring failures (the connection may
+/// already be gone). [`CloseCode::Policy`] tells the coordinator's operator that the worker left
+/// on purpose (a key that is not the pinned one), not because of a fault.
+async fn close(sink: &mut SplitSink<Ws, WsMessage>, frame: Option<(CloseCode, &str)>) {
+    let frame = frame.map(|(code, reason)| CloseFrame { code, reason: reason.into() });
     if let Err(e) = sink.send(WsMessage::Close(frame)).await {
         debug!(error = %e, "could not send Close");
     }
@@ -657,76 +691,67 @@ async fn close(sink: &mut SplitSink<Ws, WsMessage>, reason: Option<&str>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use veribench_protocol::UnixMillis;
+    use veribench_protocol::{Bounded, MultiProof, Openings, RowOpening};
 
-    #[test]
-    fn coordinator_errors_name_their_challenge() {
-        assert_eq!(challenge_named("Challenge 42 missed its deadline"), Some(ChallengeId(42)));
-        assert_eq!(challenge_named("deadline missed for challenge 7"), Some(ChallengeId(7)));
-        assert_eq!(challenge_named("rate limited"), None);
-    }
-
-    /// `challenge <id> refused: <kind>: <detail>` split back into its parts, as a coordinator
-    /// reads it.
-    fn parse_refusal(message: &str) -> Option<(ChallengeId, &str, &str)> {
-        let rest = message.strip_prefix("challenge ")?;
-        let (id, rest) = rest.split_once(" refused: ")?;
-        let (kind, detail) = rest.split_once(": ")?;
-        Some((ChallengeId(id.parse().ok()?), kind, detail))
-    }
-
-    #[test]
-    fn refusals_name_their_challenge_and_kind() {
-        use super::super::guard::Refusal;
-        let id = ChallengeId(u64::MAX);
-        let device = DeviceKey::new("GPU-0").expect("key");
-        let refusals = [
-            Refusal::Foreign { id, signer: PublicKey([1; 32]), trusted: PublicKey([2; 32]) },
-            Refusal::BadSignature { id },
-            Refusal::Replayed { id },
-            Refusal::Expired { id, deadline: UnixMillis(60_000), now: UnixMillis(120_000) },
-            Refusal::FromTheFuture { id, issued_at: UnixMillis(9), now: UnixMillis(1) },
-            Refusal::UnknownDevice { id, device: device.clone() },
-            Refusal::Busy { id, device },
-        ];
-        let kinds = refusals.iter().map(|r| (r.kind(), r.to_string())).chain(
-            [UNKNOWN_CHALLENGE, COMPUTE_FAILED, ROWS_OUT_OF_RANGE, OPEN_FAILED]
-                .map(|k| (k, "device error: lost".to_owned())),
-        );
-        for (kind, detail) in kinds {
-            assert!(kind.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'), "{kind}");
-            let text = challenge_refusal(id, kind, &detail);
-            assert_eq!(parse_refusal(&text), Some((id, kind, detail.as_str())), "{text}");
+    fn error_of(frame: &[u8]) -> ErrorMsg {
+        match wire::decode(frame, &Limits::default()) {
+            Ok(Message::Error(e)) => e,
+            other => panic!("expected an Error frame, got {other:?}"),
         }
-        assert_eq!(
-            challenge_refusal(ChallengeId(7), "expired", "challenge 7 expired at 1 ms (now 2 ms)"),
-            "challenge 7 refused: expired: challenge 7 expired at 1 ms (now 2 ms)"
-        );
     }
 
     #[test]
-    fn a_long_refusal_is_cut_in_its_detail_only() {
+    fn bad_frames_are_answered_with_the_code_of_their_failure() {
         let limits = Limits::default();
-        let id = ChallengeId(u64::MAX);
-        let text = challenge_refusal(id, "from_the_future", &"é".repeat(1000));
-        let Message::Error(e) = error_msg(ErrorCode::Internal, &text, &limits) else {
-            panic!("an error frame");
-        };
-        assert_eq!(e.message.len(), limits.max_text_bytes as usize - 1, "cut on a char boundary");
-        let (got, kind, detail) = parse_refusal(&e.message).expect("the prefix survives");
-        assert_eq!((got, kind), (id, "from_the_future"));
-        assert!(detail.chars().all(|c| c == 'é'));
-        assert!(Message::Error(e).validate(&limits).is_ok());
+        let cases = [
+            (ProtocolError::Malformed("missing VB magic".into()), ErrorCode::Malformed),
+            (ProtocolError::FrameTooLarge { len: 9, max: 8 }, ErrorCode::TooLarge),
+            (ProtocolError::NoRows(Bounded::RequestedRows), ErrorCode::Invalid),
+            (ProtocolError::DeadlineBeforeIssue, ErrorCode::Invalid),
+            (
+                ProtocolError::UnsupportedVersion { got: 3, supported: 2 },
+                ErrorCode::UnsupportedVersion,
+            ),
+        ];
+        for (e, code) in cases {
+            let answer = error_of(&bad_frame_answer(&e, &limits));
+            assert_eq!((answer.code, answer.challenge_id), (code, None), "{e}");
+        }
+        // A version-1 peer is answered in version 1, which it can decode.
+        let v1 =
+            bad_frame_answer(&ProtocolError::UnsupportedVersion { got: 1, supported: 2 }, &limits);
+        assert_eq!(&v1[..6], b"VB\x01\x00\x08\x02");
+        assert!(wire::decode(&v1, &limits).is_err(), "not a current frame");
     }
 
     #[test]
-    fn error_texts_fit_the_limit() {
-        let limits = Limits::default();
-        let long = "é".repeat(1000);
-        let Message::Error(e) = error_msg(ErrorCode::Internal, &long, &limits) else {
-            panic!("an error frame");
+    fn open_requests_over_a_frame_are_refused_up_front() {
+        let small = Shape { m: 16, k: 16, n: 16 };
+        assert_eq!(check_open(small, &[0, 5, 15]), Ok(()));
+
+        // 65536 columns of 64 rows: 63 rows fit in the frame every receiver accepts, 64 do not.
+        let wide = Shape { m: 64, k: 1, n: 65_536 };
+        let rows: Vec<u32> = (0..64).collect();
+        assert_eq!(check_open(wide, &rows[..63]), Ok(()));
+        let refused = check_open(wide, &rows).map_err(|(code, _)| code);
+        assert_eq!(refused, Err(ErrorCode::OpeningsTooLarge));
+    }
+
+    #[test]
+    fn a_frame_over_the_limit_becomes_an_internal_error_naming_its_challenge() {
+        let limits = Limits { max_frame_bytes: 1024, ..Limits::default() };
+        let openings = |len| {
+            Message::Openings(OpeningsMsg {
+                challenge_id: ChallengeId(42),
+                openings: Openings {
+                    rows: vec![RowOpening { row: 0, bytes: vec![7; len] }],
+                    proof: MultiProof(vec![]),
+                },
+            })
         };
-        assert!(e.message.len() <= limits.max_text_bytes as usize);
-        assert!(Message::Error(e).validate(&limits).is_ok());
+        let small = openings(16);
+        assert_eq!(frame_of(&small, &limits), wire::encode(&small));
+        let e = error_of(&frame_of(&openings(2048), &limits));
+        assert_eq!((e.code, e.challenge_id), (ErrorCode::Internal, Some(ChallengeId(42))));
     }
 }

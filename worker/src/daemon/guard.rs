@@ -13,6 +13,9 @@
 //! 5. a device this worker does not own ([`Refusal::UnknownDevice`]);
 //! 6. a device that is still computing another challenge ([`Refusal::Busy`]).
 //!
+//! Each refusal has its own wire code ([`Refusal::code`]), which the worker's Error frame carries
+//! with the challenge id (SPEC §8.2).
+//!
 //! The replay memory is bounded: the ids of the last [`GuardPolicy::recent_capacity`] authentic
 //! challenges. An id older than that can only come back as a replay after its deadline has long
 //! passed (coordinators issue deadlines of seconds to minutes), where check 4 refuses it anyway.
@@ -113,29 +116,17 @@ pub enum Refusal {
 }
 
 impl Refusal {
-    /// The wire error code to answer with.
+    /// The wire error code to answer with: one per refusal, so the coordinator records why
+    /// without reading the text (its [`ErrorCode::as_str`] is the refusal's stable name).
     pub fn code(&self) -> ErrorCode {
         match self {
-            Refusal::Foreign { .. } | Refusal::BadSignature { .. } => ErrorCode::Unauthorized,
-            Refusal::Replayed { .. }
-            | Refusal::Expired { .. }
-            | Refusal::FromTheFuture { .. }
-            | Refusal::UnknownDevice { .. } => ErrorCode::UnknownChallenge,
+            Refusal::Foreign { .. } => ErrorCode::Foreign,
+            Refusal::BadSignature { .. } => ErrorCode::BadSignature,
+            Refusal::Replayed { .. } => ErrorCode::Replayed,
+            Refusal::Expired { .. } => ErrorCode::Expired,
+            Refusal::FromTheFuture { .. } => ErrorCode::FromTheFuture,
+            Refusal::UnknownDevice { .. } => ErrorCode::UnknownDevice,
             Refusal::Busy { .. } => ErrorCode::Busy,
-        }
-    }
-
-    /// A short stable name, for logs and metrics, and the `<kind>` of the Error frame that
-    /// refuses the challenge (SPEC §8.2): changing one changes the wire.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Refusal::Foreign { .. } => "foreign",
-            Refusal::BadSignature { .. } => "bad_signature",
-            Refusal::Replayed { .. } => "replayed",
-            Refusal::Expired { .. } => "expired",
-            Refusal::FromTheFuture { .. } => "from_the_future",
-            Refusal::UnknownDevice { .. } => "unknown_device",
-            Refusal::Busy { .. } => "busy",
         }
     }
 }

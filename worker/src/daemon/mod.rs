@@ -148,8 +148,14 @@ pub async fn run_worker_with_token(
             Err(e @ ConnectionError::WrongCoordinator { .. }) => {
                 error!(error = %e, attempt, "refusing coordinator")
             }
-            Err(e @ ConnectionError::Refused { .. }) => {
-                error!(error = %e, attempt, "registration refused")
+            // A transient refusal (rate limited, unavailable) is expected to clear; any other
+            // is a decision or a fault an operator must look at. Either way the worker retries
+            // with backoff: the coordinator may be reconfigured, the delegation renewed.
+            Err(ConnectionError::Refused { code, message }) if code.is_transient() => {
+                warn!(code = code.as_str(), %message, attempt, "registration refused for now")
+            }
+            Err(ConnectionError::Refused { code, message }) => {
+                error!(code = code.as_str(), %message, attempt, "registration refused")
             }
             Err(e) => warn!(error = %e, attempt, "connection failed"),
         }

@@ -12,8 +12,8 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use veribench_protocol::wire::{self, Limits};
 use veribench_protocol::{
-    Challenge, ChallengeId, DeviceKey, ErrorCode, Message, Mode, Register, Seed, Shape, Signature,
-    SignedChallenge, UnixMillis, Welcome,
+    Challenge, ChallengeId, DeviceKey, ErrorCode, ErrorMsg, Message, Mode, Register, Seed, Shape,
+    Signature, SignedChallenge, UnixMillis, Welcome,
 };
 use veribench_wallet::{Keypair, verify};
 
@@ -52,6 +52,19 @@ pub fn challenge_by(
 /// A properly signed challenge from `coordinator`.
 pub fn challenge(id: u64, device: &DeviceKey, coordinator: &Keypair) -> SignedChallenge {
     challenge_by(id, device, coordinator, coordinator, UnixMillis::now())
+}
+
+/// [`challenge`] of another shape, signed again.
+pub fn challenge_shaped(
+    id: u64,
+    device: &DeviceKey,
+    coordinator: &Keypair,
+    shape: Shape,
+) -> SignedChallenge {
+    let mut signed = challenge(id, device, coordinator);
+    signed.challenge.shape = shape;
+    signed.signature = coordinator.sign(&signed.signed_bytes());
+    signed
 }
 
 pub const TIMEOUT: Duration = Duration::from_secs(30);
@@ -98,6 +111,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Peer<S> {
                     }
                 }
                 Some(Ok(_)) => {}
+            }
+        }
+    }
+
+    /// The next binary frame that is not a current heartbeat, undecoded (for frames of another
+    /// version).
+    pub async fn recv_raw(&mut self) -> Vec<u8> {
+        loop {
+            let frame = tokio::time::timeout(TIMEOUT, self.ws.next())
+                .await
+                .expect("a frame arrives in time")
+                .expect("connection open")
+                .expect("frame");
+            if let WsMessage::Binary(bytes) = frame {
+                if let Ok(Message::Heartbeat(_)) = wire::decode(&bytes, &Limits::default()) {
+                    self.heartbeats += 1;
+                } else {
+                    return bytes.to_vec();
+                }
             }
         }
     }
@@ -149,17 +181,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Peer<S> {
         register
     }
 
-    /// Expects an Error frame with `code` refusing challenge `id` as `kind`
-    /// (`challenge <id> refused: <kind>: <detail>`, SPEC §8.2); returns the detail.
-    pub async fn expect_refusal(&mut self, code: ErrorCode, id: u64, kind: &str) -> String {
+    /// Expects an Error frame with `code` about `challenge` (SPEC §8.5); returns it.
+    pub async fn expect_error(&mut self, code: ErrorCode, challenge: Option<u64>) -> ErrorMsg {
         match self.expect().await {
             Message::Error(e) => {
                 assert_eq!(e.code, code, "{}", e.message);
-                let prefix = format!("challenge {id} refused: {kind}: ");
-                let detail = e.message.strip_prefix(&prefix);
-                detail.unwrap_or_else(|| panic!("{:?} lacks {prefix:?}", e.message)).to_owned()
+                assert_eq!(e.challenge_id, challenge.map(ChallengeId), "{}", e.message);
+                e
             }
-            other => panic!("expected an Error refusing challenge {id}, got {other:?}"),
+            other => panic!("expected an Error {code} about {challenge:?}, got {other:?}"),
         }
+    }
+
+    /// Expects an Error frame with `code` refusing or giving up challenge `id`; returns its
+    /// text, which is for people only.
+    pub async fn expect_refusal(&mut self, code: ErrorCode, id: u64) -> String {
+        self.expect_error(code, Some(id)).await.message
     }
 }
