@@ -1,5 +1,8 @@
 //! The CPU backend against a naive i64/f64 reference, and against the protocol verifier.
 
+mod common;
+
+use common::{has_negative_zero_entries, reference_leaves};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use veribench_kernels::{Backend, BackendError, CpuBackend, run_challenge};
 use veribench_protocol::{
@@ -153,45 +156,6 @@ fn a_challenge_larger_than_memory_is_an_error_not_an_abort() {
     assert!(matches!(err, BackendError::OutOfMemory { bytes } if bytes == needed), "{err}");
 }
 
-/// The leaves of a challenge computed independently of every backend: elements from the
-/// protocol's generator, exact f64 sums (k = 1 makes fp32 exact too), each entry converted to
-/// f32 with zero encoded as +0 (the canonical encoding of SPEC's float rows).
-fn reference_leaves(c: &Challenge) -> Vec<veribench_protocol::Leaf> {
-    let seed = c.device_seed(&device());
-    let g = Generator::new(&seed, c.mode);
-    let Shape { m, k, n } = c.shape;
-    (0..m)
-        .map(|i| {
-            let bytes: Vec<u8> = (0..n)
-                .flat_map(|j| {
-                    let sum: f64 = (0..k)
-                        .map(|t| g.element(Matrix::A, i, t) * g.element(Matrix::B, t, j))
-                        .sum();
-                    let v = sum as f32;
-                    let v = if v == 0.0 { 0.0f32 } else { v };
-                    v.to_le_bytes()
-                })
-                .collect();
-            veribench_protocol::leaf_hash(&seed, i, &bytes)
-        })
-        .collect()
-}
-
-/// Whether some entry of the reference product is a sum of -0 terms only (zero times a
-/// negative number), the entries a GEMM without a +0 accumulator start writes as -0.
-fn has_negative_zero_entries(c: &Challenge) -> bool {
-    let g = Generator::new(&c.device_seed(&device()), c.mode);
-    let Shape { m, k, n } = c.shape;
-    (0..m).any(|i| {
-        (0..n).any(|j| {
-            (0..k).all(|t| {
-                let p = g.element(Matrix::A, i, t) * g.element(Matrix::B, t, j);
-                p == 0.0 && p.is_sign_negative()
-            })
-        })
-    })
-}
-
 /// SPEC's canonical bytes are unique: a zero entry is +0, never -0. With k = 1 every entry is a
 /// single product, and a zero element of A times a negative element of B is -0 in IEEE
 /// arithmetic; the backend must still commit to and open +0.
@@ -206,7 +170,7 @@ fn zero_entries_are_positive_zero_in_leaves_and_openings() {
         // only checks the encoding of its (non-zero) entries.
         let c = (0..64)
             .map(|_| challenge(&mut rng, mode, shape))
-            .find(|c| mode == Mode::Fp32 || has_negative_zero_entries(c))
+            .find(|c| mode == Mode::Fp32 || has_negative_zero_entries(c, &device()))
             .unwrap_or_else(|| panic!("{mode}: no seed gives a -0 product"));
         let execution = backend.execute(&device(), &c).expect("runs");
         for row in 0..shape.m {
@@ -216,7 +180,7 @@ fn zero_entries_are_positive_zero_in_leaves_and_openings() {
                 "{mode} row {row} opens a -0 entry: {bytes:02x?}"
             );
         }
-        assert_eq!(execution.leaves, reference_leaves(&c), "{mode}: leaves differ");
+        assert_eq!(execution.leaves, reference_leaves(&c, &device()), "{mode}: leaves differ");
     }
 }
 

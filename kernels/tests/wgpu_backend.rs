@@ -5,7 +5,11 @@
 //! no GPU. With no adapter at all they fail (they never pass silently): install
 //! `mesa-vulkan-drivers` and `libvulkan1`.
 
+mod common;
+
 use std::sync::OnceLock;
+
+use common::{has_negative_zero_entries, reference_leaves};
 
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use veribench_kernels::wgpu::{GemmKernel, HostMatrices};
@@ -267,45 +271,6 @@ fn software_adapters_are_refused_unless_allowed() {
         matches!(&err, BackendError::Unavailable(m) if m.contains("allow_cpu_adapter")),
         "{err}"
     );
-}
-
-/// The leaves of a challenge computed independently of every backend: elements from the
-/// protocol's generator, exact f64 sums (exact for fp16/bf16, and for fp32 when k = 1), each
-/// entry converted to f32 with zero encoded as +0 (SPEC's canonical float bytes).
-fn reference_leaves(c: &Challenge, key: &DeviceKey) -> Vec<veribench_protocol::Leaf> {
-    let seed = c.device_seed(key);
-    let g = Generator::new(&seed, c.mode);
-    let Shape { m, k, n } = c.shape;
-    (0..m)
-        .map(|i| {
-            let bytes: Vec<u8> = (0..n)
-                .flat_map(|j| {
-                    let sum: f64 = (0..k)
-                        .map(|t| g.element(Matrix::A, i, t) * g.element(Matrix::B, t, j))
-                        .sum();
-                    let v = sum as f32;
-                    let v = if v == 0.0 { 0.0f32 } else { v };
-                    v.to_le_bytes()
-                })
-                .collect();
-            veribench_protocol::leaf_hash(&seed, i, &bytes)
-        })
-        .collect()
-}
-
-/// Whether some entry of the reference product is a sum of -0 terms only (zero times a
-/// negative element): IEEE arithmetic gives -0 for it unless the sum starts at +0.
-fn has_negative_zero_entries(c: &Challenge, key: &DeviceKey) -> bool {
-    let g = Generator::new(&c.device_seed(key), c.mode);
-    let Shape { m, k, n } = c.shape;
-    (0..m).any(|i| {
-        (0..n).any(|j| {
-            (0..k).all(|t| {
-                let p = g.element(Matrix::A, i, t) * g.element(Matrix::B, t, j);
-                p == 0.0 && p.is_sign_negative()
-            })
-        })
-    })
 }
 
 /// SPEC's canonical bytes are unique: a zero entry is +0 (0x00000000), never -0, in the leaves
