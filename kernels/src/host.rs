@@ -40,6 +40,11 @@ pub(crate) enum Entries {
     Canonical,
     /// f32 bit patterns as a GEMM wrote them: every -0 is rewritten to +0 in place.
     FloatBits,
+    /// Exact i32 sums of a float mode whose product is integral (fp16/bf16 computed by the int8
+    /// GEMM): each is replaced in place by the bit pattern of its f32 value, which is exact for
+    /// |v| ≤ 2²⁴ (the caller guarantees it). i32 0 converts to +0, so no -0 can arise. The
+    /// i32 words then hold f32 bit patterns, whose little-endian bytes are the canonical ones.
+    IntsAsFloat,
 }
 
 /// Rewrites every -0 of a row of f32 bit patterns to +0. The scan is a read-only vectorised
@@ -50,6 +55,15 @@ fn positive_zeros(words: &mut [u32]) {
         for w in words.iter_mut().filter(|w| **w == NEGATIVE_ZERO) {
             *w = 0;
         }
+    }
+}
+
+/// Rewrites a row of exact integer sums to the bit patterns of their f32 values, in place
+/// (one vectorised conversion per lane, on a row about to be hashed and so already in cache).
+fn ints_to_float_bits(words: &mut [i32]) {
+    for w in words {
+        // Exact for |w| ≤ 2²⁴ (caller contract); 0 becomes +0.0.
+        *w = (*w as f32).to_bits() as i32;
     }
 }
 
@@ -79,8 +93,10 @@ impl<T: Entry> HostProduct<T> {
             .par_chunks_mut(self.n.max(1))
             .enumerate()
             .map(|(row, values)| {
-                if entries == Entries::FloatBits {
-                    positive_zeros(bytemuck::cast_slice_mut(values));
+                match entries {
+                    Entries::Canonical => {}
+                    Entries::FloatBits => positive_zeros(bytemuck::cast_slice_mut(values)),
+                    Entries::IntsAsFloat => ints_to_float_bits(bytemuck::cast_slice_mut(values)),
                 }
                 if cfg!(target_endian = "little") {
                     leaf_hash(seed, row as u32, bytemuck::cast_slice(values))
@@ -152,6 +168,20 @@ mod tests {
                 assert_eq!(leaves[r], leaf_hash(&SEED, r as u32, &le(words)), "row {r}");
             }
         }
+    }
+
+    #[test]
+    fn ints_as_float_are_hashed_and_opened_as_their_f32_values() {
+        let ints = vec![0, -1, 1 << 24, -(1 << 24), 257, -12];
+        let (leaves, rows) = run(ints.clone(), Entries::IntsAsFloat);
+        for (r, chunk) in ints.chunks(3).enumerate() {
+            let words: Vec<u32> = chunk.iter().map(|&v| (v as f32).to_bits()).collect();
+            assert_eq!(rows[r], le(&words), "row {r}");
+            assert_eq!(leaves[r], leaf_hash(&SEED, r as u32, &le(&words)), "row {r}");
+        }
+        // Zero is +0 and ±2²⁴ survive exactly.
+        assert_eq!(rows[0][..4], [0; 4]);
+        assert_eq!(f32::from_le_bytes(rows[0][8..12].try_into().expect("4 bytes")), 16_777_216.0);
     }
 
     #[test]

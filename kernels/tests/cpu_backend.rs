@@ -200,3 +200,56 @@ fn opening_a_row_outside_the_product_is_row_out_of_range() {
     }
     assert!(run.open(&[0, 9]).is_ok());
 }
+
+/// fp16/bf16 run on the int8 GEMM (exact i32 sums converted to f32): on ragged shapes (m, k, n
+/// off every block size of every int8 kernel, k crossing its k block, m its row block), the
+/// opened rows are the exact product as canonical f32 bytes, the leaves hash exactly those
+/// bytes, the verifier accepts the openings, and the former fp32-GEMM path commits to the same
+/// leaves.
+#[test]
+fn fp16_and_bf16_on_the_int8_gemm_are_exact_on_ragged_shapes() {
+    use veribench_kernels::cpu::HalfGemm;
+    let shapes = [
+        Shape { m: 33, k: 70, n: 45 },
+        Shape { m: 129, k: 1, n: 3 },
+        Shape { m: 13, k: 1030, n: 130 },
+        Shape { m: 200, k: 9, n: 33 },
+    ];
+    let fast = backend();
+    let former = backend().with_half_gemm(HalfGemm::F32);
+    let mut rng = StdRng::seed_from_u64(17);
+    for mode in [Mode::Fp16, Mode::Bf16] {
+        for shape in shapes {
+            let c = challenge(&mut rng, mode, shape);
+            let run = run_challenge(&fast, &device(), &c).expect("runs");
+            let all: Vec<u32> = (0..shape.m).collect();
+            let openings = run.open(&all).expect("opens");
+            let want = naive_product(&c);
+            for (opening, want) in openings.rows.iter().zip(want.chunks_exact(shape.n as usize)) {
+                let bytes: Vec<u8> = want
+                    .iter()
+                    .flat_map(|&v| {
+                        let v = v as f32;
+                        // Canonical: zero is +0 (the reference's f64 sums can be -0).
+                        if v == 0.0 { [0; 4] } else { v.to_le_bytes() }
+                    })
+                    .collect();
+                assert!(opening.bytes == bytes, "{mode} {shape} row {}", opening.row);
+                assert_eq!(
+                    run.execution().leaves[opening.row as usize],
+                    veribench_protocol::leaf_hash(&run.seed, opening.row, &bytes),
+                    "{mode} {shape} leaf {}",
+                    opening.row
+                );
+            }
+            let verdict = verify_openings(mode, shape, &run.seed, &run.root(), &all, &openings);
+            assert_eq!(verdict, Verdict::Accepted, "{mode} {shape}");
+            let sampled = sample_rows(&mut rand::rng(), shape.m, 32);
+            let openings = run.open(&sampled).expect("opens");
+            let verdict = verify_openings(mode, shape, &run.seed, &run.root(), &sampled, &openings);
+            assert_eq!(verdict, Verdict::Accepted, "{mode} {shape} sampled");
+            let old = former.execute(&device(), &c).expect("runs");
+            assert_eq!(old.leaves, run.execution().leaves, "{mode} {shape}: the paths differ");
+        }
+    }
+}

@@ -9,6 +9,7 @@
 mod frames;
 
 use veribench_protocol::challenge::derive_device_seed;
+use veribench_protocol::freivalds::Check;
 use veribench_protocol::{Commitment, Generator, Matrix, Mode, Shape};
 use veribench_wallet::Keypair;
 
@@ -49,6 +50,23 @@ fn main() {
         }
         let root = Commitment::from_leaves(&leaves).expect("leaves").root();
         println!("{mode} {shape} root = {root}");
+    }
+    // SPEC §7.2: Freivalds' check of the int8 3x5x4 product with two fixed vectors.
+    let shape = Shape { m: 3, k: 5, n: 4 };
+    let g = Generator::new(&ds, Mode::Int8);
+    let x = frames::freivalds_vectors();
+    let check = Check::with_vectors(&g, shape, x.clone()).expect("an exact shape");
+    let list = |v: &[i32]| v.iter().map(i32::to_string).collect::<Vec<_>>().join(" ");
+    for (i, v) in x.iter().enumerate() {
+        println!("int8 {shape} freivalds x{} = {}", i + 1, list(v));
+    }
+    for (i, y) in check.b_x().iter().enumerate() {
+        println!("int8 {shape} freivalds Bx{} = {}", i + 1, list(y));
+    }
+    for r in 0..shape.m {
+        let row = frames::product_row(&g, shape, r);
+        let cx = frames::row_dot_mod_p(&row, &x);
+        println!("int8 {shape} freivalds C {r} x = {}", list(&cx));
     }
     let zero = frames::opened_rows()[0];
     let g = Generator::new(&ds, Mode::Fp16);

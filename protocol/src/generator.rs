@@ -6,6 +6,8 @@
 //! Threefry-4x32-13: only 32-bit add, rotate and xor, which every target has, with public
 //! known-answer vectors that let anyone check a reimplementation. `SPEC.md` is the normative text.
 
+mod lanes;
+
 use multiversion::multiversion;
 
 use crate::challenge::Mode;
@@ -22,7 +24,7 @@ const ROTATIONS: [[u32; 2]; 8] =
     [[10, 26], [11, 21], [13, 27], [23, 5], [6, 20], [17, 11], [25, 10], [18, 20]];
 /// Threefish key-schedule parity constant for 32-bit words.
 const KS_PARITY: u32 = 0x1BD1_1BDA;
-/// Blocks computed side by side: 16 u32 lanes fill one AVX-512 register.
+/// Blocks computed side by side by the reference path: 16 u32 lanes fill one AVX-512 register.
 const LANES: usize = 16;
 /// Scale of fp32 elements: a 24-bit signed integer times 2^-23 lies in [-1, 1).
 const FP32_SCALE: f32 = 1.0 / 8_388_608.0;
@@ -177,9 +179,10 @@ fn for_each_batch<T>(
     }
 }
 
-/// Fills `out` with exact-mode elements `first_col ..` of one row.
+/// Fills `out` with exact-mode elements `first_col ..` of one row: the reference path (the fast
+/// one is [`lanes::fill_small_ints`]).
 #[multiversion(targets("x86_64+avx512f+avx512bw+avx512vl", "x86_64+avx2+fma", "aarch64+neon"))]
-fn fill_small_ints(ks: &KeySchedule, mode: Mode, row: u32, first_col: u32, out: &mut [i8]) {
+fn reference_small_ints(ks: &KeySchedule, mode: Mode, row: u32, first_col: u32, out: &mut [i8]) {
     for_each_batch(ks, row, first_col, BATCH_WORDS * 4, out, |words, skip, dst| {
         if dst.len() == BATCH_WORDS * 4 {
             // Whole batch: a straight-line loop the compiler vectorises.
@@ -196,9 +199,10 @@ fn fill_small_ints(ks: &KeySchedule, mode: Mode, row: u32, first_col: u32, out: 
     });
 }
 
-/// Fills `out` with the elements `first_col ..` of one row as f32 (exact for every mode).
+/// Fills `out` with the elements `first_col ..` of one row as f32 (exact for every mode): the
+/// reference path (the fast one is [`lanes::fill_f32s`]).
 #[multiversion(targets("x86_64+avx512f+avx512bw+avx512vl", "x86_64+avx2+fma", "aarch64+neon"))]
-fn fill_f32s(ks: &KeySchedule, mode: Mode, row: u32, first_col: u32, out: &mut [f32]) {
+fn reference_f32s(ks: &KeySchedule, mode: Mode, row: u32, first_col: u32, out: &mut [f32]) {
     if mode == Mode::Fp32 {
         for_each_batch(ks, row, first_col, BATCH_WORDS, out, |words, skip, dst| {
             if let Ok(whole) = <&mut [f32; BATCH_WORDS]>::try_from(&mut *dst) {
@@ -255,7 +259,7 @@ impl Generator {
     /// One element, computed alone (slow path; for spot checks and tests).
     pub fn element(&self, matrix: Matrix, row: u32, col: u32) -> f64 {
         let mut one = [0f32];
-        fill_f32s(self.keys(matrix), self.mode, row, col, &mut one);
+        reference_f32s(self.keys(matrix), self.mode, row, col, &mut one);
         f64::from(one[0])
     }
 
@@ -271,14 +275,36 @@ impl Generator {
         if !self.mode.is_exact() {
             return Err(ProtocolError::NotIntegerMode(self.mode));
         }
-        fill_small_ints(self.keys(matrix), self.mode, row, first_col, out);
+        lanes::fill_small_ints(self.keys(matrix), self.mode, row, first_col, out);
         Ok(())
     }
 
     /// Fills `out` with the elements `first_col .. first_col + out.len()` of `row` as f32, which
     /// represents every mode's values exactly.
     pub fn fill_f32(&self, matrix: Matrix, row: u32, first_col: u32, out: &mut [f32]) {
-        fill_f32s(self.keys(matrix), self.mode, row, first_col, out);
+        lanes::fill_f32s(self.keys(matrix), self.mode, row, first_col, out);
+    }
+
+    /// [`Generator::fill_i8`] by the reference path: 16 blocks at a time, the implementation
+    /// before the 32-block fast path. Same output; kept so tests and the generator bench compare
+    /// the two (`benches/generator.rs`).
+    pub fn fill_i8_reference(
+        &self,
+        matrix: Matrix,
+        row: u32,
+        first_col: u32,
+        out: &mut [i8],
+    ) -> Result<(), ProtocolError> {
+        if !self.mode.is_exact() {
+            return Err(ProtocolError::NotIntegerMode(self.mode));
+        }
+        reference_small_ints(self.keys(matrix), self.mode, row, first_col, out);
+        Ok(())
+    }
+
+    /// [`Generator::fill_f32`] by the reference path (see [`Generator::fill_i8_reference`]).
+    pub fn fill_f32_reference(&self, matrix: Matrix, row: u32, first_col: u32, out: &mut [f32]) {
+        reference_f32s(self.keys(matrix), self.mode, row, first_col, out);
     }
 }
 
@@ -347,6 +373,83 @@ mod tests {
                     g.fill_i8(Matrix::B, 9, first, &mut ints).expect("exact mode");
                     assert!(ints.iter().zip(&f).all(|(&i, &v)| f32::from(i) == v));
                 }
+                let mut reference = vec![0f32; len];
+                g.fill_f32_reference(Matrix::B, 9, first, &mut reference);
+                assert!(reference.iter().zip(&f).all(|(r, v)| r.to_bits() == v.to_bits()));
+            }
+        }
+    }
+
+    /// The fast path against the reference path, bit for bit, in every mode: every length
+    /// 1..=200 at start columns on and around the batch boundaries of both paths (16, 64, 128,
+    /// 256, 512 elements) and mid-word (int8 elements are bytes of a word), rows near `u32::MAX`,
+    /// start columns near `u32::MAX` (runs up to and past the last column), plus whole rows.
+    #[test]
+    fn fast_path_matches_the_reference_bit_for_bit() {
+        let seed = DeviceSeed(std::array::from_fn(|i| (i as u8).wrapping_mul(37).wrapping_add(1)));
+        let starts = [
+            0u32,
+            1,
+            3,
+            5,
+            15,
+            16,
+            17,
+            63,
+            64,
+            65,
+            127,
+            128,
+            129,
+            255,
+            256,
+            257,
+            511,
+            512,
+            513,
+            1000,
+            (1 << 20) + 7,
+            u32::MAX - 600,
+            u32::MAX - 130,
+            u32::MAX - 1,
+            u32::MAX,
+        ];
+        let lengths = (1..=200).chain([511, 512, 513, 1000, 4096, 5000]);
+        let lengths: Vec<usize> = lengths.collect();
+        for mode in Mode::ALL {
+            let g = Generator::new(&seed, mode);
+            for matrix in [Matrix::A, Matrix::B] {
+                for row in [0, 77, u32::MAX - 1, u32::MAX] {
+                    for &first in &starts {
+                        for &len in &lengths {
+                            let at = format!("{mode} {matrix:?} row {row} cols {first}+{len}");
+                            let (mut fast, mut reference) = (vec![0f32; len], vec![0f32; len]);
+                            g.fill_f32(matrix, row, first, &mut fast);
+                            g.fill_f32_reference(matrix, row, first, &mut reference);
+                            let bits =
+                                |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                            assert_eq!(bits(&fast), bits(&reference), "fill_f32 {at}");
+                            if mode.is_exact() {
+                                let (mut fast, mut reference) = (vec![0i8; len], vec![0i8; len]);
+                                g.fill_i8(matrix, row, first, &mut fast).expect("exact");
+                                g.fill_i8_reference(matrix, row, first, &mut reference)
+                                    .expect("exact");
+                                assert_eq!(fast, reference, "fill_i8 {at}");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn empty_fills_write_nothing() {
+        for mode in Mode::ALL {
+            let g = Generator::new(&DeviceSeed([1; 32]), mode);
+            g.fill_f32(Matrix::A, 3, 5, &mut []);
+            if mode.is_exact() {
+                g.fill_i8(Matrix::A, 3, 5, &mut []).expect("exact");
             }
         }
     }

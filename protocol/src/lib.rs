@@ -12,6 +12,7 @@ pub mod challenge;
 pub mod commitment;
 pub mod error;
 pub mod error_code;
+pub mod freivalds;
 pub mod generator;
 pub mod ids;
 pub mod sampling;
@@ -27,6 +28,7 @@ pub use ids::{ChallengeId, DeviceKey, DeviceSeed, Leaf, PublicKey, Root, Seed, S
 pub use sampling::{DEFAULT_SAMPLED_ROWS, sample_rows};
 pub use verify::{
     Openings, RejectReason, RowOpening, Verdict, fp32_tolerance, row_entries, verify_openings,
+    verify_openings_with,
 };
 pub use wire::{
     CommitmentMsg, Delegation, ErrorMsg, GpuInfo, HardwareInfo, Heartbeat, Limits, MAX_FRAME_BYTES,

@@ -1,21 +1,23 @@
 //! Deciding whether a worker's openings are right.
 //!
-//! Strategy: every sampled row is recomputed in full from the generator and compared entry by
-//! entry. For the exact modes (int8, and fp16/bf16 whose inputs are small integers) the reference
-//! is computed in i32 and must match exactly; for fp32 it is computed in f64 (exact products, a
-//! negligible summation error) and every entry must lie within [`fp32_tolerance`]. Recomputing
-//! `s` rows costs `s·k·n` multiply-adds plus regenerating B (`k·n` elements); measured, the
-//! multiply-adds dominate (halving `s` halves the time), so the cost is ≈ `s/m` of the worker's
-//! GEMM done at autovectorised-loop speed. A Freivalds check (`C_r·x` against `A_r·(B·x)`) would
-//! cost `k·n` instead, at the price of checking random combinations of entries rather than each
-//! entry; `SPEC.md` §7 gives the numbers and the trade-off.
+//! Exact modes (int8, and fp16/bf16 whose inputs are small integers): Freivalds' check
+//! ([`crate::freivalds`]) — every opened entry must be an integer in the range a true entry can
+//! take, and `C_r·x ≡ A_r·(B·x) (mod 2^31 − 1)` for two random vectors `x` drawn after the
+//! openings arrive. That costs `k·n` multiply-adds for `B·x` plus regenerating B, instead of
+//! `s·k·n` to recompute `s` rows; a wrong row passes with probability at most `(2^31 − 1)^−2`.
+//! A row that fails is then recomputed in full to name its first wrong entry.
+//!
+//! fp32: every sampled row is recomputed in f64 (exact products, a negligible summation error)
+//! by a register-blocked kernel and every entry must lie within [`fp32_tolerance`].
 
 use multiversion::multiversion;
+use rand::CryptoRng;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::challenge::{Mode, Shape};
 use crate::commitment::{MultiProof, leaf_hash, verify_multiproof};
+use crate::freivalds::Check;
 use crate::generator::{Generator, Matrix};
 use crate::ids::{DeviceSeed, Root};
 
@@ -146,7 +148,8 @@ enum Reference {
 }
 
 /// Checks `openings` against `root` for the `sampled` rows (strictly increasing) of the challenge
-/// with `mode` and `shape` whose matrices come from `seed`.
+/// with `mode` and `shape` whose matrices come from `seed`. Exact modes use Freivalds' check
+/// with vectors drawn here from the thread's CSPRNG, after the openings exist.
 pub fn verify_openings(
     mode: Mode,
     shape: Shape,
@@ -155,15 +158,88 @@ pub fn verify_openings(
     sampled: &[u32],
     openings: &Openings,
 ) -> Verdict {
+    verify_openings_with(mode, shape, seed, root, sampled, openings, &mut rand::rng())
+}
+
+/// [`verify_openings`] drawing Freivalds' vectors from `rng`, which must be unpredictable to the
+/// worker (a worker that knew the vectors could open wrong rows that pass); a seeded CSPRNG is
+/// for tests only.
+pub fn verify_openings_with<R: CryptoRng + ?Sized>(
+    mode: Mode,
+    shape: Shape,
+    seed: &DeviceSeed,
+    root: &Root,
+    sampled: &[u32],
+    openings: &Openings,
+    rng: &mut R,
+) -> Verdict {
+    if let Some(reason) = check_committed(mode, shape, seed, root, sampled, openings) {
+        return Verdict::Rejected(reason);
+    }
+    if openings.rows.is_empty() {
+        return Verdict::Accepted;
+    }
+    let generator = Generator::new(seed, mode);
+    let Some(check) = Check::new(&generator, shape, rng) else {
+        return compare_with_reference(&generator, shape, &openings.rows);
+    };
+    for opening in &openings.rows {
+        if !check.row_passes(&generator, opening.row, &opening.bytes) {
+            // Wrong for sure (an honest row always passes): recompute it to name the first
+            // wrong entry. Finding none would mean the row is exactly right after all.
+            let verdict = compare_with_reference(&generator, shape, std::slice::from_ref(opening));
+            if !verdict.is_accepted() {
+                return verdict;
+            }
+        }
+    }
+    Verdict::Accepted
+}
+
+/// The verifier as it was before Freivalds' check and the blocked fp32 kernel: every sampled
+/// row recomputed in full (fp32 row by row) and compared entry by entry. Same verdicts as
+/// [`verify_openings`] (up to Freivalds' error probability); kept as the oracle the fast paths
+/// are tested against and the baseline they are measured against.
+#[doc(hidden)]
+pub fn verify_openings_by_recompute(
+    mode: Mode,
+    shape: Shape,
+    seed: &DeviceSeed,
+    root: &Root,
+    sampled: &[u32],
+    openings: &Openings,
+) -> Verdict {
+    if let Some(reason) = check_committed(mode, shape, seed, root, sampled, openings) {
+        return Verdict::Rejected(reason);
+    }
+    let generator = Generator::new(seed, mode);
+    let indices: Vec<u32> = openings.rows.iter().map(|o| o.row).collect();
+    let reference = if mode.is_exact() {
+        reference_rows(&generator, shape, &indices)
+    } else {
+        Reference::Float(reference_f64_by_rows(&generator, shape, &indices))
+    };
+    compare(mode, shape, &openings.rows, reference)
+}
+
+/// The checks before any arithmetic: the right rows, of the right length, under the root.
+fn check_committed(
+    mode: Mode,
+    shape: Shape,
+    seed: &DeviceSeed,
+    root: &Root,
+    sampled: &[u32],
+    openings: &Openings,
+) -> Option<RejectReason> {
     let asked = sampled.len() as u32;
     if openings.rows.len() != sampled.len()
         || openings.rows.iter().zip(sampled).any(|(o, &s)| o.row != s)
     {
-        return Verdict::Rejected(RejectReason::WrongRows { asked });
+        return Some(RejectReason::WrongRows { asked });
     }
     let row_bytes = shape.row_bytes(mode);
     if let Some(bad) = openings.rows.iter().find(|o| o.bytes.len() != row_bytes) {
-        return Verdict::Rejected(RejectReason::RowLength {
+        return Some(RejectReason::RowLength {
             row: bad.row,
             expected: row_bytes as u32,
             got: u32::try_from(bad.bytes.len()).unwrap_or(u32::MAX),
@@ -171,14 +247,26 @@ pub fn verify_openings(
     }
     let leaves: Vec<_> = openings.rows.iter().map(|o| leaf_hash(seed, o.row, &o.bytes)).collect();
     if !verify_multiproof(root, shape.m, sampled, &leaves, &openings.proof) {
-        return Verdict::Rejected(RejectReason::BadProof);
+        return Some(RejectReason::BadProof);
     }
-    let generator = Generator::new(seed, mode);
+    None
+}
+
+/// Recomputes `rows` in full and compares them entry by entry: exactly for the exact modes,
+/// within [`fp32_tolerance`] for fp32. Rows have the right length (checked before).
+fn compare_with_reference(generator: &Generator, shape: Shape, rows: &[RowOpening]) -> Verdict {
+    let indices: Vec<u32> = rows.iter().map(|o| o.row).collect();
+    compare(generator.mode(), shape, rows, reference_rows(generator, shape, &indices))
+}
+
+/// Compares `rows` with their `reference`, entry by entry.
+fn compare(mode: Mode, shape: Shape, rows: &[RowOpening], reference: Reference) -> Verdict {
     let n = shape.n as usize;
-    match reference_rows(&generator, shape, sampled) {
+    match reference {
         Reference::Exact(expected) => {
-            for (opening, want) in openings.rows.iter().zip(expected.chunks_exact(n)) {
+            for (opening, want) in rows.iter().zip(expected.chunks_exact(n)) {
                 let got = row_entries(&opening.bytes, mode);
+                // −0 equals +0 here, as for every f64 comparison.
                 if let Some((col, (g, &w))) =
                     got.zip(want).enumerate().find(|(_, (g, w))| *g != f64::from(**w))
                 {
@@ -193,7 +281,7 @@ pub fn verify_openings(
         }
         Reference::Float(expected) => {
             let bound = fp32_tolerance(shape.k);
-            for (opening, want) in openings.rows.iter().zip(expected.chunks_exact(n)) {
+            for (opening, want) in rows.iter().zip(expected.chunks_exact(n)) {
                 let got = row_entries(&opening.bytes, mode);
                 let outside = |g: f64, w: f64| {
                     let err = (g - w).abs();
@@ -249,17 +337,113 @@ fn reference_rows(generator: &Generator, shape: Shape, rows: &[u32]) -> Referenc
             axpy4_i32,
         ))
     } else {
-        let a = a_rows(shape, rows, |r, dst: &mut [f32]| generator.fill_f32(Matrix::A, r, 0, dst));
-        Reference::Float(recompute(
-            shape,
-            rows.len(),
-            &a,
-            |k, c0, b: &mut [f32]| {
-                generator.fill_f32(Matrix::B, k, c0, b);
-            },
-            axpy4_f64,
-        ))
+        Reference::Float(reference_f64(generator, shape, rows))
     }
+}
+
+/// Opened rows per register tile of the f64 kernel.
+const TILE_ROWS: usize = 4;
+/// Columns per register tile: two AVX-512 or four AVX2 vectors of f64 per row.
+const TILE_COLS: usize = 16;
+/// Rows of B converted to f64 at a time (`PANEL_K × COLUMN_CHUNK` f64 = 128 KiB, in L2).
+const PANEL_K: usize = 64;
+
+/// Rows `rows` of C = A·B in f64: f32 products are exact in f64 and only the sums round.
+///
+/// Per column chunk (one rayon task) B is regenerated `PANEL_K` rows at a time into an f64
+/// panel, and `TILE_ROWS × TILE_COLS` register tiles of the result accumulate over the panel.
+/// The summation order differs from a row-by-row dot product only in how f64 roundings fall:
+/// the error of any order is at most `k · 2⁻⁵³ · Σ|aᵢbᵢ| ≤ k² · 2⁻⁵³`, below `2⁻¹⁴` of
+/// [`fp32_tolerance`] for every `k ≤ 2¹⁶`.
+fn reference_f64(generator: &Generator, shape: Shape, rows: &[u32]) -> Vec<f64> {
+    let (k, n, s) = (shape.k as usize, shape.n as usize, rows.len());
+    let groups = s.div_ceil(TILE_ROWS);
+    // A packed per tile of rows: `groups` blocks of `k` coefficient tuples, padding rows zero.
+    let mut a = vec![[0f64; TILE_ROWS]; groups * k];
+    let mut row = vec![0f32; k];
+    for (i, &r) in rows.iter().enumerate() {
+        generator.fill_f32(Matrix::A, r, 0, &mut row);
+        for (dst, &v) in a[(i / TILE_ROWS) * k..][..k].iter_mut().zip(&row) {
+            dst[i % TILE_ROWS] = f64::from(v);
+        }
+    }
+    let chunks: Vec<usize> = (0..n).step_by(COLUMN_CHUNK).collect();
+    let parts: Vec<Vec<f64>> = chunks
+        .par_iter()
+        .map(|&c0| {
+            let w = COLUMN_CHUNK.min(n - c0);
+            let tiles = w.div_ceil(TILE_COLS);
+            // `groups · TILE_ROWS` rows of `tiles` column tiles. The panel is tile-major
+            // (`tiles × PANEL_K`), so the kernel walks each tile's rows contiguously rather than
+            // at a stride of a whole panel row, which would alias a few L1 sets.
+            let mut acc = vec![[0f64; TILE_COLS]; groups * TILE_ROWS * tiles];
+            let mut panel = vec![[0f64; TILE_COLS]; PANEL_K * tiles];
+            let mut b = vec![0f32; w];
+            for k0 in (0..k).step_by(PANEL_K) {
+                let depth = PANEL_K.min(k - k0);
+                for j in 0..depth {
+                    generator.fill_f32(Matrix::B, (k0 + j) as u32, c0 as u32, &mut b);
+                    for (t, src) in b.chunks(TILE_COLS).enumerate() {
+                        let dst = &mut panel[t * PANEL_K + j];
+                        for (d, &v) in dst.iter_mut().zip(src) {
+                            *d = f64::from(v);
+                        }
+                    }
+                }
+                for (g, acc) in acc.chunks_exact_mut(TILE_ROWS * tiles).enumerate() {
+                    let a = &a[g * k + k0..g * k + k0 + depth];
+                    panel_f64(acc, a, &panel, tiles);
+                }
+            }
+            // Drop the padding: `s × w`, row-major.
+            let mut out = Vec::with_capacity(s * w);
+            for r in 0..s {
+                out.extend(acc[r * tiles..(r + 1) * tiles].iter().flatten().take(w));
+            }
+            out
+        })
+        .collect();
+    scatter(parts, &chunks, s, n)
+}
+
+/// `acc[r][t][c] += Σⱼ a[j][r] · panel[t][j][c]` for one tile of `TILE_ROWS` rows: `acc` is
+/// `TILE_ROWS × tiles` and `panel` is `tiles × PANEL_K` column tiles, of which the first
+/// `a.len()` rows count. Each `TILE_ROWS × TILE_COLS` tile stays in registers over the depth.
+#[multiversion(targets("x86_64+avx512f+avx512bw+avx512vl", "x86_64+avx2+fma", "aarch64+neon"))]
+fn panel_f64(
+    acc: &mut [[f64; TILE_COLS]],
+    a: &[[f64; TILE_ROWS]],
+    panel: &[[f64; TILE_COLS]],
+    tiles: usize,
+) {
+    for t in 0..tiles {
+        let mut tile = [[0f64; TILE_COLS]; TILE_ROWS];
+        for (coeffs, b) in a.iter().zip(&panel[t * PANEL_K..]) {
+            for r in 0..TILE_ROWS {
+                for c in 0..TILE_COLS {
+                    tile[r][c] += coeffs[r] * b[c];
+                }
+            }
+        }
+        for (r, sums) in tile.iter().enumerate() {
+            for (d, v) in acc[r * tiles + t].iter_mut().zip(sums) {
+                *d += v;
+            }
+        }
+    }
+}
+
+/// [`reference_f64`] the way the verifier computed it before the blocked kernel: each opened
+/// row's f64 accumulators updated four rows of B at a time. Kept as the baseline and oracle.
+fn reference_f64_by_rows(generator: &Generator, shape: Shape, rows: &[u32]) -> Vec<f64> {
+    let a = a_rows(shape, rows, |r, dst: &mut [f32]| generator.fill_f32(Matrix::A, r, 0, dst));
+    recompute(
+        shape,
+        rows.len(),
+        &a,
+        |k, c0, b: &mut [f32]| generator.fill_f32(Matrix::B, k, c0, b),
+        axpy4_f64,
+    )
 }
 
 /// The sampled rows of A, row-major `rows × k`.
@@ -353,8 +537,242 @@ fn axpy4_f64(acc: &mut [f64], a: [f32; K_STEP], b: [&[f32]; K_STEP]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::commitment::MultiProof;
+    use crate::commitment::{Commitment, MultiProof};
+    use crate::freivalds::PRIME;
     use proptest::prelude::*;
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha20Rng;
+
+    const EXACT: [Mode; 3] = [Mode::Int8, Mode::Fp16, Mode::Bf16];
+    const RAGGED: [Shape; 5] = [
+        Shape { m: 1, k: 1, n: 1 },
+        Shape { m: 7, k: 33, n: 19 },
+        Shape { m: 5, k: 130, n: 3 },
+        Shape { m: 9, k: 3, n: 300 },
+        Shape { m: 6, k: 70, n: 257 },
+    ];
+
+    /// The product C = A·B from single elements: i64 sums for the exact modes, sequential f64
+    /// sums for fp32, as canonical row bytes.
+    fn product(mode: Mode, shape: Shape, seed: &DeviceSeed) -> Vec<Vec<u8>> {
+        let g = Generator::new(seed, mode);
+        (0..shape.m)
+            .map(|r| {
+                (0..shape.n)
+                    .flat_map(|c| {
+                        let v: f64 = (0..shape.k)
+                            .map(|i| g.element(Matrix::A, r, i) * g.element(Matrix::B, i, c))
+                            .sum();
+                        match mode {
+                            Mode::Int8 => (v as i32).to_le_bytes(),
+                            _ => (v as f32).to_le_bytes(),
+                        }
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// Commits `rows` and opens `sampled`.
+    fn open(seed: &DeviceSeed, rows: &[Vec<u8>], sampled: &[u32]) -> (Root, Openings) {
+        let leaves: Vec<_> =
+            rows.iter().enumerate().map(|(r, b)| leaf_hash(seed, r as u32, b)).collect();
+        let tree = Commitment::from_leaves(&leaves).expect("rows");
+        let openings = Openings {
+            rows: sampled
+                .iter()
+                .map(|&r| RowOpening { row: r, bytes: rows[r as usize].clone() })
+                .collect(),
+            proof: tree.prove(sampled).expect("in range"),
+        };
+        (tree.root(), openings)
+    }
+
+    /// Both verifiers' verdicts on `rows` opened at `sampled`.
+    fn verdicts(
+        mode: Mode,
+        shape: Shape,
+        seed: &DeviceSeed,
+        rows: &[Vec<u8>],
+        sampled: &[u32],
+        rng: u64,
+    ) -> (Verdict, Verdict) {
+        let (root, o) = open(seed, rows, sampled);
+        let mut rng = ChaCha20Rng::seed_from_u64(rng);
+        (
+            verify_openings_with(mode, shape, seed, &root, sampled, &o, &mut rng),
+            verify_openings_by_recompute(mode, shape, seed, &root, sampled, &o),
+        )
+    }
+
+    /// Adds `delta` to entry `col` of a row.
+    fn bump(mode: Mode, row: &mut [u8], col: usize, f: impl Fn(f64) -> f64) {
+        let at = &mut row[4 * col..4 * col + 4];
+        let v = row_entries(at, mode).next().expect("one entry");
+        let bytes = match mode {
+            Mode::Int8 => (f(v) as i32).to_le_bytes(),
+            _ => (f(v) as f32).to_le_bytes(),
+        };
+        at.copy_from_slice(&bytes);
+    }
+
+    #[test]
+    fn honest_rows_are_accepted_on_ragged_shapes() {
+        for mode in Mode::ALL {
+            for (i, shape) in RAGGED.into_iter().enumerate() {
+                let seed = DeviceSeed([i as u8 + 1; 32]);
+                let rows = product(mode, shape, &seed);
+                let all: Vec<u32> = (0..shape.m).collect();
+                let (fast, full) = verdicts(mode, shape, &seed, &rows, &all, i as u64);
+                assert_eq!((fast, full), (Verdict::Accepted, Verdict::Accepted), "{mode} {shape}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_single_wrong_entry_is_named_by_row_and_column() {
+        let shape = Shape { m: 6, k: 40, n: 23 };
+        for mode in EXACT {
+            let seed = DeviceSeed([7; 32]);
+            let mut rows = product(mode, shape, &seed);
+            let expected = row_entries(&rows[3], mode).nth(17).expect("n > 17");
+            bump(mode, &mut rows[3], 17, |v| v + 1.0);
+            let want = Verdict::Rejected(RejectReason::Mismatch {
+                row: 3,
+                col: 17,
+                expected,
+                got: expected + 1.0,
+            });
+            for rng in 0..20 {
+                let (fast, full) = verdicts(mode, shape, &seed, &rows, &[1, 3, 5], rng);
+                assert_eq!((&fast, &full), (&want, &want), "{mode}");
+            }
+        }
+    }
+
+    /// An entry off by p is congruent mod p, so only the range check can catch it; it must.
+    #[test]
+    fn an_entry_off_by_the_modulus_is_rejected() {
+        let shape = Shape { m: 4, k: 40, n: 9 };
+        let seed = DeviceSeed([8; 32]);
+        let mut rows = product(Mode::Int8, shape, &seed);
+        let expected = row_entries(&rows[2], Mode::Int8).nth(4).expect("n > 4");
+        let p = PRIME as f64;
+        let aliased = if expected >= 0.0 { expected - p } else { expected + p };
+        bump(Mode::Int8, &mut rows[2], 4, |_| aliased);
+        assert_eq!(row_entries(&rows[2], Mode::Int8).nth(4), Some(aliased), "fits in i32");
+        let (fast, _) = verdicts(Mode::Int8, shape, &seed, &rows, &[0, 2], 1);
+        assert_eq!(
+            fast,
+            Verdict::Rejected(RejectReason::Mismatch { row: 2, col: 4, expected, got: aliased })
+        );
+        // The largest in-range entry is caught too when it is wrong.
+        let big = (16384 * shape.k) as f64;
+        bump(Mode::Int8, &mut rows[2], 4, |_| big);
+        let (fast, full) = verdicts(Mode::Int8, shape, &seed, &rows, &[2], 2);
+        assert_eq!(fast, full);
+        assert!(matches!(fast, Verdict::Rejected(RejectReason::Mismatch { col: 4, .. })));
+    }
+
+    #[test]
+    fn non_integer_and_non_finite_entries_are_rejected_in_fp16_and_bf16() {
+        let shape = Shape { m: 3, k: 12, n: 8 };
+        for mode in [Mode::Fp16, Mode::Bf16] {
+            for bad in [|v: f64| v + 0.5, |_| f64::NAN, |_| f64::INFINITY, |v| v - 1e-3] {
+                let seed = DeviceSeed([4; 32]);
+                let mut rows = product(mode, shape, &seed);
+                bump(mode, &mut rows[1], 6, bad);
+                let (fast, full) = verdicts(mode, shape, &seed, &rows, &[0, 1, 2], 3);
+                assert!(
+                    matches!(
+                        fast,
+                        Verdict::Rejected(RejectReason::Mismatch { row: 1, col: 6, .. })
+                    ),
+                    "{mode}: {fast:?}"
+                );
+                assert_eq!(format!("{fast:?}"), format!("{full:?}"), "NaN-safe equality");
+            }
+        }
+    }
+
+    #[test]
+    fn negative_zero_equals_zero() {
+        let shape = Shape { m: 4, k: 1, n: 64 };
+        for mode in [Mode::Fp16, Mode::Bf16] {
+            let seed = DeviceSeed([5; 32]);
+            let mut rows = product(mode, shape, &seed);
+            let mut flipped = 0;
+            for row in &mut rows {
+                for entry in row.chunks_exact_mut(4) {
+                    if entry == 0f32.to_le_bytes() {
+                        entry.copy_from_slice(&(-0f32).to_le_bytes());
+                        flipped += 1;
+                    }
+                }
+            }
+            assert!(flipped > 0, "{mode}: the test needs zero entries");
+            let (fast, full) = verdicts(mode, shape, &seed, &rows, &[0, 1, 2, 3], 4);
+            assert_eq!((fast, full), (Verdict::Accepted, Verdict::Accepted), "{mode}");
+        }
+    }
+
+    /// Random corruptions of random products: the Freivalds verifier and full recomputation
+    /// reach the same verdict (a wrong row passing Freivalds has probability ≤ 2^-61.99).
+    #[test]
+    fn freivalds_agrees_with_full_recomputation() {
+        let mut r = ChaCha20Rng::seed_from_u64(99);
+        for i in 0..300 {
+            let mode = EXACT[i % 3];
+            let shape = Shape {
+                m: r.random_range(1..12),
+                k: r.random_range(1..80),
+                n: r.random_range(1..40),
+            };
+            let seed = DeviceSeed(r.random());
+            let mut rows = product(mode, shape, &seed);
+            let row = r.random_range(0..shape.m) as usize;
+            let col = r.random_range(0..shape.n) as usize;
+            match r.random_range(0..4) {
+                0 => {}
+                1 => bump(mode, &mut rows[row], col, |v| v - 1.0),
+                2 => r.fill(&mut rows[row][..]),
+                _ => rows[row].fill(0),
+            }
+            let sampled: Vec<u32> = (0..shape.m).filter(|_| r.random_bool(0.7)).collect();
+            if sampled.is_empty() {
+                continue;
+            }
+            let (fast, full) = verdicts(mode, shape, &seed, &rows, &sampled, i as u64);
+            assert_eq!(format!("{fast:?}"), format!("{full:?}"), "{mode} {shape} case {i}");
+        }
+    }
+
+    /// The blocked fp32 reference equals sequential f64 sums up to f64 rounding, across ragged
+    /// row counts (tiles of 4), column counts (tiles of 16, chunks of 256) and depths (panels
+    /// of 64).
+    #[test]
+    fn blocked_fp32_reference_matches_sequential_sums() {
+        let seed = DeviceSeed([6; 32]);
+        let g = Generator::new(&seed, Mode::Fp32);
+        for shape in
+            [Shape { m: 9, k: 130, n: 300 }, Shape { m: 5, k: 1, n: 17 }, Shape::square(65)]
+        {
+            let rows: Vec<u32> = (0..shape.m).filter(|r| r.is_multiple_of(2) || *r == 3).collect();
+            let got = reference_f64(&g, shape, &rows);
+            let old = reference_f64_by_rows(&g, shape, &rows);
+            for (i, &r) in rows.iter().enumerate() {
+                for c in 0..shape.n {
+                    let want: f64 = (0..shape.k)
+                        .map(|j| g.element(Matrix::A, r, j) * g.element(Matrix::B, j, c))
+                        .sum();
+                    let at = i * shape.n as usize + c as usize;
+                    let slack = f64::from(shape.k) * f64::EPSILON;
+                    assert!((got[at] - want).abs() <= slack, "{shape} row {r} col {c}");
+                    assert!((old[at] - want).abs() <= slack, "{shape} row {r} col {c}");
+                }
+            }
+        }
+    }
 
     fn mode() -> impl Strategy<Value = Mode> {
         prop::sample::select(Mode::ALL.to_vec())

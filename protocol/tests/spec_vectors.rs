@@ -100,6 +100,9 @@ fn product_vectors_match_the_implementation() {
             continue;
         }
         let shape = parse_shape(words[1]).unwrap_or_else(|| panic!("a shape in {key:?}"));
+        if words.get(2) == Some(&"freivalds") {
+            continue; // `freivalds_vectors_match_the_check`
+        }
         let row_of = |r: &str| frames::product_row(&g, shape, r.parse().expect("row"));
         match words[2..] {
             ["C", r] => {
@@ -142,6 +145,45 @@ fn product_vectors_match_the_implementation() {
         checked += 1;
     }
     assert!(checked >= 50, "only {checked} vectors were checked");
+}
+
+/// SPEC §7.2 and its §10.1 vectors: `B·x mod p` for two fixed vectors, and `C_r·x ≡ A_r·(B·x)`
+/// for every row of the int8 3x5x4 product.
+#[test]
+fn freivalds_vectors_match_the_check() {
+    use veribench_protocol::freivalds::{Check, PRIME};
+    let get: HashMap<_, _> = vectors().into_iter().collect();
+    let ints = |key: &str| -> Vec<i64> {
+        get[key].split(' ').map(|v| v.parse().expect("an integer")).collect()
+    };
+    let seed = derive_device_seed(&Seed::from_hex(&get["seed"]).expect("seed"), &frames::device());
+    let shape = Shape { m: 3, k: 5, n: 4 };
+    let g = Generator::new(&seed, Mode::Int8);
+    let x = [1, 2].map(|v| ints(&format!("int8 3x5x4 freivalds x{v}")));
+    let x = x.map(|v| v.into_iter().map(|e| e as i32).collect::<Vec<_>>());
+    assert_eq!(x, frames::freivalds_vectors());
+    let check = Check::with_vectors(&g, shape, x.clone()).expect("an exact shape");
+    for (v, y) in check.b_x().iter().enumerate() {
+        let want = ints(&format!("int8 3x5x4 freivalds Bx{}", v + 1));
+        assert_eq!(y.iter().map(|&e| i64::from(e)).collect::<Vec<_>>(), want, "Bx{}", v + 1);
+    }
+    for r in 0..shape.m {
+        let want = ints(&format!("int8 3x5x4 freivalds C {r} x"));
+        let row = frames::product_row(&g, shape, r);
+        let cx = frames::row_dot_mod_p(&row, &x);
+        assert_eq!(cx.iter().map(|&e| i64::from(e)).collect::<Vec<_>>(), want, "C {r} x");
+        // A_r·(B·x), from the SPEC's own Bx lines: the two sides of the check agree.
+        for (v, y) in check.b_x().iter().enumerate() {
+            let ay: i128 = (0..shape.k)
+                .map(|t| g.element(Matrix::A, r, t) as i128 * i128::from(y[t as usize]))
+                .sum();
+            assert_eq!(ay.rem_euclid(i128::from(PRIME)) as i64, want[v], "A {r} Bx{}", v + 1);
+        }
+        let mut bytes = frames::canonical_bytes(&row, Mode::Int8);
+        assert!(check.row_passes(&g, r, &bytes), "row {r}");
+        bytes[0] ^= 1;
+        assert!(!check.row_passes(&g, r, &bytes), "row {r} with one entry off by one");
+    }
 }
 
 #[test]

@@ -37,6 +37,9 @@ pub struct BenchReport {
     pub overhead_pct: f64,
     /// The protocol verifier's verdict on sampled openings.
     pub verified: bool,
+    /// The protocol verifier's time on the sampled openings (a coordinator's cost, not part of
+    /// the worker's work or of `total_ms`).
+    pub verify_ms: f64,
     /// CUDA only: the bare cuBLAS GEMM of the same mode and size (best of several runs), so the
     /// challenge's overhead can be read off directly.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -117,6 +120,7 @@ pub fn run_bench(
         gflops: challenge.shape.ops() / t.gemm.as_secs_f64().max(1e-9) / 1e9,
         overhead_pct: 100.0 * overhead.as_secs_f64() / total.as_secs_f64().max(1e-12),
         verified: verdict.is_accepted(),
+        verify_ms: ms(verify_time),
         bare_gemm_ms: None,
         gemm_vs_bare_pct: None,
         overhead_vs_bare_pct: None,
@@ -140,7 +144,7 @@ impl BenchOutcome {
              hash     {:>10.2} ms\n\
              merkle   {:>10.2} ms\n\
              total    {:>10.2} ms   overhead {:.2}%\n\
-             verify   {:>10.2} ms   {} sampled rows: {verdict}",
+             verify   {:>10.2} ms   {:.2}% of gemm · {} sampled rows: {verdict}",
             r.backend,
             r.mode,
             r.n,
@@ -151,7 +155,8 @@ impl BenchOutcome {
             r.merkle_ms,
             r.total_ms,
             r.overhead_pct,
-            ms(self.verify_time),
+            r.verify_ms,
+            100.0 * r.verify_ms / r.gemm_ms.max(1e-9),
             self.sampled_rows,
         )
     }
@@ -229,5 +234,40 @@ impl TuneReport {
         }
         out += &format!("best: {} at {:.2}", self.best.tiles, self.best.gflops);
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use veribench_kernels::CpuBackend;
+
+    use super::*;
+
+    #[test]
+    fn the_report_keeps_every_key_and_adds_verify_ms() {
+        let out = run_bench(&CpuBackend::new(), Mode::Int8, 48, 4, 0).expect("cpu runs");
+        assert!(out.report.verified, "{:?}", out.verdict);
+        let json = serde_json::to_value(&out.report).expect("serialises");
+        let keys: Vec<&str> =
+            json.as_object().expect("object").keys().map(String::as_str).collect();
+        for key in [
+            "backend",
+            "mode",
+            "n",
+            "generate_ms",
+            "gemm_ms",
+            "hash_ms",
+            "merkle_ms",
+            "total_ms",
+            "gflops",
+            "overhead_pct",
+            "verified",
+            "verify_ms",
+        ] {
+            assert!(keys.contains(&key), "{key} missing from {json}");
+        }
+        assert_eq!(json["verify_ms"], out.verify_time.as_secs_f64() * 1e3);
+        assert!(out.report.verify_ms > 0.0);
+        assert!(out.table().contains("% of gemm"), "{}", out.table());
     }
 }

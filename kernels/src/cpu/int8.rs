@@ -1113,6 +1113,28 @@ mod tests {
         }
     }
 
+    /// fp16/bf16 challenges run on this GEMM with elements in [-16, 15] (SPEC §3.3): every
+    /// kernel must be exact for them on ragged shapes, and at k = 65536 (the largest k) the
+    /// extreme sums ±2²⁴ must come out exactly (and so convert to f32 exactly).
+    #[test]
+    fn small_signed_inputs_are_exact_on_every_kernel() {
+        let mut rng = StdRng::seed_from_u64(16);
+        for kernel in Kernel::available() {
+            for &(m, k, n) in &[(33, 70, 45), (129, 1, 3), (13, 1030, 130), (200, 9, 33)] {
+                let a: Vec<i8> = (0..m * k).map(|_| rng.random_range(-16..=15)).collect();
+                let b: Vec<i8> = (0..k * n).map(|_| rng.random_range(-16..=15)).collect();
+                check(kernel, (m, k, n), &a, &b, false, 1);
+            }
+            let (m, k, n) = (3, 65_536, 17);
+            for (av, bv, want) in [(-16i8, -16i8, 1 << 24), (-16, 15, -(15 << 20))] {
+                let mut c = vec![7i32; m * n];
+                gemm_with(kernel, m, k, n, &vec![av; m * k], &vec![bv; k * n], &mut c, false);
+                assert!(c.iter().all(|&v| v == want), "{} {av}·{bv}", kernel.name());
+                assert_eq!(want as f32 as i64, i64::from(want));
+            }
+        }
+    }
+
     #[test]
     fn int8_accumulate_over_k_slabs() {
         // The verifier's pattern: 32 rows, k split into slabs, C accumulated.

@@ -2,11 +2,16 @@
 //!
 //! - int8: our VNNI GEMM ([`int8`]), i32 product.
 //! - fp32: the `gemm` crate (AVX-512 "x86-v4" kernels), f32 product.
-//! - fp16/bf16: the inputs are small integers, exact in f32, so A and B are generated as f32 and
-//!   multiplied by the fp32 GEMM with f32 accumulation: the same values and the same arithmetic
-//!   the challenge asks for (CPUs have no fp16 GEMM with f32 accumulation worth using).
-//! - every float mode: -0 entries are rewritten to +0 as the rows are hashed (SPEC's bytes are
-//!   unique), fused into the parallel hash pass so it costs no extra pass over C.
+//! - fp16/bf16: the elements are integers in [-16, 15] (SPEC §3.3), so A and B are generated as
+//!   i8 and multiplied by the int8 GEMM, an exact algorithm (SPEC §9) at integer speed: every
+//!   i32 sum is exact (|sum| ≤ 65536·16·16 = 2²⁴) and so is its conversion to f32 (|v| ≤ 2²⁴),
+//!   giving the one right answer the f32 accumulation of fp16/bf16 inputs gives. The i32 → f32
+//!   conversion is fused into the parallel hash pass (`Entries::IntsAsFloat`); i32 0 becomes
+//!   +0, so no -0 can arise on this path. [`HalfGemm::F32`] keeps the former fp32-GEMM path
+//!   reachable, for comparison.
+//! - fp32 (and fp16/bf16 on [`HalfGemm::F32`]): -0 entries are rewritten to +0 as the rows are
+//!   hashed (SPEC's bytes are unique), fused into the parallel hash pass so it costs no extra
+//!   pass over C.
 //!
 //! Memory is A, B and C plus the GEMMs' bounded packing buffers.
 
@@ -30,6 +35,22 @@ pub struct CpuBackend {
     /// buffers cost as much as generating them (~20 ms for fp32 n = 4096).
     scratch_i8: Scratch<i8>,
     scratch_f32: Scratch<f32>,
+    half_gemm: HalfGemm,
+}
+
+// The int8 path for fp16/bf16 is exact only while |sum| ≤ k·16·16 stays within 2²⁴, where i32
+// sums convert to f32 exactly: true for every k the protocol allows.
+const _: () = assert!(MAX_DIM as u64 * 16 * 16 <= 1 << 24);
+
+/// How the CPU backend multiplies fp16 and bf16 challenges. Both are exact and give identical
+/// products; they differ only in speed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum HalfGemm {
+    /// The int8 GEMM on i8 elements, i32 sums converted to f32 (the fast path).
+    #[default]
+    Int8,
+    /// The fp32 `gemm` crate on f32 elements (the former path, kept for comparison).
+    F32,
 }
 
 /// A small pool of operand buffers.
@@ -102,7 +123,15 @@ impl CpuBackend {
             devices: vec![device],
             scratch_i8: Scratch::default(),
             scratch_f32: Scratch::default(),
+            half_gemm: HalfGemm::default(),
         }
+    }
+
+    /// This backend with fp16/bf16 multiplied by `half_gemm` (benchmarks and tests compare the
+    /// paths; the default is the fastest).
+    pub fn with_half_gemm(mut self, half_gemm: HalfGemm) -> Self {
+        self.half_gemm = half_gemm;
+        self
     }
 }
 
@@ -207,19 +236,28 @@ impl Backend for CpuBackend {
         let generator = Generator::new(&seed, challenge.mode);
         let mut timings = PhaseTimings::default();
 
-        let input_bytes = if challenge.mode == Mode::Int8 { 1 } else { 4 };
+        // fp16/bf16 elements are integers in [-16, 15]: i8 holds them, and k ≤ MAX_DIM = 2¹⁶
+        // keeps every i32 sum within ±2²⁴, where the conversion to f32 is exact.
+        let integer_gemm = match challenge.mode {
+            Mode::Int8 => Some(Entries::Canonical),
+            Mode::Fp16 | Mode::Bf16 if self.half_gemm == HalfGemm::Int8 => {
+                Some(Entries::IntsAsFloat)
+            }
+            _ => None,
+        };
+        let input_bytes = if integer_gemm.is_some() { 1 } else { 4 };
         let (m64, k64, n64) = (m as u64, k as u64, n as u64);
         check_memory((m64 * k64 + k64 * n64) * input_bytes + m64 * n64 * 4)?;
 
         let started = Instant::now();
-        if challenge.mode == Mode::Int8 {
+        if let Some(entries) = integer_gemm {
             let mut a = self.scratch_i8.take(m * k)?;
             let mut b = self.scratch_i8.take(k * n)?;
             let mut c = try_zeroed::<i32>(m * n)?;
             let generator = &generator;
             let fill = |matrix| {
                 move |row, dst: &mut [i8]| {
-                    // Int8 is an exact mode: it always has integer elements.
+                    // Int8, fp16 and bf16 are exact modes: they always have integer elements.
                     let _ = generator.fill_i8(matrix, row, 0, dst);
                 }
             };
@@ -230,7 +268,9 @@ impl Backend for CpuBackend {
             int8::gemm_i8(m, k, n, &a, &b, &mut c, false);
             timings.gemm = t.elapsed();
             self.scratch_i8.give([a, b]);
-            Ok(HostProduct::new(c, n, shape.m, Entries::Canonical).into_execution(&seed, timings))
+            // Int8 rows are the i32 sums; fp16/bf16 rows are their f32 values, converted as the
+            // rows are hashed.
+            Ok(HostProduct::new(c, n, shape.m, entries).into_execution(&seed, timings))
         } else {
             let mut a = self.scratch_f32.take(m * k)?;
             let mut b = self.scratch_f32.take(k * n)?;

@@ -83,6 +83,23 @@ pub fn canonical_bytes(row: &[f64], mode: Mode) -> Vec<u8> {
         .collect()
 }
 
+/// The two vectors of the Freivalds vectors (SPEC §10.1): residues near both ends of `[0, p)`.
+pub fn freivalds_vectors() -> [Vec<i32>; 2] {
+    [vec![2_147_483_646, 1, 1_073_741_824, 12_345], vec![7, 2_147_483_000, 99, 0]]
+}
+
+/// `row·x mod p` for each vector, computed directly in i128 (an independent transcription of
+/// SPEC §7.2's `C_r·x`).
+pub fn row_dot_mod_p(row: &[f64], x: &[Vec<i32>; 2]) -> Vec<i32> {
+    let p = i128::from(veribench_protocol::freivalds::PRIME);
+    x.iter()
+        .map(|x| {
+            let s: i128 = row.iter().zip(x).map(|(&c, &x)| c as i128 * i128::from(x)).sum();
+            s.rem_euclid(p) as i32
+        })
+        .collect()
+}
+
 /// The leaves of every row of a challenge's product.
 pub fn leaves(seed: &DeviceSeed, mode: Mode, shape: Shape) -> Vec<Leaf> {
     let g = Generator::new(seed, mode);
