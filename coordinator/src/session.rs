@@ -144,11 +144,7 @@ fn decode_kind(e: &ProtocolError) -> RefusalKind {
 /// reads a version-1 `Error`); anything else with the decode error's code.
 fn undecodable(e: &ProtocolError, limits: &Limits) -> (Refusal, Vec<u8>) {
     let refusal = Refusal::new(decode_kind(e), e.to_string());
-    let answer = match e {
-        ProtocolError::UnsupportedVersion { got, .. } => wire::version_refusal(*got, limits),
-        _ => error_frame(e.code(), None, &refusal.detail, limits),
-    };
-    (refusal, answer)
+    (refusal, wire::decode_refusal(e, limits))
 }
 
 /// The `Error` frame telling a peer of `refusal`.

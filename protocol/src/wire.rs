@@ -496,6 +496,19 @@ pub fn decode(frame: &[u8], limits: &Limits) -> Result<Message, ProtocolError> {
     Ok(msg)
 }
 
+/// The frame answering a frame that failed [`decode`] with `e` (SPEC §8.7): a frame of
+/// another version gets [`version_refusal`], which its sender can read; any other failure an
+/// `Error` with the failure's code and no challenge id.
+pub fn decode_refusal(e: &ProtocolError, limits: &Limits) -> Vec<u8> {
+    match e {
+        ProtocolError::UnsupportedVersion { got, .. } => version_refusal(*got, limits),
+        other => {
+            let text = other.to_string();
+            encode(&Message::Error(ErrorMsg::new(other.code(), None, &text, limits.max_text_bytes)))
+        }
+    }
+}
+
 /// The frame refusing a frame of version `got`: an `Error` with code `unsupported_version`,
 /// encoded so that its sender can read it. A version-1 peer gets a version-1 frame (its
 /// `Error` is code 2, `Unsupported`, then the text: SPEC §11), any other peer a current one.

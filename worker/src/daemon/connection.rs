@@ -281,7 +281,7 @@ async fn await_welcome(
             Inbound::Control => {}
             Inbound::Bad(e) => {
                 warn!(code = e.code().as_str(), error = %e, "bad frame from the coordinator");
-                send_frame(sink, bad_frame_answer(&e, limits)).await?;
+                send_frame(sink, wire::decode_refusal(&e, limits)).await?;
             }
             Inbound::Closed(_) => return Err(ConnectionError::ClosedEarly),
         }
@@ -437,7 +437,7 @@ impl Session<'_> {
             Inbound::Frame(msg) => *msg,
             Inbound::Bad(e) => {
                 warn!(code = e.code().as_str(), error = %e, "bad frame from the coordinator");
-                let frame = bad_frame_answer(&e, &self.shared.limits);
+                let frame = wire::decode_refusal(&e, &self.shared.limits);
                 return send_frame(&mut self.sink, frame).await.map_err(|e| e.to_string());
             }
             Inbound::Control | Inbound::Closed(_) => return Ok(()),
@@ -620,19 +620,6 @@ fn check_open(shape: Shape, rows: &[u32]) -> Result<(), (ErrorCode, String)> {
     Ok(())
 }
 
-/// The frame answering a frame that did not decode: an Error with the failure's code, or, for
-/// a frame of another protocol version, the refusal that version can read (a version-1 peer
-/// could not decode a current Error).
-fn bad_frame_answer(e: &ProtocolError, limits: &Limits) -> Vec<u8> {
-    match e {
-        ProtocolError::UnsupportedVersion { got, .. } => wire::version_refusal(*got, limits),
-        other => {
-            let msg = ErrorMsg::new(other.code(), None, &other.to_string(), limits.max_text_bytes);
-            wire::encode(&Message::Error(msg))
-        }
-    }
-}
-
 /// The challenge a message concerns, if any.
 fn challenge_of(msg: &Message) -> Option<ChallengeId> {
     match msg {
@@ -714,12 +701,14 @@ mod tests {
             ),
         ];
         for (e, code) in cases {
-            let answer = error_of(&bad_frame_answer(&e, &limits));
+            let answer = error_of(&wire::decode_refusal(&e, &limits));
             assert_eq!((answer.code, answer.challenge_id), (code, None), "{e}");
         }
         // A version-1 peer is answered in version 1, which it can decode.
-        let v1 =
-            bad_frame_answer(&ProtocolError::UnsupportedVersion { got: 1, supported: 2 }, &limits);
+        let v1 = wire::decode_refusal(
+            &ProtocolError::UnsupportedVersion { got: 1, supported: 2 },
+            &limits,
+        );
         assert_eq!(&v1[..6], b"VB\x01\x00\x08\x02");
         assert!(wire::decode(&v1, &limits).is_err(), "not a current frame");
     }
