@@ -1,7 +1,8 @@
 //! What verification costs a coordinator: `verify_openings` on honest openings of 32 sampled
-//! rows (and 16 at n = 4096), produced once per size by the CPU backend outside the timed loop,
-//! next to `verify_openings_by_recompute` (every sampled row recomputed in full, the verifier
-//! before Freivalds' check and the blocked fp32 kernel) as the same-process baseline. The GEMM
+//! rows (and of the exact modes' default sample, 460, at n = 4096), produced once per size by
+//! the CPU backend outside the timed loop, next to `verify_openings_by_recompute` (every sampled
+//! row recomputed in full, the verifier before Freivalds' check and the blocked fp32 kernel) on
+//! the 32 rows as the same-process baseline. The GEMM
 //! time of the challenge that produced the openings is printed beside them for scale.
 
 mod common;
@@ -31,7 +32,8 @@ fn verify(c: &mut Criterion) {
             let root = run.root();
             let gemm = run.execution().timings.gemm;
             eprintln!("{mode} n = {n}: gemm {:.2} ms", gemm.as_secs_f64() * 1e3);
-            let counts: &[u32] = if n == 4096 { &[DEFAULT_SAMPLED_ROWS, 16] } else { &[32] };
+            let counts: &[u32] =
+                if n == 4096 && mode != Mode::Fp32 { &[32, DEFAULT_SAMPLED_ROWS] } else { &[32] };
             for &count in counts {
                 let sampled = sample_rows(&mut rng, n, count);
                 let openings = run.open(&sampled).expect("sampled rows are in range");
@@ -39,11 +41,15 @@ fn verify(c: &mut Criterion) {
                 let fast = || verify_openings(mode, shape, seed, &root, &sampled, &openings);
                 let full =
                     || verify_openings_by_recompute(mode, shape, seed, &root, &sampled, &openings);
-                assert!(fast().is_accepted() && full().is_accepted(), "honest openings verify");
+                assert!(fast().is_accepted(), "honest openings verify");
                 let id = BenchmarkId::new(format!("{mode}/{count}_rows"), n);
                 group.bench_function(id, |bench| bench.iter(|| black_box(fast())));
-                let id = BenchmarkId::new(format!("{mode}/{count}_rows/recompute"), n);
-                group.bench_function(id, |bench| bench.iter(|| black_box(full())));
+                if count == 32 {
+                    // Recomputing 460 rows takes seconds an iteration: the 32-row ratio says it.
+                    assert!(full().is_accepted(), "honest openings verify");
+                    let id = BenchmarkId::new(format!("{mode}/{count}_rows/recompute"), n);
+                    group.bench_function(id, |bench| bench.iter(|| black_box(full())));
+                }
             }
             // The part of either verifier that does not depend on the rows: regenerating B
             // once, row by row on all cores, as Freivalds' `B·x` does.

@@ -201,7 +201,9 @@ pub async fn run(args: DevnetArgs) -> anyhow::Result<()> {
             jitter_secs: args.interval_secs * 0.1,
             mode: args.mode,
             cpu_n: args.n,
+            cpu_k: args.n,
             gpu_n: args.n,
+            gpu_k: args.n,
             ..defaults.schedule.clone()
         },
         liveness: LivenessConfig {

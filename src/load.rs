@@ -339,7 +339,7 @@ impl Child {
             None => "interval_secs = 1e9\njitter_secs = 9.99e8\n".to_owned(),
             Some(r) => format!(
                 "synchronized = true\ninterval_secs = {r}\njitter_secs = {jitter}\n\
-                 deadline_secs = {deadline}\ncpu_n = 64\n",
+                 deadline_secs = {deadline}\ncpu_n = 64\ncpu_k = 64\n",
                 jitter = (r / 10.0).min(1.0),
                 deadline = r / 3.0,
             ),

@@ -71,6 +71,7 @@ deadline_secs = 4.0
 open_timeout_secs = 3.0
 mode = "int8"
 cpu_n = 64
+cpu_k = 64
 sampled_rows = 32
 
 [liveness]

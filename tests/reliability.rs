@@ -401,6 +401,7 @@ jitter_secs = 0.2
 deadline_secs = 8.0
 mode = "int8"
 cpu_n = 64
+cpu_k = 64
 
 [liveness]
 heartbeat_secs = 1.0

@@ -10,7 +10,10 @@ use veribench_chain::{Network, RetryPolicy};
 /// The one URL redaction (database URLs here), shared with the worker.
 pub use veribench_circuit::redact_url;
 use veribench_protocol::wire::{self, Limits};
-use veribench_protocol::{DEFAULT_SAMPLED_ROWS, MAX_DIM, Mode, PublicKey, Shape};
+use veribench_protocol::{
+    DEFAULT_CPU_SHAPE, DEFAULT_FP32_SAMPLED_ROWS, DEFAULT_GPU_SHAPE, DEFAULT_SAMPLED_ROWS, MAX_DIM,
+    Mode, PublicKey, Shape,
+};
 pub use veribench_wallet::WalletConfig;
 
 use crate::scoring::ScoringConfig;
@@ -231,13 +234,36 @@ pub struct ScheduleConfig {
     pub open_timeout_secs: f64,
     /// Arithmetic of every challenge.
     pub mode: Mode,
-    /// Matrix size for CPU devices.
+    /// Rows and columns of C (`m = n`) for CPU devices.
     pub cpu_n: u32,
-    /// Matrix size for GPU devices (capped to fit their memory).
+    /// Inner dimension `k` for CPU devices. Hashing C costs `O(m·n)` and generating A and B
+    /// `O(k·(m + n))` against the GEMM's `O(m·n·k)`: a larger `k` shrinks the hash's share, a
+    /// larger `n` the generator's. The default `4096 × 8192 × 4096` keeps the worker's proof
+    /// overhead below 5% (README, "Benchmarking a machine").
+    pub cpu_k: u32,
+    /// Rows and columns of C for GPU devices (capped to fit their memory).
     pub gpu_n: u32,
-    /// Rows sampled per challenge, in `1..=256` (the wire's `max_open_rows`). Fewer are asked
-    /// when the openings of this many rows could exceed a frame (SPEC §8.4): 63 at n = 65536.
+    /// Inner dimension for GPU devices (capped like `gpu_n`). The verifier regenerates all of B
+    /// (`k × n`), so its cost grows with `k`; GPUs hash on the device, so `k = n` suffices.
+    pub gpu_k: u32,
+    /// Rows sampled per challenge in the exact modes (int8, fp16, bf16), in `1..=1024` (the
+    /// wire's `max_open_rows`). The default, 460, lets a worker that skipped 1% of the rows pass
+    /// with probability ≤ 1% (SPEC §6); Freivalds' check keeps it cheap. Fewer are asked when
+    /// the openings could exceed a frame (SPEC §8.4): 254 at n = 16384, 63 at n = 65536.
     pub sampled_rows: u32,
+    /// Rows sampled per fp32 challenge, in `1..=1024`: each costs the verifier a full
+    /// recomputation (`2·k·n` operations), so the default is 32 (SPEC §6).
+    pub fp32_sampled_rows: u32,
+}
+
+impl ScheduleConfig {
+    /// The configured sample for challenges in `mode`.
+    pub fn sampled_rows_for(&self, mode: Mode) -> u32 {
+        match mode {
+            Mode::Fp32 => self.fp32_sampled_rows,
+            Mode::Int8 | Mode::Fp16 | Mode::Bf16 => self.sampled_rows,
+        }
+    }
 }
 
 impl Default for ScheduleConfig {
@@ -250,9 +276,12 @@ impl Default for ScheduleConfig {
             deadline_secs: 60.0,
             open_timeout_secs: 60.0,
             mode: Mode::Int8,
-            cpu_n: 2048,
-            gpu_n: 16384,
+            cpu_n: DEFAULT_CPU_SHAPE.n,
+            cpu_k: DEFAULT_CPU_SHAPE.k,
+            gpu_n: DEFAULT_GPU_SHAPE.n,
+            gpu_k: DEFAULT_GPU_SHAPE.k,
             sampled_rows: DEFAULT_SAMPLED_ROWS,
+            fp32_sampled_rows: DEFAULT_FP32_SAMPLED_ROWS,
         }
     }
 }
@@ -408,7 +437,7 @@ impl CoordinatorConfig {
         if !(0.0..s.interval_secs).contains(&s.jitter_secs) {
             return bad("schedule.jitter_secs must be in [0, interval_secs)");
         }
-        for n in [s.cpu_n, s.gpu_n] {
+        for n in [s.cpu_n, s.cpu_k, s.gpu_n, s.gpu_k] {
             if n == 0 || n > self.limits.max_dim.min(MAX_DIM) {
                 return Err(ConfigError::Invalid(format!(
                     "challenge size {n} is outside 1..={}",
@@ -417,12 +446,16 @@ impl CoordinatorConfig {
             }
         }
         let limits = self.wire_limits();
-        if !(1..=limits.max_open_rows).contains(&s.sampled_rows) {
-            return Err(ConfigError::Invalid(format!(
-                "schedule.sampled_rows = {} is outside 1..={}: an open request lists at most {} \
-                 rows (SPEC §8.4)",
-                s.sampled_rows, limits.max_open_rows, limits.max_open_rows
-            )));
+        for (key, rows) in
+            [("sampled_rows", s.sampled_rows), ("fp32_sampled_rows", s.fp32_sampled_rows)]
+        {
+            if !(1..=limits.max_open_rows).contains(&rows) {
+                return Err(ConfigError::Invalid(format!(
+                    "schedule.{key} = {rows} is outside 1..={}: an open request lists at most {} \
+                     rows (SPEC §8.4)",
+                    limits.max_open_rows, limits.max_open_rows
+                )));
+            }
         }
         // Every challenge size must open at least one row within our own frame limit.
         for n in [s.cpu_n, s.gpu_n] {
@@ -562,11 +595,17 @@ mod tests {
             c.validate()
         };
         with_rows(1).expect("one row");
-        with_rows(256).expect("the wire's most");
-        for rows in [0, 257, u32::MAX] {
+        with_rows(1024).expect("the wire's most");
+        for rows in [0, 1025, u32::MAX] {
             let err = with_rows(rows).expect_err("out of range").to_string();
-            assert!(err.contains("schedule.sampled_rows") && err.contains("1..=256"), "{err}");
+            assert!(err.contains("schedule.sampled_rows") && err.contains("1..=1024"), "{err}");
         }
+        let mut c = CoordinatorConfig::default();
+        c.schedule.fp32_sampled_rows = 0;
+        let err = c.validate().expect_err("out of range").to_string();
+        assert!(err.contains("schedule.fp32_sampled_rows"), "{err}");
+        assert_eq!(c.schedule.sampled_rows_for(Mode::Int8), 460);
+        assert_eq!(c.schedule.sampled_rows_for(Mode::Fp32), 0);
         // A frame limit too small for one row of the configured challenges is refused too.
         let mut c = CoordinatorConfig::default();
         c.limits.max_frame_bytes = 1024;

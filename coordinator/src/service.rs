@@ -19,8 +19,8 @@ use veribench_protocol::wire::{
     Welcome,
 };
 use veribench_protocol::{
-    Challenge, ChallengeId, DeviceKey, DeviceSeed, PublicKey, Seed, Shape, UnixMillis, Verdict,
-    sample_rows, verify_openings,
+    Challenge, ChallengeId, DeviceKey, DeviceSeed, Mode, PublicKey, Seed, Shape, UnixMillis,
+    Verdict, sample_rows, verify_openings,
 };
 use veribench_wallet::Keypair;
 
@@ -717,7 +717,7 @@ impl Coordinator {
             let rows = sample_rows(
                 &mut rand::rng(),
                 p.challenge.shape.m,
-                self.rows_to_open(p.challenge.shape),
+                self.rows_to_open(p.challenge.mode, p.challenge.shape),
             );
             if !late {
                 let commitment = CommitRecord {
@@ -914,7 +914,7 @@ impl Coordinator {
                 worker_key: worker,
                 device,
                 mode: self.config.schedule.mode,
-                shape: Shape::square(self.size_for(class)),
+                shape: self.shape_for(class),
                 seed: Seed(rand::rng().random()),
                 issued_at: issued,
                 deadline,
@@ -998,22 +998,25 @@ impl Coordinator {
 
     /// Rows to ask a challenge of `shape` to open: the configured sample, fewer if their
     /// openings could exceed the frames this coordinator accepts (SPEC §8.4).
-    fn rows_to_open(&self, shape: Shape) -> u32 {
-        rows_to_open(self.config.schedule.sampled_rows, shape, &self.config.wire_limits())
+    fn rows_to_open(&self, mode: Mode, shape: Shape) -> u32 {
+        let sampled = self.config.schedule.sampled_rows_for(mode);
+        rows_to_open(sampled, shape, &self.config.wire_limits())
     }
 
-    fn size_for(&self, class: DeviceClass) -> u32 {
+    fn shape_for(&self, class: DeviceClass) -> Shape {
         let s = &self.config.schedule;
         match class {
-            DeviceClass::Cpu => s.cpu_n,
+            DeviceClass::Cpu => Shape { m: s.cpu_n, k: s.cpu_k, n: s.cpu_n },
             DeviceClass::Gpu { memory } => {
-                // A, B and C must fit in half the device's memory: ≤ 3 · 4 · n² bytes.
+                // A, B and C must fit in half the device's memory: with m = n and k, n ≤ fits,
+                // 4 · (2·n·k + n²) ≤ 12 · fits² bytes ≤ memory / 2.
                 let fits = if memory == 0 {
                     u32::MAX
                 } else {
-                    ((memory as f64 / 24.0).sqrt() as u32) / 1024 * 1024
+                    (((memory as f64 / 24.0).sqrt() as u32) / 1024 * 1024).max(1024)
                 };
-                s.gpu_n.min(fits.max(1024))
+                let n = s.gpu_n.min(fits);
+                Shape { m: n, k: s.gpu_k.min(fits), n }
             }
         }
     }
@@ -1083,7 +1086,8 @@ mod tests {
         assert_eq!(rows_to_open(256, widest, &limits), 63);
         assert!(openings_frame_bound(widest, 63) <= MAX_FRAME_BYTES as u64);
         assert_eq!(rows_to_open(32, widest, &limits), 32);
-        assert_eq!(rows_to_open(256, Shape::square(4096), &limits), 256);
+        assert_eq!(rows_to_open(460, Shape::square(4096), &limits), 460);
+        assert_eq!(rows_to_open(460, Shape::square(16_384), &limits), 254);
         // Never more rows than the product has.
         assert_eq!(rows_to_open(32, Shape { m: 5, k: 8, n: 8 }, &limits), 5);
         // A coordinator accepting smaller frames asks for fewer rows.

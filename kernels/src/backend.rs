@@ -7,6 +7,18 @@ use std::time::Duration;
 use thiserror::Error;
 use veribench_protocol::{Challenge, DeviceKey, Leaf, ProtocolError};
 
+/// Where a GPU backend hashes the rows of C to their leaves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LeafPath {
+    /// BLAKE3 on the device (`kernels/cuda/leaves.cu`, `shaders/leaves.wgsl`): only the leaves
+    /// cross the bus and C stays on the device for openings. Chosen when the device's leaves of
+    /// crafted rows of every edge length equal [`veribench_protocol::leaf_hash`] at start-up.
+    Device,
+    /// C copied to the host and hashed there with [`veribench_protocol::leaf_hash`]: the
+    /// fallback for a device whose start-up check failed, which costs only speed.
+    Host,
+}
+
 /// Device families a worker can compute on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum BackendKind {

@@ -15,7 +15,7 @@ pub mod wgpu;
 
 pub use crate::wgpu::{Fault, TileConfig, WgpuBackend, WgpuOptions};
 pub use backend::{
-    Backend, BackendError, BackendKind, DeviceInfo, Execution, PhaseTimings, RowSource,
+    Backend, BackendError, BackendKind, DeviceInfo, Execution, LeafPath, PhaseTimings, RowSource,
 };
 pub use cpu::CpuBackend;
 pub use cuda::CudaBackend;

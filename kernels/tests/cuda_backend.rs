@@ -259,7 +259,7 @@ fn gpu_bare_gemm_timing() {
     let cuda = gpu_backend().expect("this test needs an NVIDIA GPU with its driver and cuBLAS");
     let device = &cuda.devices()[0].key;
     for mode in Mode::ALL {
-        let t = cuda.bare_gemm(device, mode, 2048, 3).expect("bare gemm");
+        let t = cuda.bare_gemm(device, mode, Shape::square(2048), 3).expect("bare gemm");
         assert!(t.best > std::time::Duration::ZERO && t.best <= t.median);
         eprintln!("{mode} n=2048: best {:?}, {:.1} TOPS", t.best, t.ops_per_second() / 1e12);
     }
@@ -313,7 +313,7 @@ fn cuda_challenge_vs_bare() {
     eprintln!("{} n={n}", device.name);
     eprintln!("mode   bare(ms)  TOPS   | generate  gemm   hash-tail  total(ms) | total/bare");
     for mode in Mode::ALL {
-        let bare = cuda.bare_gemm(&device.key, mode, n, 5).expect("bare gemm");
+        let bare = cuda.bare_gemm(&device.key, mode, Shape::square(n), 5).expect("bare gemm");
         let ch = challenge(mode, Shape::square(n));
         let started = std::time::Instant::now();
         let exec = cuda.execute(&device.key, &ch).expect("execute");

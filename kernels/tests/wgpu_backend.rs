@@ -12,13 +12,14 @@ use std::sync::OnceLock;
 use common::{has_negative_zero_entries, reference_leaves};
 
 use rand::{Rng, SeedableRng, rngs::StdRng};
+use veribench_kernels::LeafPath;
 use veribench_kernels::wgpu::{GemmKernel, HostMatrices};
 use veribench_kernels::{
     Backend, BackendError, CpuBackend, Fault, TileConfig, WgpuBackend, WgpuOptions, run_challenge,
 };
 use veribench_protocol::{
-    Challenge, ChallengeId, DeviceKey, DeviceSeed, Generator, Matrix, Mode, Seed, Shape,
-    UnixMillis, Verdict, fp32_tolerance, row_entries, sample_rows, verify_openings,
+    Challenge, ChallengeId, DeviceKey, DeviceSeed, Generator, Leaf, Matrix, Mode, Seed, Shape,
+    UnixMillis, Verdict, fp32_tolerance, leaf_hash, row_entries, sample_rows, verify_openings,
 };
 
 fn open(fault: Fault) -> WgpuBackend {
@@ -297,5 +298,102 @@ fn zero_entries_are_positive_zero_in_leaves_and_openings() {
             );
         }
         assert_eq!(execution.leaves, reference_leaves(&c, &key), "{mode}: leaves differ");
+    }
+}
+
+/// Row lengths at BLAKE3's edges: a message (n + 9 words) of one block and one word more, one
+/// chunk and one word more, around four chunks, and the largest rows (257 chunks).
+const EDGE_LENGTHS: [u32; 9] = [1, 7, 8, 247, 248, 1023, 1024, 1025, 65536];
+
+/// `leaf_hash` of each row of `words` (rows of `n`), row `r` at index `first_row + r`.
+fn host_leaves(seed: &DeviceSeed, first_row: u32, n: u32, words: &[u32]) -> Vec<Leaf> {
+    words
+        .chunks_exact(n as usize)
+        .enumerate()
+        .map(|(r, row)| {
+            let bytes: Vec<u8> = row.iter().flat_map(|w| w.to_le_bytes()).collect();
+            leaf_hash(seed, first_row.wrapping_add(r as u32), &bytes)
+        })
+        .collect()
+}
+
+#[test]
+fn the_leaf_shader_passes_its_self_test() {
+    let backend = backend();
+    assert_eq!(backend.leaf_path(&device(backend)), Some(LeafPath::Device));
+    let other = DeviceKey::new("GPU-not-mine").expect("key");
+    assert_eq!(backend.leaf_path(&other), None);
+}
+
+#[test]
+fn device_leaves_equal_leaf_hash_at_every_chunk_edge() {
+    let backend = backend();
+    let key = device(backend);
+    let mut rng = StdRng::seed_from_u64(12);
+    // Edge lengths, random lengths, and many rows (several workgroups in both passes).
+    let mut cases: Vec<(u32, u32)> = EDGE_LENGTHS.iter().map(|&n| (n, 3)).collect();
+    cases.extend((0..4).map(|_| (rng.random_range(1..5000), 5)));
+    cases.extend([(1, 300), (300, 200), (2000, 70)]);
+    for (n, rows) in cases {
+        let seed = DeviceSeed(rng.random());
+        let words: Vec<u32> = (0..n * rows).map(|_| rng.random()).collect();
+        // Row indices from 0, and up to u32::MAX exactly.
+        for first_row in [0, u32::MAX - rows + 1 - rng.random_range(0..2), rng.random()] {
+            let got = backend.device_leaves(&key, &seed, first_row, n, &words).expect("hashes");
+            assert_eq!(got, host_leaves(&seed, first_row, n, &words), "{rows} rows of {n}");
+        }
+    }
+    assert!(backend.device_leaves(&key, &DeviceSeed([0; 32]), 0, 3, &[1, 2]).is_err());
+}
+
+/// Rows of one to five chunks, hashed on the device and opened from the device buffer, against
+/// the CPU backend (int8) and the independent reference (fp16).
+#[test]
+fn long_rows_are_hashed_and_opened_from_the_device() {
+    let backend = backend();
+    let key = device(backend);
+    let cpu = CpuBackend::with_device_key(key.clone());
+    let mut rng = StdRng::seed_from_u64(13);
+    let shape = Shape { m: 5, k: 3, n: 1100 };
+    let c = challenge(&mut rng, Mode::Int8, shape);
+    let gpu_run = backend.execute(&key, &c).expect("wgpu runs");
+    let cpu_run = cpu.execute(&key, &c).expect("cpu runs");
+    assert_eq!(gpu_run.leaves, cpu_run.leaves);
+    for row in [0, 2, 4, 3, 0] {
+        assert_eq!(
+            gpu_run.product.row_bytes(row).expect("row"),
+            cpu_run.product.row_bytes(row).expect("row"),
+            "row {row}"
+        );
+    }
+    let c = challenge(&mut rng, Mode::Fp16, shape);
+    let run = backend.execute(&key, &c).expect("runs");
+    assert_eq!(run.leaves, reference_leaves(&c, &key));
+    let seed = c.device_seed(&key);
+    for row in 0..shape.m {
+        let bytes = run.product.row_bytes(row).expect("row");
+        assert_eq!(bytes.len(), 4 * shape.n as usize);
+        assert_eq!(run.leaves[row as usize], leaf_hash(&seed, row, &bytes), "row {row}");
+    }
+}
+
+/// A leaf shader that disagrees with `leaf_hash` is caught by the start-up self-test, and the
+/// backend still commits to the right leaves by hashing on the host.
+#[test]
+fn a_broken_leaf_shader_falls_back_to_host_hashing() {
+    let broken = open(Fault::BrokenLeafShader);
+    let key = device(&broken);
+    assert_eq!(broken.leaf_path(&key), Some(LeafPath::Host));
+    let seed = DeviceSeed([3; 32]);
+    let words = [1, 2, 3, 4, 5, 6];
+    let shader = broken.device_leaves(&key, &seed, 0, 3, &words).expect("hashes");
+    assert_ne!(shader, host_leaves(&seed, 0, 3, &words), "the fault must break the shader");
+
+    let mut rng = StdRng::seed_from_u64(14);
+    for mode in [Mode::Int8, Mode::Bf16] {
+        let c = challenge(&mut rng, mode, Shape { m: 20, k: 30, n: 300 });
+        let want = backend().execute(&key, &c).expect("runs").leaves;
+        assert_eq!(broken.execute(&key, &c).expect("runs").leaves, want, "{mode}");
+        assert_eq!(verdict(&broken, &c, &mut rng), Verdict::Accepted, "{mode}");
     }
 }

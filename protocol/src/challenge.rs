@@ -77,6 +77,17 @@ impl FromStr for Mode {
     }
 }
 
+/// The shape a coordinator gives CPU devices unless configured otherwise (SPEC §1.1). A worker
+/// pays the GEMM, `2·m·n·k`, plus proof overhead: generating A and B, `k·(m + n)` elements, and
+/// hashing C, `4·m·n` bytes. `k = 2n` halves the hash's share of a square challenge, and
+/// `n = 4096` keeps the generator's small, so the overhead stays under 5% on a CPU.
+pub const DEFAULT_CPU_SHAPE: Shape = Shape { m: 4096, k: 8192, n: 4096 };
+
+/// The shape a coordinator gives GPU devices unless configured otherwise (capped to fit the
+/// device's memory). GPUs hash C on the device, so a square shape already has low overhead, and
+/// the verifier's cost (regenerating B, `k × n`) does not grow further.
+pub const DEFAULT_GPU_SHAPE: Shape = Shape::square(16_384);
+
 /// `A` is `m × k`, `B` is `k × n`, the product `C` is `m × n`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Shape {
@@ -119,6 +130,30 @@ impl Shape {
 impl fmt::Display for Shape {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}x{}x{}", self.m, self.k, self.n)
+    }
+}
+
+/// A shape that does not read as `MxKxN` (three positive integers; `N` alone is the square).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is not a shape: write MxKxN (e.g. 4096x8192x4096) or N for N x N x N")]
+pub struct ParseShapeError(String);
+
+impl FromStr for Shape {
+    type Err = ParseShapeError;
+
+    /// Parses what [`fmt::Display`] writes, `MxKxN`, or a single `N` for the square.
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let bad = || ParseShapeError(text.to_owned());
+        let dims = text
+            .split('x')
+            .map(|d| d.trim().parse::<u32>().ok().filter(|&v| v > 0))
+            .collect::<Option<Vec<u32>>>()
+            .ok_or_else(bad)?;
+        match dims[..] {
+            [n] => Ok(Shape::square(n)),
+            [m, k, n] => Ok(Shape { m, k, n }),
+            _ => Err(bad()),
+        }
     }
 }
 
@@ -192,6 +227,17 @@ mod tests {
             assert_eq!(mode.as_str().parse::<Mode>().ok(), Some(mode));
         }
         assert!("fp8".parse::<Mode>().is_err());
+    }
+
+    #[test]
+    fn shapes_parse_from_what_they_display() {
+        for shape in [Shape { m: 4096, k: 8192, n: 4096 }, Shape::square(1)] {
+            assert_eq!(shape.to_string().parse::<Shape>(), Ok(shape));
+        }
+        assert_eq!("2048".parse::<Shape>(), Ok(Shape::square(2048)));
+        for bad in ["", "0", "4x4", "4x0x4", "4x4x4x4", "-1", "ax4x4", "4096x"] {
+            assert!(bad.parse::<Shape>().is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -56,6 +56,8 @@ pub struct Check {
     x: [Vec<i32>; VECTORS],
     /// `B·x` mod p for each vector, `k` residues.
     y: [Vec<i32>; VECTORS],
+    /// `y` split for [`dot_small`].
+    y_halves: [Halves; VECTORS],
 }
 
 impl Check {
@@ -88,6 +90,7 @@ impl Check {
         if x.iter().any(|v| v.len() != n || v.iter().any(|&e| !(0..PRIME as i32).contains(&e))) {
             return None;
         }
+        let x_halves = [Halves::of(&x[0]), Halves::of(&x[1])];
         let rows: Vec<[i32; VECTORS]> = (0..shape.k)
             .into_par_iter()
             .map_init(
@@ -95,13 +98,14 @@ impl Check {
                 |b, i| {
                     // Exact mode, checked by `exact_range`.
                     let _ = generator.fill_i8(Matrix::B, i, 0, b);
-                    dot2(b, [&x[0], &x[1]]).map(reduce)
+                    dot_small(b, &x_halves).map(reduce)
                 },
             )
             .collect();
-        let y = std::array::from_fn(|v| rows.iter().map(|r| r[v]).collect());
+        let y: [Vec<i32>; VECTORS] = std::array::from_fn(|v| rows.iter().map(|r| r[v]).collect());
         debug_assert!(rows.len() == k);
-        Some(Self { mode, k, range, x, y })
+        let y_halves = [Halves::of(&y[0]), Halves::of(&y[1])];
+        Some(Self { mode, k, range, x, y, y_halves })
     }
 
     /// `B·x` mod p, `k` residues per vector.
@@ -115,36 +119,78 @@ impl Check {
         let Some(cx) = self.c_dot_x(bytes) else { return false };
         let mut a = vec![0i8; self.k];
         let _ = generator.fill_i8(Matrix::A, row, 0, &mut a);
-        let ay = dot2(&a, [&self.y[0], &self.y[1]]).map(reduce);
+        let ay = dot_small(&a, &self.y_halves).map(reduce);
         cx == ay
     }
 
     /// `C_r·x` mod p for each vector, or `None` if an entry is not an integer in range.
     fn c_dot_x(&self, bytes: &[u8]) -> Option<[i32; VECTORS]> {
+        let entries = match self.mode {
+            Mode::Int8 => int_entries(bytes),
+            _ => float_entries(bytes)?,
+        };
+        // In range, so within i32: [lo, hi] ⊂ (−2^31, 2^30] (`exact_range`).
         let (lo, hi) = self.range;
-        let mut sums = [0i128; VECTORS];
-        for (j, raw) in bytes.chunks_exact(4).enumerate() {
-            let raw = [raw[0], raw[1], raw[2], raw[3]];
-            let c = match self.mode {
-                Mode::Int8 => i64::from(i32::from_le_bytes(raw)),
-                _ => exact_integer(f32::from_le_bytes(raw))?,
-            };
-            if !(lo..=hi).contains(&c) {
-                return None;
-            }
-            for (sum, x) in sums.iter_mut().zip(&self.x) {
-                // |c| < 2^31 and x < 2^31: each term < 2^62, at most 2^24 of them.
-                *sum += i128::from(c) * i128::from(x[j]);
-            }
+        let (min, max) = min_max(&entries);
+        if i64::from(min) < lo || i64::from(max) > hi {
+            return None;
         }
-        Some(sums.map(|s| s.rem_euclid(i128::from(PRIME)) as i32))
+        let halves = dot_split(&entries, [&self.x[0], &self.x[1]]);
+        Some(halves.map(|(low, high)| {
+            // C_r·x = 2^16·high + low over the integers.
+            let sum = (i128::from(high) << 16) + i128::from(low);
+            sum.rem_euclid(i128::from(PRIME)) as i32
+        }))
     }
 }
 
-/// The integer an f32 entry holds exactly, or `None` (NaN, infinite, fractional, or beyond
-/// 2^31, where no exact-mode entry can be). −0 is 0.
-fn exact_integer(v: f32) -> Option<i64> {
-    (v.is_finite() && v.trunc() == v && v.abs() < 2_147_483_648.0).then_some(v as i64)
+/// An int8 row's entries: little-endian i32 words.
+fn int_entries(bytes: &[u8]) -> Vec<i32> {
+    bytes.chunks_exact(4).map(|w| i32::from_le_bytes([w[0], w[1], w[2], w[3]])).collect()
+}
+
+/// A float row's entries as the integers they hold exactly, or `None` if one is NaN, infinite,
+/// fractional or beyond i32 (no exact-mode entry can be). Branch-free per entry, so it
+/// vectorises: `v as i32` saturates (NaN gives 0), and the round trip `(v as i32) as f32 == v`
+/// holds exactly for the integers of i32 that f32 represents, and for 2^31, which saturates to
+/// `i32::MAX` and is then out of every range. −0 is 0.
+fn float_entries(bytes: &[u8]) -> Option<Vec<i32>> {
+    let mut exact = true;
+    let entries = bytes
+        .chunks_exact(4)
+        .map(|w| {
+            let v = f32::from_le_bytes([w[0], w[1], w[2], w[3]]);
+            let c = v as i32;
+            exact &= c as f32 == v;
+            c
+        })
+        .collect();
+    exact.then_some(entries)
+}
+
+/// The smallest and largest entry (`(i32::MAX, i32::MIN)` for none).
+#[multiversion(targets("x86_64+avx512f+avx512bw+avx512vl", "x86_64+avx2+fma", "aarch64+neon"))]
+fn min_max(c: &[i32]) -> (i32, i32) {
+    c.iter().fold((i32::MAX, i32::MIN), |(lo, hi), &v| (lo.min(v), hi.max(v)))
+}
+
+/// `C_r·x` for two vectors, each as `(Σ lo_j·x_j, Σ hi_j·x_j)` with `c_j = 2^16·hi_j + lo_j`,
+/// `lo_j ∈ [0, 2^16)`: every term is a 32×32→64-bit product (one SIMD multiply) and, with
+/// `x_j < 2^31` and at most 2^16 entries, neither sum can reach 2^63.
+#[multiversion(targets("x86_64+avx512f+avx512bw+avx512vl", "x86_64+avx2+fma", "aarch64+neon"))]
+fn dot_split(c: &[i32], x: [&[i32]; VECTORS]) -> [(i64, i64); VECTORS] {
+    let (x0, x1) = (&x[0][..c.len()], &x[1][..c.len()]);
+    let (mut l0, mut h0, mut l1, mut h1) = (0i64, 0i64, 0i64, 0i64);
+    for ((&c, &u), &v) in c.iter().zip(x0).zip(x1) {
+        let lo = i64::from(c & 0xFFFF);
+        let hi = i64::from(c >> 16);
+        let (u, v) = (i64::from(u), i64::from(v));
+        l0 += lo * u;
+        h0 += hi * u;
+        l1 += lo * v;
+        h1 += hi * v;
+    }
+    [(l0, h0), (l1, h1)]
 }
 
 /// A sum of at most 2^24 terms below 2^38 in magnitude, reduced into `[0, p)`.
@@ -152,18 +198,130 @@ fn reduce(s: i64) -> i32 {
     s.rem_euclid(PRIME) as i32
 }
 
-/// `(Σ b_j·x0_j, Σ b_j·x1_j)` in i64: each product of a small integer and a residue < 2^31
-/// is below 2^38, so sums of up to 2^24 terms cannot overflow.
-#[multiversion(targets("x86_64+avx512f+avx512bw+avx512vl", "x86_64+avx2+fma", "aarch64+neon"))]
-fn dot2(b: &[i8], x: [&[i32]; VECTORS]) -> [i64; VECTORS] {
-    let (x0, x1) = (&x[0][..b.len()], &x[1][..b.len()]);
-    let (mut s0, mut s1) = (0i64, 0i64);
-    for ((&b, &u), &v) in b.iter().zip(x0).zip(x1) {
-        let b = i64::from(b);
-        s0 += b * i64::from(u);
-        s1 += b * i64::from(v);
+/// A vector of residues in `[0, 2^31)` as two i16 halves, for a 16-bit multiply-add:
+/// `x = 2^16·high + low + 2^15`, `high ∈ [0, 2^15)`, `low ∈ [−2^15, 2^15)`.
+#[derive(Debug)]
+struct Halves {
+    high: Vec<i16>,
+    low: Vec<i16>,
+}
+
+impl Halves {
+    fn of(residues: &[i32]) -> Self {
+        Self {
+            high: residues.iter().map(|&x| (x >> 16) as i16).collect(),
+            low: residues.iter().map(|&x| ((x & 0xFFFF) - (1 << 15)) as i16).collect(),
+        }
     }
-    [s0, s1]
+}
+
+/// Elements per block of the SIMD [`dot_small`]'s i32 partial sums: each i32 lane takes two
+/// products of magnitude ≤ `2^7 · 2^15` per 16 elements, so a block of 2048 elements adds at most
+/// `128 · 2^23 = 2^30` to a lane before it is flushed to i64.
+const SMALL_BLOCK: usize = 2048;
+
+/// `Σ b_j·x_j` for two vectors of residues (`|b_j| ≤ 128`), exact in i64, as
+/// `2^16·Σ b·high + Σ b·low + 2^15·Σ b` ([`Halves`]): three sums of i8 × i16 products, which
+/// a 16-bit multiply-add (`vpmaddwd`) forms 16 at a time, in i32 per [`SMALL_BLOCK`] elements.
+fn dot_small(b: &[i8], x: &[Halves; VECTORS]) -> [i64; VECTORS] {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: AVX2 is available, checked on the line above.
+        return unsafe { avx2::dot_small(b, x) };
+    }
+    dot_small_scalar(b, x)
+}
+
+/// [`dot_small`] one element at a time: the reference the SIMD path is tested against.
+fn dot_small_scalar(b: &[i8], x: &[Halves; VECTORS]) -> [i64; VECTORS] {
+    let mut out = [0i64; VECTORS];
+    for (v, halves) in x.iter().enumerate() {
+        let (mut high, mut low, mut sum_b) = (0i64, 0i64, 0i64);
+        for ((&b, &h), &l) in b.iter().zip(&halves.high).zip(&halves.low) {
+            let b = i64::from(b);
+            high += b * i64::from(h);
+            low += b * i64::from(l);
+            sum_b += b;
+        }
+        out[v] = (high << 16) + low + (sum_b << 15);
+    }
+    out
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    use super::{Halves, SMALL_BLOCK, VECTORS};
+
+    /// Sum of the eight i32 lanes, in i64.
+    #[target_feature(enable = "avx2")]
+    fn lanes(v: __m256i) -> i64 {
+        let mut out = [0i32; 8];
+        // SAFETY: `out` is 32 writable bytes; unaligned stores are allowed.
+        unsafe { _mm256_storeu_si256(out.as_mut_ptr().cast(), v) };
+        out.iter().map(|&l| i64::from(l)).sum()
+    }
+
+    /// [`super::dot_small`] with `vpmaddwd`: 16 elements an instruction and vector half, in
+    /// i32 lanes flushed to i64 every [`SMALL_BLOCK`] elements.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn dot_small(b: &[i8], x: &[Halves; VECTORS]) -> [i64; VECTORS] {
+        // The common length (they are equal by construction; a mismatch must not read past
+        // one), as the scalar path's `zip` takes it.
+        let len = x.iter().fold(b.len(), |len, h| len.min(h.high.len()).min(h.low.len()));
+        let ones = _mm256_set1_epi16(1);
+        // Per vector: high, low; and Σ b once.
+        let mut totals = [[0i64; 2]; VECTORS];
+        let mut sum_b = 0i64;
+        let whole = len - len % 16;
+        let mut j = 0;
+        while j < whole {
+            let end = (j + SMALL_BLOCK).min(whole);
+            let zero = _mm256_setzero_si256();
+            let (mut acc, mut acc_b) = ([[zero; 2]; VECTORS], zero);
+            while j < end {
+                // SAFETY: j + 16 <= whole <= len, the length of b and of every half.
+                let bv = unsafe { _mm256_cvtepi8_epi16(_mm_loadu_si128(b.as_ptr().add(j).cast())) };
+                for (v, halves) in x.iter().enumerate() {
+                    // SAFETY: as above, 16 i16 from j of vectors as long as b.
+                    let (h, l) = unsafe {
+                        (
+                            _mm256_loadu_si256(halves.high.as_ptr().add(j).cast()),
+                            _mm256_loadu_si256(halves.low.as_ptr().add(j).cast()),
+                        )
+                    };
+                    acc[v][0] = _mm256_add_epi32(acc[v][0], _mm256_madd_epi16(bv, h));
+                    acc[v][1] = _mm256_add_epi32(acc[v][1], _mm256_madd_epi16(bv, l));
+                }
+                acc_b = _mm256_add_epi32(acc_b, _mm256_madd_epi16(bv, ones));
+                j += 16;
+            }
+            for v in 0..VECTORS {
+                totals[v][0] += lanes(acc[v][0]);
+                totals[v][1] += lanes(acc[v][1]);
+            }
+            sum_b += lanes(acc_b);
+        }
+        let mut out = [0i64; VECTORS];
+        for (v, halves) in x.iter().enumerate() {
+            let [mut high, mut low] = totals[v];
+            let mut tail_b = 0i64;
+            let tail =
+                b[whole..len].iter().zip(&halves.high[whole..len]).zip(&halves.low[whole..len]);
+            for ((&bt, &h), &l) in tail {
+                let bt = i64::from(bt);
+                high += bt * i64::from(h);
+                low += bt * i64::from(l);
+                tail_b += bt;
+            }
+            out[v] = (high << 16) + low + ((sum_b + tail_b) << 15);
+        }
+        out
+    }
 }
 
 #[cfg(test)]
@@ -202,21 +360,67 @@ mod tests {
     }
 
     #[test]
-    fn exact_integer_refuses_what_no_exact_entry_can_be() {
-        assert_eq!(exact_integer(-0.0), Some(0));
-        assert_eq!(exact_integer(-3.0), Some(-3));
-        assert_eq!(exact_integer(16_777_216.0), Some(1 << 24));
+    fn float_entries_refuse_what_no_exact_entry_can_be() {
+        let row =
+            |values: &[f32]| -> Vec<u8> { values.iter().flat_map(|v| v.to_le_bytes()).collect() };
+        let good = [-0.0, -3.0, 16_777_216.0, 0.0, 1_073_741_824.0, -2_147_483_648.0];
+        assert_eq!(float_entries(&row(&good)), Some(vec![0, -3, 1 << 24, 0, 1 << 30, i32::MIN]));
         for v in [0.5, -1.25, f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 3e9, -3e9] {
-            assert_eq!(exact_integer(v), None, "{v}");
+            assert_eq!(float_entries(&row(&[1.0, v])), None, "{v}");
         }
+        // 2^31 saturates to i32::MAX, which every exact range refuses.
+        assert_eq!(float_entries(&row(&[2_147_483_648.0])), Some(vec![i32::MAX]));
+        assert_eq!(min_max(&[3, -7, 12, 0]), (-7, 12));
     }
 
     #[test]
-    fn dot2_matches_a_scalar_sum_at_the_extremes() {
-        let b = vec![-128i8; 1000];
-        let x = vec![PRIME as i32 - 1; 1000];
+    fn dot_split_is_the_exact_product_at_the_extremes() {
+        let x = vec![PRIME as i32 - 1; 1 << 16];
+        for c in [i32::MIN + 1, -16_256 * 65_536, -1, 0, 1, 0xFFFF, 0x1_0000, 1 << 30] {
+            let entries = vec![c; 1 << 16];
+            let [(low, high), second] = dot_split(&entries, [&x, &x]);
+            assert_eq!(second, (low, high));
+            let want = i128::from(c) * i128::from(PRIME - 1) * (1 << 16);
+            assert_eq!((i128::from(high) << 16) + i128::from(low), want, "{c}");
+        }
+    }
+
+    /// The plain i64 sum `dot_small` must equal.
+    fn direct(b: &[i8], x: &[i32]) -> i64 {
+        b.iter().zip(x).map(|(&b, &x)| i64::from(b) * i64::from(x)).sum()
+    }
+
+    #[test]
+    fn dot_small_is_the_exact_sum_at_the_extremes_and_on_random_rows() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(7);
+        // Extremes: every b at −128 or 127 against residues at 0, 2^15, 2^16 − 1 and p − 1,
+        // over lengths that end inside and on a 16-element step and span several blocks.
+        for len in [0usize, 1, 15, 16, 17, 255, 256, 257, 4096, 65_536] {
+            for (b0, x0) in [
+                (-128i8, PRIME as i32 - 1),
+                (127, PRIME as i32 - 1),
+                (-128, 0),
+                (-128, 1 << 15),
+                (127, 0xFFFF),
+            ] {
+                let (b, x) = (vec![b0; len], vec![x0; len]);
+                let y = vec![x0 ^ 1; len];
+                let halves = [Halves::of(&x), Halves::of(&y)];
+                let want = [direct(&b, &x), direct(&b, &y)];
+                assert_eq!(dot_small(&b, &halves), want, "len {len}, b {b0}, x {x0}");
+                assert_eq!(dot_small_scalar(&b, &halves), want, "len {len}, b {b0}, x {x0}");
+            }
+        }
+        for _ in 0..50 {
+            let len = rng.random_range(0..3000);
+            let b: Vec<i8> = (0..len).map(|_| rng.random()).collect();
+            let x: Vec<i32> = (0..len).map(|_| rng.random_range(0..PRIME as i32)).collect();
+            let y: Vec<i32> = (0..len).map(|_| rng.random_range(0..PRIME as i32)).collect();
+            let halves = [Halves::of(&x), Halves::of(&y)];
+            assert_eq!(dot_small(&b, &halves), [direct(&b, &x), direct(&b, &y)]);
+        }
         let want = -128 * (PRIME - 1) * 1000;
-        assert_eq!(dot2(&b, [&x, &x]), [want, want]);
         assert_eq!(reduce(want), want.rem_euclid(PRIME) as i32);
     }
 }

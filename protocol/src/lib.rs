@@ -19,13 +19,17 @@ pub mod sampling;
 pub mod verify;
 pub mod wire;
 
-pub use challenge::{Challenge, MAX_DIM, Mode, Shape, UnixMillis};
+pub use challenge::{
+    Challenge, DEFAULT_CPU_SHAPE, DEFAULT_GPU_SHAPE, MAX_DIM, Mode, Shape, UnixMillis,
+};
 pub use commitment::{Commitment, MultiProof, leaf_hash, verify_multiproof};
 pub use error::{Bounded, ProtocolError};
 pub use error_code::{ErrorClass, ErrorCode};
 pub use generator::{Generator, Matrix};
 pub use ids::{ChallengeId, DeviceKey, DeviceSeed, Leaf, PublicKey, Root, Seed, Signature};
-pub use sampling::{DEFAULT_SAMPLED_ROWS, sample_rows};
+pub use sampling::{
+    DEFAULT_FP32_SAMPLED_ROWS, DEFAULT_SAMPLED_ROWS, default_sampled_rows, sample_rows,
+};
 pub use verify::{
     Openings, RejectReason, RowOpening, Verdict, fp32_tolerance, row_entries, verify_openings,
     verify_openings_with,

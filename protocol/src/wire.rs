@@ -310,11 +310,11 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             max_frame_bytes: MAX_FRAME_BYTES,
-            max_open_rows: 256,
+            max_open_rows: 1024,
             max_dim: MAX_DIM,
             max_devices: 64,
             max_text_bytes: 256,
-            max_proof_hashes: 4096,
+            max_proof_hashes: 16_384,
         }
     }
 }
@@ -835,7 +835,8 @@ mod tests {
         assert_eq!(max_open_rows(widest, &limits()), 63);
         assert!(openings_frame_bound(widest, 63) <= MAX_FRAME_BYTES as u64);
         assert!(openings_frame_bound(widest, 64) > MAX_FRAME_BYTES as u64);
-        assert_eq!(max_open_rows(Shape::square(4096), &limits()), 256);
+        assert_eq!(max_open_rows(Shape::square(4096), &limits()), 1000);
+        assert_eq!(max_open_rows(Shape::square(2048), &limits()), 1024);
         assert_eq!(max_open_rows(Shape { m: 3, k: 1, n: 1 }, &limits()), 3);
         let tight = Limits { max_frame_bytes: 1 << 20, ..limits() };
         assert_eq!(max_open_rows(widest, &tight), 3);
@@ -853,7 +854,7 @@ mod tests {
             },
         });
         let (len, bound) = (encode(&msg).len() as u64, openings_frame_bound(shape, rows));
-        // Only the two list lengths (256 rows, 4096 hashes) take 2 of their 3 bytes here.
+        // Only the two list lengths (992 rows, 15872 hashes) take 2 of their 3 bytes here.
         assert_eq!(len + 2, bound);
         assert!(decode(&encode(&msg), &limits()).is_ok());
     }
@@ -899,10 +900,11 @@ mod tests {
             decode(&encode(&msg), &limits())
         };
         let row_max = MAX_DIM as usize * 4;
-        assert!(openings(vec![opening(0, row_max), opening(2, 4)], 4096).is_ok());
+        let hashes = limits().max_proof_hashes as usize;
+        assert!(openings(vec![opening(0, row_max), opening(2, 4)], hashes).is_ok());
         assert!(openings(vec![opening(2, 4), opening(2, 4)], 1).is_err());
         assert!(openings(vec![opening(0, row_max + 1)], 1).is_err());
-        assert!(openings(vec![opening(0, 4)], 4097).is_err());
+        assert!(openings(vec![opening(0, 4)], hashes + 1).is_err());
     }
 
     #[test]

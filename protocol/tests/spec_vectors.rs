@@ -249,3 +249,40 @@ fn frame_vectors_match_the_wire_byte_for_byte() {
     );
     assert!(verdict.is_accepted(), "{verdict:?}");
 }
+
+/// The pass-probability table of §6: every cell recomputed from the column's `m = …, s = …` and
+/// the row's fraction, to the two significant digits the table prints.
+#[test]
+fn sampling_table_matches_pass_probability() {
+    let section = SPEC.split("## 6. Sampling and soundness").nth(1).expect("§6");
+    let section = section.split("\n## 7.").next().expect("§6 ends");
+    let mut lines = section.lines().skip_while(|l| !l.starts_with("| fraction of rows wrong"));
+    let header = lines.next().expect("the table's header");
+    let number = |text: &str, key: &str| -> u32 {
+        let at = text.find(key).unwrap_or_else(|| panic!("{key} in {text}")) + key.len();
+        let digits: String = text[at..].chars().take_while(char::is_ascii_digit).collect();
+        digits.parse().expect("a number")
+    };
+    let columns: Vec<(u32, u32)> = header
+        .split('|')
+        .skip(2)
+        .filter(|c| !c.trim().is_empty())
+        .map(|c| (number(c, "m = "), number(c, "s = ")))
+        .collect();
+    assert_eq!(columns.len(), 3, "{header}");
+    let rows: Vec<&str> = lines.skip(1).take_while(|l| l.starts_with('|')).collect();
+    assert!(rows.len() >= 5, "the table has its rows");
+    for row in rows {
+        let cells: Vec<&str> = row.split('|').map(str::trim).filter(|c| !c.is_empty()).collect();
+        let percent: f64 = cells[0].trim_end_matches('%').parse().expect("a percentage");
+        for (&(m, s), cell) in columns.iter().zip(&cells[1..]) {
+            let bad = (percent / 100.0 * f64::from(m)).ceil() as u32;
+            let want = veribench_protocol::sampling::pass_probability(m, bad, s);
+            let printed: f64 = cell.parse().expect("a number");
+            assert!(
+                (printed - want).abs() <= 0.05 * want,
+                "§6: {percent}% wrong, m = {m}, s = {s}: the SPEC says {printed}, the code {want:.3e}"
+            );
+        }
+    }
+}

@@ -193,7 +193,9 @@ pub fn fast_config() -> CoordinatorConfig {
     s.open_timeout_secs = 3.0;
     s.mode = Mode::Int8;
     s.cpu_n = 64;
+    s.cpu_k = 64;
     s.gpu_n = 1024;
+    s.gpu_k = 1024;
     // Half of the 64 rows: a worker wrong on half the rows cannot slip through.
     s.sampled_rows = 32;
     let l = &mut config.liveness;

@@ -19,8 +19,12 @@ pub struct BenchReport {
     pub backend: String,
     /// Challenge mode.
     pub mode: String,
-    /// Matrix size (square).
+    /// Columns of C (and of B).
     pub n: u32,
+    /// Rows of C (and of A): the Merkle leaves.
+    pub m: u32,
+    /// Inner dimension.
+    pub k: u32,
     /// Generating A and B.
     pub generate_ms: f64,
     /// The multiply.
@@ -31,7 +35,7 @@ pub struct BenchReport {
     pub merkle_ms: f64,
     /// Sum of the four phases.
     pub total_ms: f64,
-    /// 2·n³ over `gemm_ms` (GOP/s for int8).
+    /// 2·m·k·n over `gemm_ms` (GOP/s for int8).
     pub gflops: f64,
     /// (generate + hash + merkle) / total, in percent.
     pub overhead_pct: f64,
@@ -69,13 +73,13 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
-/// Runs one fresh `n × n × n` challenge in `mode` on the backend's first device, opens
+/// Runs one fresh challenge of `shape` in `mode` on the backend's first device, opens
 /// `sampled` random rows and verifies them. `warmup` untimed challenges of the same size run
 /// first, so the numbers are a running worker's (buffers and kernels already set up).
 pub fn run_bench(
     backend: &dyn Backend,
     mode: Mode,
-    n: u32,
+    shape: Shape,
     sampled: u32,
     warmup: u32,
 ) -> Result<BenchOutcome, BackendError> {
@@ -90,7 +94,7 @@ pub fn run_bench(
         id: ChallengeId(1),
         seed: Seed(rand::random()),
         mode,
-        shape: Shape::square(n),
+        shape,
         issued_at: now,
         deadline: UnixMillis(now.0.saturating_add(600_000)),
     };
@@ -99,7 +103,7 @@ pub fn run_bench(
         run_challenge(backend, &device, &fresh)?;
     }
     let run = run_challenge(backend, &device, &challenge)?;
-    let rows = sample_rows(&mut rand::rng(), n, sampled);
+    let rows = sample_rows(&mut rand::rng(), shape.m, sampled);
     let openings = run.open(&rows)?;
     let started = Instant::now();
     let verdict = verify_openings(mode, challenge.shape, &run.seed, &run.root(), &rows, &openings);
@@ -111,7 +115,9 @@ pub fn run_bench(
     let report = BenchReport {
         backend: backend.kind().to_string(),
         mode: mode.to_string(),
-        n,
+        n: shape.n,
+        m: shape.m,
+        k: shape.k,
         generate_ms: ms(t.generate),
         gemm_ms: ms(t.gemm),
         hash_ms: ms(t.hash),
@@ -138,7 +144,7 @@ impl BenchOutcome {
             Verdict::Rejected(reason) => format!("REJECTED: {reason}"),
         };
         format!(
-            "backend {} · mode {} · n = {}\n\
+            "backend {} · mode {} · {}x{}x{} (m x k x n)\n\
              generate {:>10.2} ms\n\
              gemm     {:>10.2} ms   {:.1} {unit}\n\
              hash     {:>10.2} ms\n\
@@ -147,6 +153,8 @@ impl BenchOutcome {
              verify   {:>10.2} ms   {:.2}% of gemm · {} sampled rows: {verdict}",
             r.backend,
             r.mode,
+            r.m,
+            r.k,
             r.n,
             r.generate_ms,
             r.gemm_ms,
@@ -166,17 +174,17 @@ impl BenchOutcome {
 pub fn run_cuda_bench(
     cuda: &CudaBackend,
     mode: Mode,
-    n: u32,
+    shape: Shape,
     sampled: u32,
     warmup: u32,
 ) -> Result<BenchOutcome, BackendError> {
-    let mut outcome = run_bench(cuda, mode, n, sampled, warmup)?;
+    let mut outcome = run_bench(cuda, mode, shape, sampled, warmup)?;
     let device = cuda
         .devices()
         .first()
         .map(|d| d.key.clone())
         .ok_or_else(|| BackendError::Unavailable("no CUDA device".into()))?;
-    let bare = ms(cuda.bare_gemm(&device, mode, n, 5)?.best);
+    let bare = ms(cuda.bare_gemm(&device, mode, shape, 5)?.best);
     let r = &mut outcome.report;
     r.bare_gemm_ms = Some(bare);
     r.gemm_vs_bare_pct = Some(100.0 * bare / r.gemm_ms.max(1e-9));
@@ -245,7 +253,8 @@ mod tests {
 
     #[test]
     fn the_report_keeps_every_key_and_adds_verify_ms() {
-        let out = run_bench(&CpuBackend::new(), Mode::Int8, 48, 4, 0).expect("cpu runs");
+        let shape = Shape { m: 40, k: 56, n: 48 };
+        let out = run_bench(&CpuBackend::new(), Mode::Int8, shape, 4, 0).expect("cpu runs");
         assert!(out.report.verified, "{:?}", out.verdict);
         let json = serde_json::to_value(&out.report).expect("serialises");
         let keys: Vec<&str> =
@@ -254,6 +263,8 @@ mod tests {
             "backend",
             "mode",
             "n",
+            "m",
+            "k",
             "generate_ms",
             "gemm_ms",
             "hash_ms",
@@ -268,6 +279,11 @@ mod tests {
         }
         assert_eq!(json["verify_ms"], out.verify_time.as_secs_f64() * 1e3);
         assert!(out.report.verify_ms > 0.0);
+        assert_eq!(
+            (json["m"].as_u64(), json["k"].as_u64(), json["n"].as_u64()),
+            (Some(40), Some(56), Some(48))
+        );
+        assert_eq!(out.sampled_rows, 4);
         assert!(out.table().contains("% of gemm"), "{}", out.table());
     }
 }

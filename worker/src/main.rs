@@ -6,8 +6,10 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use veribench_kernels::CudaBackend;
-use veribench_protocol::{DEFAULT_SAMPLED_ROWS, MAX_DIM, Mode, UnixMillis};
+use veribench_kernels::{BackendKind, CudaBackend};
+use veribench_protocol::{
+    DEFAULT_CPU_SHAPE, DEFAULT_GPU_SHAPE, MAX_DIM, Mode, Shape, UnixMillis, default_sampled_rows,
+};
 use veribench_wallet::Wallet;
 use veribench_worker::bench::{run_bench, run_cuda_bench, run_tune};
 use veribench_worker::daemon::{
@@ -36,12 +38,17 @@ enum Command {
         /// Challenge mode: int8, fp16, bf16 or fp32.
         #[arg(long, default_value = "int8")]
         mode: Mode,
-        /// Matrix size (n × n × n).
-        #[arg(long, default_value_t = 2048)]
-        n: u32,
-        /// Rows sampled and verified after the commitment.
-        #[arg(long, default_value_t = DEFAULT_SAMPLED_ROWS)]
-        samples: u32,
+        /// Challenge shape, `MxKxN` (A is M × K, B is K × N) or `N` for N × N × N. Default: what
+        /// a coordinator gives the backend's devices, 4096x8192x4096 on a CPU and 16384 on a GPU.
+        #[arg(long)]
+        shape: Option<Shape>,
+        /// Shorthand for `--shape N`.
+        #[arg(long, conflicts_with = "shape")]
+        n: Option<u32>,
+        /// Rows sampled and verified after the commitment. Default: a coordinator's, 460 in the
+        /// exact modes and 32 in fp32 (SPEC §6).
+        #[arg(long)]
+        samples: Option<u32>,
         /// Print exactly one JSON object on stdout.
         #[arg(long)]
         json: bool,
@@ -167,11 +174,14 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().command {
-        Command::Bench { backend, mode, n, samples, json, tune, warmup } => {
-            if n == 0 || n > MAX_DIM {
-                bail!("--n must be in 1..={MAX_DIM}, got {n}");
+        Command::Bench { backend, mode, shape, n, samples, json, tune, warmup } => {
+            let shape = shape.or(n.map(Shape::square));
+            if let Some(shape) = shape {
+                shape.validate(MAX_DIM).context("--shape")?;
             }
+            let samples = samples.unwrap_or_else(|| default_sampled_rows(mode));
             if tune {
+                let n = shape.map_or(2048, |s| s.n);
                 if backend != BackendChoice::Wgpu {
                     bail!("--tune sweeps the wgpu GEMM's tile sizes: use it with --backend wgpu");
                 }
@@ -186,10 +196,15 @@ fn main() -> anyhow::Result<()> {
             }
             let outcome = if backend == BackendChoice::Cuda {
                 let cuda = CudaBackend::new().context("cannot open the CUDA backend")?;
-                run_cuda_bench(&cuda, mode, n, samples, warmup).context("bench failed")?
+                let shape = shape.unwrap_or(DEFAULT_GPU_SHAPE);
+                run_cuda_bench(&cuda, mode, shape, samples, warmup).context("bench failed")?
             } else {
                 let backend = open_backend(backend).context("cannot open the compute backend")?;
-                run_bench(backend.as_ref(), mode, n, samples, warmup).context("bench failed")?
+                let shape = shape.unwrap_or(match backend.kind() {
+                    BackendKind::Cpu => DEFAULT_CPU_SHAPE,
+                    BackendKind::Cuda | BackendKind::Wgpu => DEFAULT_GPU_SHAPE,
+                });
+                run_bench(backend.as_ref(), mode, shape, samples, warmup).context("bench failed")?
             };
             if json {
                 println!("{}", serde_json::to_string(&outcome.report)?);

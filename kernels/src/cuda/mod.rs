@@ -11,40 +11,40 @@
 //!    In the float modes each chunk is then canonicalised on the GPU by `vb_positive_zeros`
 //!    (`kernels/cuda/product.cu`): -0 entries become +0, since SPEC's row bytes are unique and
 //!    cuBLAS may write -0 for an entry whose products are all -0 (zero times a negative
-//!    element). It runs on the compute stream before the chunk is copied out, so the leaves and
-//!    the openings (read from device memory) see the same canonical words.
-//! 3. **Hash**: each finished chunk of C is copied to pinned host memory while the GPU computes
-//!    the next one, and the host hashes its rows to leaves with the protocol's own
-//!    [`leaf_hash`] across all cores.
+//!    element). It runs on the compute stream before the chunk is hashed, so the leaves and the
+//!    openings (read from device memory) see the same canonical words.
+//! 3. **Hash** each finished chunk of C to its rows' leaves on the GPU with the BLAKE3 of
+//!    `kernels/cuda/leaves.cu` ([`LeafPath::Device`]), on the second stream while the next chunk
+//!    multiplies; only the m × 32 bytes of leaves are copied to the host. GPUs whose start-up
+//!    check of those kernels fails stream C to the host instead ([`LeafPath::Host`], below).
 //! 4. **Keep** C in device memory for the openings ([`RowSource::row_bytes`] copies one row).
 //!
-//! # Why hash on the host (the numbers, for N = 32768)
+//! # Why hash on the device (the numbers, for N = 32768)
 //!
 //! - C is N² × 4 B = 4 GiB (i32 or f32 entries).
 //! - The GEMM is 2N³ = 7.0·10¹³ operations: ~0.1 s for int8 on an H100 at the ~700 TOPS cuBLAS
 //!   reaches, ~0.1 s for fp16/bf16 at a similar rate, ~1.1 s for fp32 (no TF32: ~60 TFLOPS).
-//! - Streaming C to the host: ~25 GB/s on PCIe 4.0 x16 → ~170 ms; ~50 GB/s on PCIe 5.0 → ~85 ms.
-//! - BLAKE3 on the host: 128 KiB rows hash at ~5–7 GB/s per AVX-512 core (BLAKE3 vectorises
-//!   across the row's 1 KiB chunks), so 16+ cores keep up with the link (~5–15 GB/s on small
-//!   hosts; the link is the bottleneck on big ones).
-//! - BLAKE3 on the GPU instead: 4 GiB read from HBM at ~3 TB/s is ~1.5 ms, the compression
-//!   function ~5 ms of integer work; only 32768 × 32 B = 1 MiB of leaves would cross PCIe.
+//! - Streaming C to the host: ~25 GB/s on PCIe 4.0 x16 → ~170 ms; ~50 GB/s on PCIe 5.0 → ~85 ms;
+//!   then BLAKE3 on the host at ~5–7 GB/s per AVX-512 core needs 16+ cores to keep up.
+//! - BLAKE3 on the GPU: 4 GiB read from HBM at ~3 TB/s is ~1.5 ms, the compression function
+//!   ~5 ms of integer work; 32768 × 32 B = 1 MiB of leaves crosses PCIe.
 //!
-//! So GPU-side leaves would make an int8 challenge cost ~1.05× the bare GEMM, while streaming
-//! costs max(GEMM, transfer) + the last chunk: ~1.7× on PCIe 4 (transfer-bound), ~1.1× on
-//! PCIe 5, and nothing visible for fp32 (GEMM-bound). We stream, for now: the leaf bytes then
-//! go through the protocol crate's tested `leaf_hash`, so the only GPU code whose output is
-//! committed is the generator (self-tested against the protocol at start-up) and cuBLAS; a CUDA
-//! BLAKE3 (derive-key mode, rows starting at byte 36 of the hashed message, 1 KiB chunks,
-//! parent merges) is an exact reimplementation that could only be validated on a GPU, and a bug
-//! there would surface as failed verifications in production. It is the next step once it can
-//! be tested against `leaf_hash` on real hardware; [`CudaBackend::bare_gemm`] reports how far
-//! the challenge is from the bare GEMM, which is what would motivate it.
+//! So streaming costs max(GEMM, transfer) + the last chunk — ~1.7× the bare GEMM for int8 on
+//! PCIe 4, ~1.1× on PCIe 5 — and a big host; device leaves cost ~1.05× and a few host cycles
+//! ([`CudaBackend::bare_gemm`] measures the baseline).
 //!
-//! The chunked GEMM overlaps the transfer: chunk `i + 1` computes while chunk `i` is copied
-//! (a second stream) and chunk `i − 1` is hashed (the host); three 64 MiB pinned staging
-//! buffers per GPU bound the host memory. Pinned memory is allocated without
-//! `CU_MEMHOSTALLOC_WRITECOMBINED` (cudarc's default), since the host reads it.
+//! The committed leaves now come from GPU code, so the BLAKE3 is held to the generator's
+//! standard: `blake3.cuh` is compiled for the host too (the `veribench-cuda-host` crate runs the
+//! real kernels under the backend's launch grids, [`launch`]) and compared with
+//! [`leaf_hash`] bit for bit in CI, and every GPU hashes crafted rows of every block and chunk
+//! edge at start-up ([`CudaBackend::self_test`]). A GPU where those differ from [`leaf_hash`]
+//! (a device compiler or driver bug the host build cannot see) logs a warning and uses the
+//! fallback, [`LeafPath::Host`]: each chunk of C is copied to pinned host memory on the second
+//! stream while the GPU computes the next one, and the host hashes it with [`leaf_hash`]
+//! across all cores (three 64 MiB pinned staging buffers per GPU bound the host memory; they are
+//! allocated without cudarc's default `CU_MEMHOSTALLOC_WRITECOMBINED`, since the host reads
+//! them). [`CudaDeviceInfo::leaf_path`] says which path a GPU uses. On either path
+//! [`PhaseTimings::hash`] is the wall time the pipeline takes beyond the GEMM's GPU time.
 //!
 //! # Concurrency
 //!
@@ -56,10 +56,13 @@
 //!
 //! A and B (padded to multiples of 16 in k and n) and C are allocated per challenge; A and B are
 //! freed after the GEMM and C lives as long as the returned product, so a GPU holds one product
-//! per unopened challenge. Requests larger than the free device memory are refused with
+//! per unopened challenge. Device leaves add a scratch of one chaining value per 1 KiB of a
+//! GEMM chunk's rows (1/32 of the chunk) and the m × 32 bytes of leaves, freed after the
+//! challenge. Requests larger than the free device memory are refused with
 //! [`BackendError::OutOfMemory`] before anything is allocated.
 
 pub mod gemm;
+pub mod launch;
 pub mod nvrtc;
 mod selftest;
 
@@ -70,8 +73,8 @@ use cudarc::cublas::CudaBlas;
 use cudarc::driver::result::DriverError;
 use cudarc::driver::sys::{CUdeviceptr, CUevent_flags, CUresult};
 use cudarc::driver::{
-    CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtr, LaunchConfig,
-    PinnedHostSlice, PushKernelArg,
+    CudaContext, CudaEvent, CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtr,
+    LaunchConfig, PinnedHostSlice, PushKernelArg,
 };
 use rayon::prelude::*;
 use veribench_protocol::{
@@ -79,7 +82,7 @@ use veribench_protocol::{
 };
 
 use crate::backend::{
-    Backend, BackendError, BackendKind, DeviceInfo, Execution, PhaseTimings, RowSource,
+    Backend, BackendError, BackendKind, DeviceInfo, Execution, LeafPath, PhaseTimings, RowSource,
 };
 use gemm::{GemmOperands, OUTPUT_BYTES, PAD, input_bytes};
 
@@ -107,6 +110,8 @@ pub struct CudaDeviceInfo {
     pub compute_capability: (u32, u32),
     /// The virtual architecture the kernels were compiled for (`compute_XY`).
     pub ptx_arch: (u32, u32),
+    /// Where this GPU's leaves are hashed, as decided by its start-up check.
+    pub leaf_path: LeafPath,
 }
 
 /// Wall times of the bare cuBLAS GEMM of one mode and size, without generation or hashing.
@@ -114,8 +119,8 @@ pub struct CudaDeviceInfo {
 pub struct GemmTiming {
     /// The arithmetic timed.
     pub mode: Mode,
-    /// The square size: an `n × n × n` product.
-    pub n: u32,
+    /// The product's shape.
+    pub shape: Shape,
     /// Timed runs (after one untimed warm-up).
     pub runs: u32,
     /// Fastest run (GPU time between CUDA events around the single `cublasGemmEx`).
@@ -127,11 +132,11 @@ pub struct GemmTiming {
 impl GemmTiming {
     /// Operations per second of the fastest run (a multiply-add counts as two).
     pub fn ops_per_second(&self) -> f64 {
-        Shape::square(self.n).ops() / self.best.as_secs_f64().max(f64::MIN_POSITIVE)
+        self.shape.ops() / self.best.as_secs_f64().max(f64::MIN_POSITIVE)
     }
 }
 
-/// The kernels of `generator.cu` and `product.cu`, loaded into one context.
+/// The kernels of `generator.cu`, `product.cu` and `leaves.cu`, loaded into one context.
 struct Kernels {
     int8: CudaFunction,
     fp16: CudaFunction,
@@ -139,15 +144,17 @@ struct Kernels {
     fp32: CudaFunction,
     stream_words: CudaFunction,
     positive_zeros: CudaFunction,
+    leaf_chunks: CudaFunction,
+    leaf_roots: CudaFunction,
 }
 
 impl Kernels {
-    fn generator(&self, mode: Mode) -> (&CudaFunction, u32) {
+    fn generator(&self, mode: Mode) -> &CudaFunction {
         match mode {
-            Mode::Int8 => (&self.int8, 16),
-            Mode::Fp16 => (&self.fp16, 16),
-            Mode::Bf16 => (&self.bf16, 16),
-            Mode::Fp32 => (&self.fp32, 4),
+            Mode::Int8 => &self.int8,
+            Mode::Fp16 => &self.fp16,
+            Mode::Bf16 => &self.bf16,
+            Mode::Fp32 => &self.fp32,
         }
     }
 }
@@ -155,6 +162,8 @@ impl Kernels {
 /// Per-GPU state used by one challenge at a time.
 struct GpuState {
     compute: Arc<CudaStream>,
+    /// The second stream: hashes finished chunks ([`LeafPath::Device`]) or copies them to the
+    /// host ([`LeafPath::Host`]) while `compute` multiplies the next.
     copy: Arc<CudaStream>,
     blas: CudaBlas,
     kernels: Kernels,
@@ -310,7 +319,7 @@ impl CudaBackend {
             .ok_or_else(|| BackendError::UnknownDevice(device.clone()))
     }
 
-    /// Times the bare cuBLAS GEMM of an `n × n × n` product in `mode` on `device`: the same
+    /// Times the bare cuBLAS GEMM of a `shape` product in `mode` on `device`: the same
     /// `cublasGemmEx` call, types and layout a challenge uses, as one call over all rows, with no
     /// generation and no hashing in the timed region. The operands are filled by the generator
     /// beforehand (realistic values: tensor-core power and clocks depend on the data), then one
@@ -320,12 +329,12 @@ impl CudaBackend {
         &self,
         device: &DeviceKey,
         mode: Mode,
-        n: u32,
+        shape: Shape,
         runs: u32,
     ) -> Result<GemmTiming, BackendError> {
         let gpu = self.gpu(device)?;
-        let shape = Shape::square(n);
         shape.validate(MAX_DIM)?;
+        let m = shape.m as usize;
         let state = gpu.lock()?;
         let seed = DeviceSeed([0x5a; 32]);
         let operands = gpu.allocate(&state, mode, shape)?;
@@ -334,11 +343,11 @@ impl CudaBackend {
         let start =
             gpu.ctx.new_event(Some(CUevent_flags::CU_EVENT_DEFAULT)).map_err(dev("event"))?;
         let end = gpu.ctx.new_event(Some(CUevent_flags::CU_EVENT_DEFAULT)).map_err(dev("event"))?;
-        gemm::gemm_rows(&state.blas, mode, &ops, 0, n as usize)?;
+        gemm::gemm_rows(&state.blas, mode, &ops, 0, m)?;
         let mut times = Vec::with_capacity(runs.max(1) as usize);
         for _ in 0..runs.max(1) {
             start.record(&state.compute).map_err(dev("cuEventRecord"))?;
-            gemm::gemm_rows(&state.blas, mode, &ops, 0, n as usize)?;
+            gemm::gemm_rows(&state.blas, mode, &ops, 0, m)?;
             end.record(&state.compute).map_err(dev("cuEventRecord"))?;
             let ms = start.elapsed_ms(&end).map_err(dev("cuEventElapsedTime"))?;
             times.push(Duration::from_secs_f64(f64::from(ms) / 1e3));
@@ -347,7 +356,7 @@ impl CudaBackend {
         times.sort();
         Ok(GemmTiming {
             mode,
-            n,
+            shape,
             runs: times.len() as u32,
             best: times[0],
             median: times[times.len() / 2],
@@ -374,8 +383,17 @@ impl Gpu {
         let (major, minor) = ctx.compute_capability().map_err(dev("cuDeviceGetAttribute"))?;
         let compute_capability = (major.max(0) as u32, minor.max(0) as u32);
         let ptx_arch = nvrtc::ptx_arch(compute_capability);
-        let info =
-            CudaDeviceInfo { ordinal, uuid, name, memory_bytes, compute_capability, ptx_arch };
+        // Provisional until the start-up check of the device leaves below.
+        let leaf_path = LeafPath::Host;
+        let info = CudaDeviceInfo {
+            ordinal,
+            uuid,
+            name,
+            memory_bytes,
+            compute_capability,
+            ptx_arch,
+            leaf_path,
+        };
 
         let compiled = nvrtc::compiled_for(ptx_arch)?;
         let load_module = |source: &nvrtc::CudaSource| -> Result<Arc<CudaModule>, BackendError> {
@@ -401,6 +419,7 @@ impl Gpu {
         };
         let generator = load_module(&nvrtc::GENERATOR)?;
         let product = load_module(&nvrtc::PRODUCT)?;
+        let leaves = load_module(&nvrtc::LEAVES)?;
         let load = |module: &Arc<CudaModule>, name: &str| {
             module
                 .load_function(name)
@@ -413,13 +432,17 @@ impl Gpu {
             fp32: load(&generator, nvrtc::entry::GENERATE_FP32)?,
             stream_words: load(&generator, nvrtc::entry::STREAM_WORDS)?,
             positive_zeros: load(&product, nvrtc::entry::POSITIVE_ZEROS)?,
+            leaf_chunks: load(&leaves, nvrtc::entry::LEAF_CHUNKS)?,
+            leaf_roots: load(&leaves, nvrtc::entry::LEAF_ROOTS)?,
         };
         let compute = ctx.new_stream().map_err(dev("cuStreamCreate"))?;
         let copy = ctx.new_stream().map_err(dev("cuStreamCreate"))?;
         let blas = CudaBlas::new(compute.clone())
             .map_err(|e| BackendError::Unavailable(format!("cuBLAS initialisation failed: {e}")))?;
         let state = GpuState { compute, copy, blas, kernels, stages: Vec::new() };
-        Ok(Self { info, ctx, state: Mutex::new(state) })
+        let mut gpu = Self { info, ctx, state: Mutex::new(state) };
+        gpu.info.leaf_path = gpu.choose_leaf_path();
+        Ok(gpu)
     }
 
     fn key(&self) -> Result<DeviceKey, BackendError> {
@@ -446,7 +469,12 @@ impl Gpu {
         let esz = input_bytes(mode);
         let (a_bytes, b_bytes, c_bytes) =
             (m * ld_k * esz, ld_n * ld_k * esz, m * ld_n * OUTPUT_BYTES);
-        let total = (a_bytes + b_bytes + c_bytes) as u64;
+        // multiply_and_hash_on_device's scratch and leaves, allocated after these.
+        let leaf_bytes = match self.info.leaf_path {
+            LeafPath::Device => leaf_buffer_words(m, n).iter().sum::<usize>() * 4,
+            LeafPath::Host => 0,
+        };
+        let total = (a_bytes + b_bytes + c_bytes + leaf_bytes) as u64;
         let (free, _) = self.ctx.mem_get_info().map_err(dev("cuMemGetInfo"))?;
         if total + DEVICE_SLACK_BYTES > free as u64 {
             return Err(BackendError::OutOfMemory { bytes: total });
@@ -479,7 +507,7 @@ impl Gpu {
         seed: &DeviceSeed,
         ops: &Operands,
     ) -> Result<(), BackendError> {
-        let (f, per_block) = state.kernels.generator(mode);
+        let f = state.kernels.generator(mode);
         let words = key_words(seed);
         let a_key = [words[0], words[1], words[2], words[3]];
         let b_key = [words[4], words[5], words[6], words[7]];
@@ -489,7 +517,7 @@ impl Gpu {
         launch_generator(
             &state.compute,
             f,
-            per_block,
+            mode,
             a_key,
             Matrix::A.tag(),
             (shape.m, shape.k),
@@ -501,7 +529,7 @@ impl Gpu {
         launch_generator(
             &state.compute,
             f,
-            per_block,
+            mode,
             b_key,
             Matrix::B.tag(),
             (shape.k, shape.n),
@@ -525,11 +553,7 @@ impl Gpu {
         let out = state.compute.alloc_zeros::<u32>(count as usize).map_err(dev("cuMemAlloc"))?;
         {
             let (ptr, _sync) = out.device_ptr(&state.compute);
-            let cfg = LaunchConfig {
-                grid_dim: (count.div_ceil(64), 1, 1),
-                block_dim: (64, 1, 1),
-                shared_mem_bytes: 0,
-            };
+            let cfg = LaunchConfig::from(launch::stream_words(count));
             let mut launch = state.compute.launch_builder(&state.kernels.stream_words);
             launch.arg(&key[0]).arg(&key[1]).arg(&key[2]).arg(&key[3]);
             launch.arg(&tag).arg(&row).arg(&count).arg(&ptr);
@@ -578,12 +602,116 @@ impl Gpu {
         Ok(Execution { leaves, timings, product: Box::new(product) })
     }
 
-    /// The chunked GEMM, each chunk's rows canonicalised (float modes) and copied to pinned
-    /// memory on the copy stream as soon as the chunk is done and hashed on the host while later
-    /// chunks compute. Returns the leaves; fills `timings.gemm` (GPU time of the GEMM chunks and
-    /// their canonicalisation) and `timings.hash` (the wall time the pipeline took beyond that:
-    /// copying and hashing not hidden behind the GEMM).
+    /// The chunked GEMM and the leaves of every row, on this GPU's [`LeafPath`]. Returns the
+    /// leaves; fills `timings.gemm` (GPU time of the GEMM chunks and their canonicalisation) and
+    /// `timings.hash` (the wall time the pipeline took beyond that: hashing and copying not
+    /// hidden behind the GEMM).
     fn multiply_and_hash(
+        &self,
+        state: &mut GpuState,
+        mode: Mode,
+        seed: &DeviceSeed,
+        ops: &Operands,
+        timings: &mut PhaseTimings,
+    ) -> Result<Vec<Leaf>, BackendError> {
+        match self.info.leaf_path {
+            LeafPath::Device => self.multiply_and_hash_on_device(state, mode, seed, ops, timings),
+            LeafPath::Host => self.multiply_and_hash_on_host(state, mode, seed, ops, timings),
+        }
+    }
+
+    /// Queues GEMM chunk `r0 .. r0 + rows` and, in the float modes, its -0 fix-up on the compute
+    /// stream, and returns an event recorded after them.
+    fn gemm_chunk(
+        &self,
+        state: &GpuState,
+        mode: Mode,
+        gemm_ops: &GemmOperands,
+        ld_n: usize,
+        r0: usize,
+        rows: usize,
+    ) -> Result<CudaEvent, BackendError> {
+        gemm::gemm_rows(&state.blas, mode, gemm_ops, r0, rows)?;
+        if mode != Mode::Int8 {
+            // Same stream as cuBLAS: after this chunk's GEMM, before anything reads it.
+            let chunk = gemm_ops.c + (r0 * ld_n * OUTPUT_BYTES) as CUdeviceptr;
+            launch_positive_zeros(
+                &state.compute,
+                &state.kernels.positive_zeros,
+                chunk,
+                rows * ld_n,
+            )?;
+        }
+        let event = self.ctx.new_event(None).map_err(dev("cuEventCreate"))?;
+        event.record(&state.compute).map_err(dev("cuEventRecord"))?;
+        Ok(event)
+    }
+
+    /// [`LeafPath::Device`]: each GEMM chunk is hashed by `leaves.cu` on the second stream as
+    /// soon as it (and its fix-up) is done, while the next chunk multiplies; the leaves are
+    /// copied to the host once at the end. One CV scratch serves every chunk: the hash stream
+    /// runs them one after another.
+    fn multiply_and_hash_on_device(
+        &self,
+        state: &GpuState,
+        mode: Mode,
+        seed: &DeviceSeed,
+        ops: &Operands,
+        timings: &mut PhaseTimings,
+    ) -> Result<Vec<Leaf>, BackendError> {
+        let (m, n, ld_n) = (ops.m, ops.n, ops.ld_n);
+        let gemm_rows = m.div_ceil(GEMM_CHUNKS);
+        let seed_words = key_words(seed);
+        let [scratch_words, leaf_words] = leaf_buffer_words(m, n);
+        let hash = &state.copy;
+        let oom = |words: usize| driver_error("cuMemAlloc", (words * 4) as u64);
+        // SAFETY: vb_leaf_chunks writes every CV of a batch before vb_leaf_roots (later on the
+        // same stream) reads it; vb_leaf_roots writes all m leaves before they are copied.
+        let scratch = unsafe { hash.alloc::<u32>(scratch_words) }.map_err(oom(scratch_words))?;
+        let leaves = unsafe { hash.alloc::<u32>(leaf_words) }.map_err(oom(leaf_words))?;
+        // Event tracking is off: these only read the addresses. Both buffers are freed on the
+        // hash stream (stream-ordered) after everything queued here.
+        let (scratch_ptr, _) = scratch.device_ptr(hash);
+        let (leaves_ptr, _) = leaves.device_ptr(hash);
+
+        let started = Instant::now();
+        let gemm_ops = ops.gemm_operands();
+        let timing_event =
+            || self.ctx.new_event(Some(CUevent_flags::CU_EVENT_DEFAULT)).map_err(dev("event"));
+        let (gemm_start, gemm_end) = (timing_event()?, timing_event()?);
+        gemm_start.record(&state.compute).map_err(dev("cuEventRecord"))?;
+        let mut r0 = 0;
+        while r0 < m {
+            let rows = gemm_rows.min(m - r0);
+            // The wait captures the event's state now; the event itself may then be dropped.
+            let done = self.gemm_chunk(state, mode, &gemm_ops, ld_n, r0, rows)?;
+            hash.wait(&done).map_err(dev("cuStreamWaitEvent"))?;
+            let batch = LeafBatch {
+                c: gemm_ops.c + (r0 * ld_n * OUTPUT_BYTES) as CUdeviceptr,
+                stride: ld_n as u64,
+                n: n as u32,
+                rows: rows as u32,
+                first_row: r0 as u32,
+                scratch: scratch_ptr,
+                out: leaves_ptr + (r0 * launch::CV_WORDS * 4) as CUdeviceptr,
+            };
+            launch_leaves(hash, &state.kernels, &batch, &seed_words)?;
+            r0 += rows;
+        }
+        gemm_end.record(&state.compute).map_err(dev("cuEventRecord"))?;
+        // Synchronises the hash stream: every chunk hashed, the leaves on the host.
+        let words = hash.clone_dtoh(&leaves).map_err(dev("cuMemcpyDtoH"))?;
+        hash.synchronize().map_err(dev("cuStreamSynchronize"))?;
+        let pipeline = started.elapsed();
+        let gemm_ms = gemm_start.elapsed_ms(&gemm_end).map_err(dev("cuEventElapsedTime"))?;
+        timings.gemm = Duration::from_secs_f64(f64::from(gemm_ms.max(0.0)) / 1e3);
+        timings.hash = pipeline.saturating_sub(timings.gemm);
+        Ok(leaves_from_words(&words))
+    }
+
+    /// [`LeafPath::Host`]: each GEMM chunk's rows are copied to pinned memory on the copy stream
+    /// as soon as the chunk is done and hashed on the host while later chunks compute.
+    fn multiply_and_hash_on_host(
         &self,
         state: &mut GpuState,
         mode: Mode,
@@ -616,20 +744,7 @@ impl Gpu {
         let mut r0 = 0;
         while r0 < m {
             let rows = gemm_rows.min(m - r0);
-            gemm::gemm_rows(&state.blas, mode, &gemm_ops, r0, rows)?;
-            if mode != Mode::Int8 {
-                // Same stream as cuBLAS: after this chunk's GEMM, before its copy-out.
-                let chunk = gemm_ops.c + (r0 * row_stride) as CUdeviceptr;
-                launch_positive_zeros(
-                    &state.compute,
-                    &state.kernels.positive_zeros,
-                    chunk,
-                    rows * ld_n,
-                )?;
-            }
-            let event = self.ctx.new_event(None).map_err(dev("cuEventCreate"))?;
-            event.record(&state.compute).map_err(dev("cuEventRecord"))?;
-            chunk_done.push(event);
+            chunk_done.push(self.gemm_chunk(state, mode, &gemm_ops, ld_n, r0, rows)?);
             r0 += rows;
         }
         gemm_end.record(&state.compute).map_err(dev("cuEventRecord"))?;
@@ -712,7 +827,7 @@ pub fn key_words(seed: &DeviceSeed) -> [u32; 8] {
 fn launch_generator(
     stream: &CudaStream,
     f: &CudaFunction,
-    per_block: u32,
+    mode: Mode,
     key: [u32; 4],
     tag: u32,
     (rows, cols): (u32, u32),
@@ -720,13 +835,7 @@ fn launch_generator(
     transposed: bool,
     out: CUdeviceptr,
 ) -> Result<(), BackendError> {
-    let blocks_per_row = cols.div_ceil(per_block);
-    let (fast, slow) = if transposed { (rows, blocks_per_row) } else { (blocks_per_row, rows) };
-    let cfg = LaunchConfig {
-        grid_dim: (fast.div_ceil(nvrtc::GENERATOR_THREADS), slow.clamp(1, 65_535), 1),
-        block_dim: (nvrtc::GENERATOR_THREADS, 1, 1),
-        shared_mem_bytes: 0,
-    };
+    let cfg = LaunchConfig::from(launch::generator(mode, rows, cols, transposed));
     let transposed = u32::from(transposed);
     let mut launch = stream.launch_builder(f);
     launch.arg(&key[0]).arg(&key[1]).arg(&key[2]).arg(&key[3]).arg(&tag);
@@ -739,9 +848,6 @@ fn launch_generator(
 
 // `vb_positive_zeros` walks C as uint4s: whole padded rows are a multiple of four words.
 const _: () = assert!(PAD.is_multiple_of(4));
-
-/// Blocks of one `vb_positive_zeros` launch at most (it loops over the rest).
-const PRODUCT_MAX_BLOCKS: u64 = 65_535;
 
 /// Launches `vb_positive_zeros` over `words` words of C from `c`: whole padded rows of a float
 /// product, so `words` is a multiple of four and `c` 16-byte aligned (row strides are multiples
@@ -758,18 +864,84 @@ fn launch_positive_zeros(
         )));
     }
     let quads = (words / 4) as u64;
-    let blocks = quads.div_ceil(u64::from(nvrtc::PRODUCT_THREADS)).clamp(1, PRODUCT_MAX_BLOCKS);
-    let cfg = LaunchConfig {
-        grid_dim: (blocks as u32, 1, 1),
-        block_dim: (nvrtc::PRODUCT_THREADS, 1, 1),
-        shared_mem_bytes: 0,
-    };
+    let cfg = LaunchConfig::from(launch::positive_zeros(quads));
     let mut launch = stream.launch_builder(f);
     launch.arg(&c).arg(&quads);
     // SAFETY: the arguments match vb_positive_zeros(uint4*, u64); `c` addresses `quads` uint4s
     // inside C (whole rows of the chunk just computed), 16-byte aligned (checked above).
     unsafe { launch.launch(cfg) }.map_err(dev("vb_positive_zeros launch"))?;
     Ok(())
+}
+
+/// Words of the device-leaf buffers of an `m`-row product of `n` columns: the chunk-CV scratch
+/// of one GEMM chunk (at least one word, so it can always be allocated) and the m leaves.
+fn leaf_buffer_words(m: usize, n: usize) -> [usize; 2] {
+    let gemm_rows = m.div_ceil(GEMM_CHUNKS) as u32;
+    [launch::leaf_scratch_words(gemm_rows, n as u32).max(1), m * launch::CV_WORDS]
+}
+
+/// Where one batch of rows of C is read and its leaves written (see `kernels/cuda/leaves.cu`).
+#[derive(Clone, Copy, Debug)]
+struct LeafBatch {
+    /// Entry 0 of the batch's first row.
+    c: CUdeviceptr,
+    /// Words between rows.
+    stride: u64,
+    /// Entries per row.
+    n: u32,
+    /// Rows in the batch.
+    rows: u32,
+    /// Product index of the first row.
+    first_row: u32,
+    /// [`launch::leaf_scratch_words`]`(rows, n)` words (unused for single-chunk rows).
+    scratch: CUdeviceptr,
+    /// `rows` × 8 words of leaves.
+    out: CUdeviceptr,
+}
+
+/// Launches `vb_leaf_chunks` (when rows span several BLAKE3 chunks) and `vb_leaf_roots` over one
+/// batch, in that order on `stream`.
+fn launch_leaves(
+    stream: &CudaStream,
+    kernels: &Kernels,
+    batch: &LeafBatch,
+    seed: &[u32; 8],
+) -> Result<(), BackendError> {
+    let launches = [
+        (launch::leaf_chunks(batch.rows, batch.n), &kernels.leaf_chunks, "vb_leaf_chunks"),
+        (Some(launch::leaf_roots(batch.rows)), &kernels.leaf_roots, "vb_leaf_roots"),
+    ];
+    for (geometry, f, name) in launches {
+        let Some(geometry) = geometry else { continue };
+        let mut launch = stream.launch_builder(f);
+        launch.arg(&batch.c).arg(&batch.stride).arg(&batch.n).arg(&batch.rows);
+        launch.arg(&batch.first_row);
+        for word in seed {
+            launch.arg(word);
+        }
+        launch.arg(&batch.scratch).arg(&batch.out);
+        // SAFETY: the arguments match vb_leaf_chunks / vb_leaf_roots (const u32*, u64, three
+        // u32, eight u32, two u32*) in order and type; the caller's batch addresses `rows` rows
+        // of `n` words `stride` apart inside C, a scratch of leaf_scratch_words(rows, n) words
+        // and rows × 8 words of output, all alive until the stream has run the kernels.
+        unsafe { launch.launch(LaunchConfig::from(geometry)) }
+            .map_err(|e| BackendError::Device(format!("{name} launch: {e}")))?;
+    }
+    Ok(())
+}
+
+/// Leaf words as copied from the device, 8 little-endian words per leaf.
+fn leaves_from_words(words: &[u32]) -> Vec<Leaf> {
+    words
+        .chunks_exact(launch::CV_WORDS)
+        .map(|cv| {
+            let mut leaf = [0u8; 32];
+            for (bytes, word) in leaf.chunks_exact_mut(4).zip(cv) {
+                bytes.copy_from_slice(&word.to_le_bytes());
+            }
+            Leaf(leaf)
+        })
+        .collect()
 }
 
 /// The device buffers of one product.

@@ -19,6 +19,13 @@ use crate::backend::BackendError;
 /// canonical zero of float product entries.
 pub const COMMON_CUH: &str = include_str!("../../cuda/common.cuh");
 
+/// `kernels/cuda/blake3.cuh`: BLAKE3 in derive-key mode over a leaf's message (row ‖ seed ‖
+/// index), for `leaves.cu`.
+pub const BLAKE3_CUH: &str = include_str!("../../cuda/blake3.cuh");
+
+/// The headers [`expand`] splices in place of their `#include` lines.
+pub const HEADERS: &[(&str, &str)] = &[("common.cuh", COMMON_CUH), ("blake3.cuh", BLAKE3_CUH)];
+
 /// One `.cu` file and the `extern "C"` kernels it must define.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CudaSource {
@@ -44,6 +51,10 @@ pub mod entry {
     pub const STREAM_WORDS: &str = "vb_stream_words";
     /// Rewrites the -0 words of a float-mode chunk of C to +0 (`product.cu`).
     pub const POSITIVE_ZEROS: &str = "vb_positive_zeros";
+    /// Chaining values of every chunk of rows' leaf messages (`leaves.cu`).
+    pub const LEAF_CHUNKS: &str = "vb_leaf_chunks";
+    /// Rows' leaves from their chunk chaining values (`leaves.cu`).
+    pub const LEAF_ROOTS: &str = "vb_leaf_roots";
 }
 
 /// Threads per block the generator kernels are written for (`VB_GEN_THREADS`).
@@ -72,8 +83,18 @@ pub const PRODUCT: CudaSource = CudaSource {
     entries: &[entry::POSITIVE_ZEROS],
 };
 
+/// Threads per block the leaf kernels are written for (`VB_LEAF_THREADS`).
+pub const LEAF_THREADS: u32 = 256;
+
+/// `kernels/cuda/leaves.cu`: row leaves (BLAKE3, `blake3.cuh`) of a chunk of C.
+pub const LEAVES: CudaSource = CudaSource {
+    file: "leaves.cu",
+    text: include_str!("../../cuda/leaves.cu"),
+    entries: &[entry::LEAF_CHUNKS, entry::LEAF_ROOTS],
+};
+
 /// Every `.cu` file of the backend.
-pub const SOURCES: &[CudaSource] = &[GENERATOR, PRODUCT];
+pub const SOURCES: &[CudaSource] = &[GENERATOR, PRODUCT, LEAVES];
 
 /// The newest virtual architecture NVRTC 12.6 emits PTX for. Newer GPUs (Blackwell, sm_100 and
 /// sm_120) run `compute_90` PTX through the driver's JIT; the generator uses nothing newer.
@@ -97,14 +118,17 @@ pub fn ptx_arch(cc: (u32, u32)) -> (u32, u32) {
     if cc > MAX_PTX_ARCH { MAX_PTX_ARCH } else { cc }
 }
 
-/// `source.text` with its `#include "common.cuh"` line replaced by the header's text, so NVRTC
-/// needs no include path (the sources live inside the binary, not on disk).
+/// `source.text` with each `#include "<header>"` line of [`HEADERS`] replaced by the header's
+/// text, so NVRTC needs no include path (the sources live inside the binary, not on disk).
 pub fn expand(source: &CudaSource) -> String {
-    let mut out = String::with_capacity(source.text.len() + COMMON_CUH.len());
-    for line in source.text.lines() {
-        if line.trim() == "#include \"common.cuh\"" {
-            out.push_str(&format!("#line 1 \"common.cuh\"\n{COMMON_CUH}\n"));
-            out.push_str(&format!("#line 1 \"{}\"\n", source.file));
+    let mut out = String::with_capacity(
+        source.text.len() + HEADERS.iter().map(|(_, text)| text.len()).sum::<usize>(),
+    );
+    for (number, line) in (1..).zip(source.text.lines()) {
+        let header = HEADERS.iter().find(|(name, _)| line.trim() == format!("#include \"{name}\""));
+        if let Some((name, text)) = header {
+            out.push_str(&format!("#line 1 \"{name}\"\n{text}\n"));
+            out.push_str(&format!("#line {} \"{}\"\n", number + 1, source.file));
         } else {
             out.push_str(line);
         }

@@ -1,5 +1,6 @@
 //! One wgpu device with its pipelines, and the few GPU operations the backend needs: buffers,
-//! generator and GEMM dispatches, synchronisation and read-back.
+//! generator and GEMM dispatches, synchronisation and read-back. The leaf shader's dispatches
+//! are in [`super::leaves`].
 //!
 //! Why a layer of its own: every wgpu call can fail asynchronously (validation, out-of-memory,
 //! device loss), and wgpu's default reaction to an uncaptured error is a panic. Everything here
@@ -12,8 +13,9 @@ use std::sync::{Arc, Mutex};
 use ::wgpu::util::DeviceExt;
 use veribench_protocol::{DeviceSeed, Mode, Shape};
 
+use super::leaves::LeafShader;
 use super::tiles::{GemmKernel, TileConfig};
-use crate::backend::BackendError;
+use crate::backend::{BackendError, LeafPath};
 
 /// Invocations per generator workgroup (`WG` in generator.wgsl).
 const GEN_WG: u32 = 64;
@@ -50,14 +52,21 @@ impl Alarms {
     }
 }
 
+/// A device, its queue and its alarms: what a product left on the device needs to serve its
+/// openings after the execution that computed it has returned. Cheap to clone.
+#[derive(Clone, Debug)]
+pub(crate) struct Handle {
+    pub(crate) device: ::wgpu::Device,
+    queue: ::wgpu::Queue,
+    alarms: Arc<Alarms>,
+}
+
 /// A device, its queue and the pipelines of every shader.
 #[derive(Debug)]
 pub(crate) struct Gpu {
     pub(crate) info: ::wgpu::AdapterInfo,
     pub(crate) limits: ::wgpu::Limits,
-    device: ::wgpu::Device,
-    queue: ::wgpu::Queue,
-    alarms: Arc<Alarms>,
+    pub(crate) handle: Handle,
     gen_layout: ::wgpu::BindGroupLayout,
     gen_f32: ::wgpu::ComputePipeline,
     gen_i8_rows: ::wgpu::ComputePipeline,
@@ -66,6 +75,9 @@ pub(crate) struct Gpu {
     gemm_bind_layout: ::wgpu::BindGroupLayout,
     pub(crate) gemm_f32: GemmPipeline,
     pub(crate) gemm_i8: GemmPipeline,
+    pub(crate) leaves: LeafShader,
+    /// Where rows are hashed; [`LeafPath::Host`] until the leaf shader passes its self-test.
+    pub(crate) leaf_path: LeafPath,
 }
 
 /// A matrix on the device, with the layout the GEMM of its mode reads.
@@ -116,11 +128,13 @@ pub(crate) fn ceil_div(a: u32, b: u32) -> u32 {
 }
 
 impl Gpu {
-    /// Opens `adapter` with its full limits and compiles every pipeline.
+    /// Opens `adapter` with its full limits and compiles every pipeline; the leaf shader hashes
+    /// with `leaf_key` (see [`super::leaves::leaf_key`]).
     pub(crate) fn open(
         adapter: &::wgpu::Adapter,
         f32_tiles: TileConfig,
         i8_tiles: TileConfig,
+        leaf_key: [u32; 8],
     ) -> Result<Self, BackendError> {
         let info = adapter.get_info();
         let limits = adapter.limits();
@@ -216,13 +230,12 @@ impl Gpu {
 
         let gemm_f32 = compile_gemm(&device, &gemm_layout, &limits, GemmKernel::F32, f32_tiles)?;
         let gemm_i8 = compile_gemm(&device, &gemm_layout, &limits, GemmKernel::Int8, i8_tiles)?;
+        let leaves = LeafShader::compile(&device, leaf_key)?;
         alarms.check()?;
         Ok(Self {
             info,
             limits,
-            device,
-            queue,
-            alarms,
+            handle: Handle { device, queue, alarms },
             gen_layout,
             gen_f32,
             gen_i8_rows,
@@ -231,6 +244,8 @@ impl Gpu {
             gemm_bind_layout,
             gemm_f32,
             gemm_i8,
+            leaves,
+            leaf_path: LeafPath::Host,
         })
     }
 
@@ -240,7 +255,7 @@ impl Gpu {
         kernel: GemmKernel,
         tiles: TileConfig,
     ) -> Result<GemmPipeline, BackendError> {
-        compile_gemm(&self.device, &self.gemm_layout, &self.limits, kernel, tiles)
+        compile_gemm(&self.handle.device, &self.gemm_layout, &self.limits, kernel, tiles)
     }
 
     /// The pipeline currently used for `mode`.
@@ -251,61 +266,30 @@ impl Gpu {
         }
     }
 
-    /// Runs `f` inside validation, out-of-memory and internal error scopes; any error they catch
-    /// (or an uncaptured error, or device loss) becomes [`BackendError::Device`].
-    pub(crate) fn scoped<T>(
-        &self,
-        what: &str,
-        f: impl FnOnce() -> Result<T, BackendError>,
-    ) -> Result<T, BackendError> {
-        let scope = ErrorScopes::push(&self.device);
-        let result = f();
-        // A scope's error is the root cause of a failure seen inside (an invalid buffer makes
-        // the later mapping fail), so it is reported first.
-        scope.pop(what)?;
-        self.alarms.check()?;
-        result
-    }
-
     /// The largest buffer a shader may bind on this device.
     pub(crate) fn max_binding(&self) -> u64 {
         self.limits.max_storage_buffer_binding_size.min(self.limits.max_buffer_size)
     }
 
-    /// A storage buffer of `bytes` (rounded up to 4) for a matrix; it can be copied out (the
-    /// product for openings, A and B for the generator's diagnostics).
-    fn storage_buffer(&self, label: &str, bytes: u64) -> ::wgpu::Buffer {
-        let usage = ::wgpu::BufferUsages::STORAGE | ::wgpu::BufferUsages::COPY_SRC;
-        self.device.create_buffer(&::wgpu::BufferDescriptor {
-            label: Some(label),
-            size: bytes.next_multiple_of(4).max(4),
-            usage,
-            mapped_at_creation: false,
-        })
+    /// See [`Handle::scoped`].
+    pub(crate) fn scoped<T>(
+        &self,
+        what: &str,
+        f: impl FnOnce() -> Result<T, BackendError>,
+    ) -> Result<T, BackendError> {
+        self.handle.scoped(what, f)
     }
 
-    fn uniform(&self, label: &str, words: &[u32]) -> ::wgpu::Buffer {
-        self.device.create_buffer_init(&::wgpu::util::BufferInitDescriptor {
-            label: Some(label),
-            contents: bytemuck::cast_slice(words),
-            usage: ::wgpu::BufferUsages::UNIFORM,
-        })
-    }
-
-    /// Submits `encoder` and blocks until the device has finished it.
+    /// See [`Handle::submit_and_wait`].
     pub(crate) fn submit_and_wait(
         &self,
         encoder: ::wgpu::CommandEncoder,
     ) -> Result<(), BackendError> {
-        let index = self.queue.submit([encoder.finish()]);
-        self.device
-            .poll(::wgpu::PollType::Wait { submission_index: Some(index), timeout: None })
-            .map_err(|e| BackendError::Device(format!("waiting for the GPU: {e}")))?;
-        self.alarms.check()
+        self.handle.submit_and_wait(encoder)
     }
 
     pub(crate) fn encoder(&self, label: &str) -> ::wgpu::CommandEncoder {
-        self.device.create_command_encoder(&::wgpu::CommandEncoderDescriptor { label: Some(label) })
+        self.handle.encoder(label)
     }
 
     /// Records one generator dispatch of matrix `matrix_tag` (0 = A, 1 = B) filling `out`.
@@ -348,14 +332,14 @@ impl Gpu {
                 (&self.gen_i8_cols, ceil_div(rows, 4) * blocks, blocks, cols)
             }
         };
-        let params = self.uniform(
+        let params = self.handle.uniform(
             "generator params",
             &[
                 key[0], key[1], key[2], key[3], parity, tag, rows, cols, mode_code, items, blocks,
                 stride,
             ],
         );
-        let bind = self.device.create_bind_group(&::wgpu::BindGroupDescriptor {
+        let bind = self.handle.device.create_bind_group(&::wgpu::BindGroupDescriptor {
             label: Some("generator"),
             layout: &self.gen_layout,
             entries: &[
@@ -374,7 +358,7 @@ impl Gpu {
     }
 
     /// A 2-D grid of at least `groups` workgroups within the per-dimension cap.
-    fn grid(&self, groups: u32) -> (u32, u32) {
+    pub(crate) fn grid(&self, groups: u32) -> (u32, u32) {
         let cap = self.limits.max_compute_workgroups_per_dimension.max(1);
         let x = groups.clamp(1, cap);
         (x, ceil_div(groups, x).max(1))
@@ -394,8 +378,8 @@ impl Gpu {
         } else {
             (Layout::F32, Layout::F32)
         };
-        let a = self.storage_buffer("A", size.a);
-        let b = self.storage_buffer("B", size.b);
+        let a = self.handle.storage_buffer("A", size.a);
+        let b = self.handle.storage_buffer("B", size.b);
         let mut encoder = self.encoder("generate");
         self.record_generate(&mut encoder, seed, mode, 0, shape.m, shape.k, a_layout, &a);
         self.record_generate(&mut encoder, seed, mode, 1, shape.k, shape.n, b_layout, &b);
@@ -406,7 +390,7 @@ impl Gpu {
     /// Allocates C for `shape` (4 bytes per entry).
     pub(crate) fn product_buffer(&self, shape: Shape) -> ::wgpu::Buffer {
         let bytes = u64::from(shape.m) * u64::from(shape.n) * 4;
-        self.storage_buffer("C", bytes)
+        self.handle.storage_buffer("C", bytes)
     }
 
     /// Records C = A·B with `pipeline`; `fault` is the test-only corruption code (0 = none).
@@ -421,8 +405,8 @@ impl Gpu {
         b: &DeviceMatrix,
         c: &::wgpu::Buffer,
     ) {
-        let params = self.uniform("gemm params", &[shape.m, shape.k, shape.n, fault]);
-        let bind = self.device.create_bind_group(&::wgpu::BindGroupDescriptor {
+        let params = self.handle.uniform("gemm params", &[shape.m, shape.k, shape.n, fault]);
+        let bind = self.handle.device.create_bind_group(&::wgpu::BindGroupDescriptor {
             label: Some("gemm"),
             layout: &self.gemm_bind_layout,
             entries: &[
@@ -466,14 +450,114 @@ impl Gpu {
         Ok(())
     }
 
-    /// Copies `buffer` (the first `bytes`, a multiple of 4) to the host as u32 words.
+    /// See [`Handle::read_words`].
     pub(crate) fn read_words(
         &self,
         buffer: &::wgpu::Buffer,
         bytes: u64,
         out: &mut [u32],
     ) -> Result<(), BackendError> {
+        self.handle.read_words(buffer, 0, bytes, out)
+    }
+}
+
+impl Handle {
+    /// Runs `f` inside validation, out-of-memory and internal error scopes; any error they catch
+    /// (or an uncaptured error, or device loss) becomes [`BackendError::Device`].
+    pub(crate) fn scoped<T>(
+        &self,
+        what: &str,
+        f: impl FnOnce() -> Result<T, BackendError>,
+    ) -> Result<T, BackendError> {
+        let scope = ErrorScopes::push(&self.device);
+        let result = f();
+        // A scope's error is the root cause of a failure seen inside (an invalid buffer makes
+        // the later mapping fail), so it is reported first.
+        scope.pop(what)?;
+        self.alarms.check()?;
+        result
+    }
+
+    /// A storage buffer of `bytes` (rounded up to 4) for a matrix; it can be copied out (the
+    /// product for openings, A and B for the generator's diagnostics).
+    pub(crate) fn storage_buffer(&self, label: &str, bytes: u64) -> ::wgpu::Buffer {
+        let usage = ::wgpu::BufferUsages::STORAGE | ::wgpu::BufferUsages::COPY_SRC;
+        self.device.create_buffer(&::wgpu::BufferDescriptor {
+            label: Some(label),
+            size: bytes.next_multiple_of(4).max(4),
+            usage,
+            mapped_at_creation: false,
+        })
+    }
+
+    pub(crate) fn uniform(&self, label: &str, words: &[u32]) -> ::wgpu::Buffer {
+        self.device.create_buffer_init(&::wgpu::util::BufferInitDescriptor {
+            label: Some(label),
+            contents: bytemuck::cast_slice(words),
+            usage: ::wgpu::BufferUsages::UNIFORM,
+        })
+    }
+
+    /// Submits `encoder` and blocks until the device has finished it.
+    pub(crate) fn submit_and_wait(
+        &self,
+        encoder: ::wgpu::CommandEncoder,
+    ) -> Result<(), BackendError> {
+        let index = self.queue.submit([encoder.finish()]);
+        self.device
+            .poll(::wgpu::PollType::Wait { submission_index: Some(index), timeout: None })
+            .map_err(|e| BackendError::Device(format!("waiting for the GPU: {e}")))?;
+        self.alarms.check()
+    }
+
+    pub(crate) fn encoder(&self, label: &str) -> ::wgpu::CommandEncoder {
+        self.device.create_command_encoder(&::wgpu::CommandEncoderDescriptor { label: Some(label) })
+    }
+
+    /// Copies `bytes` (a multiple of 4) of `buffer` from `offset` (a multiple of 4) to the host
+    /// as u32 words.
+    pub(crate) fn read_words(
+        &self,
+        buffer: &::wgpu::Buffer,
+        offset: u64,
+        bytes: u64,
+        out: &mut [u32],
+    ) -> Result<(), BackendError> {
         debug_assert_eq!(out.len() as u64 * 4, bytes);
+        self.read_with(buffer, offset, bytes, |view| {
+            let bytes_out: &mut [u8] = bytemuck::cast_slice_mut(out);
+            bytes_out.copy_from_slice(view);
+            // Device buffers are little-endian on every wgpu target; words are kept as such.
+            if cfg!(target_endian = "big") {
+                for w in out.iter_mut() {
+                    *w = u32::from_le(*w);
+                }
+            }
+        })
+    }
+
+    /// Copies `bytes` (a multiple of 4) of `buffer` from `offset` (a multiple of 4) to the host
+    /// as they are.
+    pub(crate) fn read_bytes(
+        &self,
+        buffer: &::wgpu::Buffer,
+        offset: u64,
+        bytes: u64,
+    ) -> Result<Vec<u8>, BackendError> {
+        let len = usize::try_from(bytes).map_err(|_| BackendError::OutOfMemory { bytes })?;
+        let mut out = crate::backend::try_zeroed::<u8>(len)?;
+        self.read_with(buffer, offset, bytes, |view| out.copy_from_slice(view))?;
+        Ok(out)
+    }
+
+    /// Copies the range to a staging buffer, maps it and hands the mapped bytes to `f`.
+    fn read_with(
+        &self,
+        buffer: &::wgpu::Buffer,
+        offset: u64,
+        bytes: u64,
+        f: impl FnOnce(&[u8]),
+    ) -> Result<(), BackendError> {
         let staging = self.device.create_buffer(&::wgpu::BufferDescriptor {
             label: Some("read-back"),
             size: bytes.max(4),
@@ -481,7 +565,7 @@ impl Gpu {
             mapped_at_creation: false,
         });
         let mut encoder = self.encoder("read-back");
-        encoder.copy_buffer_to_buffer(buffer, 0, &staging, 0, bytes);
+        encoder.copy_buffer_to_buffer(buffer, offset, &staging, 0, bytes);
         self.submit_and_wait(encoder)?;
         let (tx, rx) = mpsc::channel();
         staging.slice(..bytes).map_async(::wgpu::MapMode::Read, move |result| {
@@ -498,14 +582,7 @@ impl Gpu {
                 .slice(..bytes)
                 .get_mapped_range()
                 .map_err(|e| BackendError::Device(format!("reading the mapped buffer: {e}")))?;
-            let bytes_out: &mut [u8] = bytemuck::cast_slice_mut(out);
-            bytes_out.copy_from_slice(&view);
-            // Device buffers are little-endian on every wgpu target; words are kept as such.
-            if cfg!(target_endian = "big") {
-                for w in out.iter_mut() {
-                    *w = u32::from_le(*w);
-                }
-            }
+            f(&view);
         }
         staging.unmap();
         self.alarms.check()
@@ -547,12 +624,12 @@ fn compile_gemm(
 }
 
 /// The three error scopes every guarded section runs in, innermost first when popped.
-struct ErrorScopes {
+pub(crate) struct ErrorScopes {
     scopes: [::wgpu::ErrorScopeGuard; 3],
 }
 
 impl ErrorScopes {
-    fn push(device: &::wgpu::Device) -> Self {
+    pub(crate) fn push(device: &::wgpu::Device) -> Self {
         Self {
             scopes: [
                 device.push_error_scope(::wgpu::ErrorFilter::Internal),
@@ -563,7 +640,7 @@ impl ErrorScopes {
     }
 
     /// Pops the scopes and reports the first error caught.
-    fn pop(self, what: &str) -> Result<(), BackendError> {
+    pub(crate) fn pop(self, what: &str) -> Result<(), BackendError> {
         let mut first = None;
         for scope in self.scopes.into_iter().rev() {
             if let Some(error) = pollster::block_on(scope.pop()) {

@@ -10,29 +10,41 @@
 //! 2. gemm: `shaders/gemm_int8.wgsl` (`dot4I8Packed`, i32 accumulation) or
 //!    `shaders/gemm_f32.wgsl` (fp32, and fp16/bf16 whose small-integer inputs are exact in f32:
 //!    f32 storage and f32 arithmetic give the one right answer; `SHADER_F16` is not used).
-//! 3. hash: C is copied back to the host and every row hashed to its leaf with rayon, as on the
-//!    CPU; the product stays on the host for openings. The read-back is timed in this phase.
+//! 3. hash: `shaders/leaves.wgsl` hashes every row of C to its leaf on the device (BLAKE3,
+//!    u32 arithmetic only: one invocation per 1 KiB chunk of a row, then one per row merging
+//!    the chunks' chaining values), and only the leaves are read back. C stays in its device
+//!    buffer; an opening copies its row to a small staging buffer. A device whose leaf shader
+//!    fails the start-up self-test against [`veribench_protocol::leaf_hash`] falls back, with
+//!    a warning, to copying C back and hashing it on the host with rayon as the CPU backend does
+//!    ([`LeafPath`], [`WgpuBackend::leaf_path`]). Either way the hash phase counts everything
+//!    after the GEMM: hashing and read-back.
 //!
 //! Each phase ends at a queue sync point, so [`PhaseTimings`] are wall times of finished work.
 //! Device errors never panic: wgpu calls run inside error scopes, uncaptured errors and device
 //! loss are recorded by handlers, and all of them become [`BackendError::Device`]. A challenge
 //! whose matrices exceed the device's largest storage binding is refused up front with
 //! [`BackendError::OutOfMemory`] (wgpu binds each matrix whole; no multi-binding split yet).
+//! Dispatches with more workgroups than a grid dimension allows are spread over two dimensions.
 //!
 //! Tile sizes of the GEMMs are [`TileConfig`]s, tunable per device with [`WgpuBackend::tune`].
-//! [`Fault`] deliberately corrupts the GEMM, for tests that show the verifier catches it.
+//! [`Fault`] deliberately corrupts the GEMM (for tests that show the verifier catches it) or the
+//! leaf shader (for tests of the fallback).
 
 mod gpu;
+mod leaves;
 mod tiles;
 
 use std::time::Instant;
 
-use veribench_protocol::{Challenge, DeviceKey, DeviceSeed, MAX_DIM, Mode, Shape, fp32_tolerance};
+use veribench_protocol::{
+    Challenge, DeviceKey, DeviceSeed, Leaf, MAX_DIM, Mode, Shape, fp32_tolerance,
+};
 
 use self::gpu::{Footprint, Gpu};
+use self::leaves::DeviceProduct;
 pub use self::tiles::{GemmKernel, TileConfig};
 use crate::backend::{
-    Backend, BackendError, BackendKind, DeviceInfo, Execution, PhaseTimings, try_zeroed,
+    Backend, BackendError, BackendKind, DeviceInfo, Execution, LeafPath, PhaseTimings, try_zeroed,
 };
 use crate::host::{Entries, HostProduct};
 
@@ -49,8 +61,9 @@ pub struct WgpuOptions {
     pub fault: Fault,
 }
 
-/// A deliberate defect injected into the GEMM shader. **For tests and diagnostics only**: it lets
-/// a test show that the protocol's verifier rejects a wrong product. A worker must never set it.
+/// A deliberate defect injected into a shader. **For tests and diagnostics only**: it lets a
+/// test show that the protocol's verifier rejects a wrong product, or that a broken leaf shader
+/// is caught at start-up. A worker must never set it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Fault {
     /// Compute correctly.
@@ -59,13 +72,16 @@ pub enum Fault {
     /// The GEMM skips its last K tile, as a kernel with an off-by-one loop bound would: every
     /// entry of C misses the products of the last few K indices.
     SkipLastKTile,
+    /// The leaf shader hashes with a wrong key, as a miscompiled shader would hash wrong: it
+    /// fails its start-up self-test and rows are hashed on the host ([`LeafPath::Host`]).
+    BrokenLeafShader,
 }
 
 impl Fault {
-    /// The shader's `fault` parameter.
+    /// The GEMM shader's `fault` parameter.
     fn code(self) -> u32 {
         match self {
-            Fault::None => 0,
+            Fault::None | Fault::BrokenLeafShader => 0,
             Fault::SkipLastKTile => 1,
         }
     }
@@ -206,8 +222,12 @@ impl WgpuBackend {
                 adapter,
                 TileConfig::default_for(GemmKernel::F32),
                 TileConfig::default_for(GemmKernel::Int8),
+                leaves::leaf_key(options.fault),
             ) {
-                Ok(gpu) => gpus.push(gpu),
+                Ok(mut gpu) => {
+                    gpu.leaf_path = leaves::select_path(&gpu);
+                    gpus.push(gpu);
+                }
                 Err(e) => {
                     tracing::warn!(adapter = %adapter.get_info().name, error = %e, "skipping adapter");
                     failures.push(e.to_string());
@@ -275,6 +295,28 @@ impl WgpuBackend {
         self.gpu(device).ok().map(Gpu::max_binding)
     }
 
+    /// Where `device` hashes product rows: on the device, or on the host when its leaf shader
+    /// failed the start-up self-test. `None` for a device this backend does not own.
+    pub fn leaf_path(&self, device: &DeviceKey) -> Option<LeafPath> {
+        self.gpu(device).ok().map(|gpu| gpu.leaf_path)
+    }
+
+    /// Hashes rows of `n` entries (`words`, row-major, as the product's u32 words) with
+    /// `device`'s leaf shader, row `r` as row `first_row + r` (wrapping), whatever
+    /// [`Self::leaf_path`] says. A diagnostic: tests compare it with
+    /// [`veribench_protocol::leaf_hash`] bit for bit.
+    pub fn device_leaves(
+        &self,
+        device: &DeviceKey,
+        seed: &DeviceSeed,
+        first_row: u32,
+        n: u32,
+        words: &[u32],
+    ) -> Result<Vec<Leaf>, BackendError> {
+        let gpu = self.gpu(device)?;
+        gpu.scoped("hashing rows", || gpu.leaves_of(seed, first_row, n, words))
+    }
+
     /// Whether the first device is a software adapter (lavapipe and the like).
     pub fn is_software(&self) -> bool {
         self.gpus[0].info.device_type == ::wgpu::DeviceType::Cpu
@@ -293,7 +335,8 @@ impl WgpuBackend {
     fn check_fits(gpu: &Gpu, mode: Mode, shape: Shape) -> Result<(), BackendError> {
         let size = Footprint::new(mode, shape);
         let max = gpu.max_binding();
-        for (what, bytes) in [("A", size.a), ("B", size.b), ("C", size.c)] {
+        let (cvs, leaves) = leaves::scratch_bytes(shape.m, shape.n);
+        for (what, bytes) in [("A", size.a), ("B", size.b), ("C", size.c), ("chunk CVs", cvs)] {
             if bytes > max {
                 tracing::warn!(
                     %shape, %mode, matrix = what, bytes, max_binding = max,
@@ -302,10 +345,11 @@ impl WgpuBackend {
                 return Err(BackendError::OutOfMemory { bytes });
             }
         }
-        // The host keeps C, and maps a staging copy of it; a software adapter's "device"
-        // memory is host memory too.
+        // Hashing on the host, the host keeps C and maps a staging copy of it; a software
+        // adapter's "device" memory is host memory too.
         let software = gpu.info.device_type == ::wgpu::DeviceType::Cpu;
-        let host = 2 * size.c + if software { size.total() } else { 0 };
+        let read_back = if gpu.leaf_path == LeafPath::Host { 2 * size.c } else { 0 };
+        let host = read_back + if software { size.total() + cvs + leaves } else { 0 };
         if host_available_bytes().is_some_and(|available| host > available) {
             return Err(BackendError::OutOfMemory { bytes: host });
         }
@@ -486,12 +530,15 @@ impl Backend for WgpuBackend {
         let pipeline = gpu.pipeline_for(mode);
         gpu.check_grid(pipeline, shape)?;
         let seed = challenge.device_seed(device);
-        let n = shape.n as usize;
-        let c_bytes = u64::from(shape.m) * u64::from(shape.n) * 4;
-        let mut words = try_zeroed::<u32>(shape.m as usize * n)?;
+        let path = gpu.leaf_path;
+        // Allocated before the work starts, so a host short of memory fails fast.
+        let mut words = match path {
+            LeafPath::Host => try_zeroed::<u32>(shape.m as usize * shape.n as usize)?,
+            LeafPath::Device => Vec::new(),
+        };
         let mut timings = PhaseTimings::default();
 
-        let hash_started = gpu.scoped(&format!("executing {shape} {mode}"), || {
+        let (c, leaves, hash_started) = gpu.scoped(&format!("executing {shape} {mode}"), || {
             let started = Instant::now();
             let (a, b) = gpu.generate(&seed, mode, shape)?;
             timings.generate = started.elapsed();
@@ -504,14 +551,33 @@ impl Backend for WgpuBackend {
             timings.gemm = started.elapsed();
             drop((a, b));
 
+            // The shaders store canonical words (gemm_f32.wgsl writes +0, never -0), so they
+            // are hashed as they are; tests check the shader, not a fix-up, provides it.
             let started = Instant::now();
-            gpu.read_words(&c, c_bytes, &mut words)?;
-            Ok(started)
+            let leaves = match path {
+                LeafPath::Device => gpu.hash_rows(&c, &seed, shape.n, shape.m, 0)?,
+                LeafPath::Host => {
+                    let c_bytes = u64::from(shape.m) * u64::from(shape.n) * 4;
+                    gpu.read_words(&c, c_bytes, &mut words)?;
+                    Vec::new()
+                }
+            };
+            Ok((c, leaves, started))
         })?;
-        // The hash phase counts the read-back of C, then hashing it on the host.
-        timings.hash = hash_started.elapsed();
-        // The shaders store canonical words (gemm_f32.wgsl writes +0, never -0), so the host
-        // hashes them as they are; tests check the shader, not a host fix-up, provides it.
-        Ok(HostProduct::new(words, n, shape.m, Entries::Canonical).into_execution(&seed, timings))
+        match path {
+            LeafPath::Device => {
+                timings.hash = hash_started.elapsed();
+                let product = DeviceProduct::new(gpu.handle.clone(), c, shape.n, shape.m);
+                Ok(Execution { leaves, timings, product: Box::new(product) })
+            }
+            LeafPath::Host => {
+                drop(c);
+                // The hash phase counts the read-back of C, then hashing it on the host.
+                timings.hash = hash_started.elapsed();
+                let product =
+                    HostProduct::new(words, shape.n as usize, shape.m, Entries::Canonical);
+                Ok(product.into_execution(&seed, timings))
+            }
+        }
     }
 }
