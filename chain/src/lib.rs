@@ -12,8 +12,11 @@
 //!
 //! [`Network`] parses btcli's `--subtensor.network` values; [`commit_hash`] is subtensor's
 //! commit-reveal hash; [`retry`] is the backoff loop every chain call goes through.
+//! [`Endpoint`] is a coordinator's announcement of where it listens, encoded to fit one
+//! commitment and never mistaken for a miner's 32-byte circuit commitment.
 
 mod commit_reveal;
+pub mod endpoint;
 mod error;
 mod local;
 mod network;
@@ -25,6 +28,10 @@ use veribench_protocol::PublicKey;
 use veribench_wallet::Keypair;
 
 pub use commit_reveal::{WeightReveal, commit_hash};
+pub use endpoint::{
+    CertFingerprint, Endpoint, EndpointError, FingerprintParseError, MAX_COMMITMENT_BYTES,
+    UrlError, WssUrl,
+};
 pub use error::ChainError;
 pub use local::{LocalChain, LocalNeuron, LocalSubnet};
 pub use network::{Network, NetworkParseError};
