@@ -39,3 +39,54 @@ fn devnet_sets_weights_that_favour_faster_verified_workers() {
     assert_eq!(cheat["verified"], 0, "{summary}");
     assert!(cheat["failed"].as_u64().is_some_and(|f| f >= 3), "{summary}");
 }
+
+/// `veribench coordinator announce` as an operator runs it on the local chain: `--dry-run`
+/// prints the exact bytes and touches no chain; the real run writes them as the hotkey's
+/// commitment, which reads back as the same endpoint.
+#[tokio::test]
+async fn coordinator_announce_prints_then_writes_its_endpoint() {
+    use veribench_chain::{Chain, Endpoint, LocalChain, NetUid};
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let wallets = dir.path().join("wallets");
+    let keypair = veribench_wallet::Wallet::new(&wallets, "validator")
+        .and_then(|w| w.create_hotkey("default", false))
+        .expect("a coordinator hotkey");
+    let chain_file = dir.path().join("chain.json");
+    let run = |extra: &[&str]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_veribench"))
+            .args(["coordinator", "announce", "--netuid", "1", "--subtensor.network"])
+            .arg(format!("file:{}", chain_file.display()))
+            .args(["--announce.url", "wss://validator.example:7799"])
+            .args(["--wallet.name", "validator", "--wallet.hotkey", "default", "--wallet.path"])
+            .arg(&wallets)
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .output()
+            .expect("run veribench coordinator announce");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "announce failed: {stderr}");
+        serde_json::from_slice::<serde_json::Value>(&output.stdout).expect("JSON on stdout")
+    };
+    let bytes_of = |report: &serde_json::Value| {
+        let text = report["hex"].as_str().expect("hex").trim_start_matches("0x");
+        hex::decode(text).expect("hex bytes")
+    };
+
+    let dry = run(&["--dry-run"]);
+    assert_eq!(dry["written"], false, "{dry}");
+    assert_eq!(dry["hotkey"], keypair.ss58_address(), "{dry}");
+    let announced = Endpoint::decode(&bytes_of(&dry)).expect("an endpoint encoding");
+    assert_eq!(announced.url.as_str(), "wss://validator.example:7799");
+    assert_eq!(announced.fingerprint, None, "no tls_cert, fingerprint auto: none");
+    assert_eq!(dry["bytes"], bytes_of(&dry).len());
+    assert!(!chain_file.exists(), "a dry run opens no chain");
+
+    let chain = LocalChain::open(&chain_file).expect("local chain");
+    chain.register(NetUid(1), keypair.public(), keypair.public(), 0, true).expect("register");
+    let written = run(&[]);
+    assert_eq!(written["written"], true, "{written}");
+    assert_eq!(bytes_of(&written), bytes_of(&dry));
+    let stored = chain.commitment(NetUid(1), &keypair.public()).await.expect("read").expect("set");
+    assert_eq!(Endpoint::decode(&stored.data).expect("an endpoint"), announced);
+}

@@ -11,7 +11,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use veribench_chain::{Chain, LocalChain, NetUid, Network};
 use veribench_protocol::UnixMillis;
-use veribench_wallet::WalletConfig;
+use veribench_wallet::{Keypair, WalletConfig};
 
 use crate::CoordinatorConfig;
 use crate::leases::{LeaseRequest, SIGNATURE_HEADER, SIGNER_HEADER, signed_message};
@@ -35,6 +35,16 @@ pub enum Command {
     Run(RunArgs),
     /// Report a lease to a running coordinator (`POST /api/v1/leases`).
     Lease(LeaseArgs),
+    /// Publish this coordinator's endpoint on chain (`Commitments.set_commitment`, signed by its
+    /// hotkey): `announce.url`, the certificate fingerprint and the wire version. Takes `run`'s
+    /// configuration and flags.
+    Announce {
+        /// Print what would be written, as JSON, and write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        run: RunArgs,
+    },
     /// Administer the embedded file-backed chain (`--subtensor.network file:PATH`).
     #[command(subcommand)]
     LocalChain(LocalChainCommand),
@@ -155,6 +165,9 @@ pub struct RunArgs {
     /// The subnet.
     #[arg(long, env = "VERIBENCH_NETUID")]
     netuid: Option<u16>,
+    /// The public `wss://` address announced on chain (`announce.url`).
+    #[arg(long = "announce.url", env = "VERIBENCH_ANNOUNCE_URL")]
+    announce_url: Option<String>,
 }
 
 impl RunArgs {
@@ -180,6 +193,7 @@ impl RunArgs {
         c.wallet.path = self.wallet_path.clone().or(c.wallet.path);
         set!(c.chain.network, self.network);
         set!(c.chain.netuid, self.netuid);
+        c.announce.url = self.announce_url.clone().or(c.announce.url);
         c.validate()?;
         Ok(c)
     }
@@ -200,6 +214,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Run(args) => serve(args).await,
         Command::Lease(args) => lease(args).await,
+        Command::Announce { dry_run, run } => announce(run, dry_run).await,
         Command::LocalChain(cmd) => local_chain(cmd),
         Command::Circuit { db, args } => circuit(&db, args).await,
     }
@@ -245,6 +260,37 @@ async fn circuit(
     let _ = writer.await;
     store.close().await?;
     result
+}
+
+/// `announce`: prints the endpoint and its encoding, then writes it unless `dry_run`.
+async fn announce(args: RunArgs, dry_run: bool) -> anyhow::Result<()> {
+    let config = args.config()?;
+    let endpoint = crate::announce::endpoint(&config.announce, config.tls_cert.as_deref())?;
+    let bytes = endpoint.encode()?;
+    // A dry run needs no wallet: it shows the hotkey when one can be loaded.
+    let keypair = config.wallet.load_hotkey();
+    let mut report = serde_json::json!({
+        "network": config.chain.network,
+        "netuid": config.chain.netuid,
+        "hotkey": keypair.as_ref().ok().map(Keypair::ss58_address),
+        "url": endpoint.url.as_str(),
+        "fingerprint": endpoint.fingerprint.map(|f| f.to_string()),
+        "protocol_version": endpoint.protocol_version,
+        "bytes": bytes.len(),
+        "hex": format!("0x{}", hex::encode(&bytes)),
+        "written": false,
+    });
+    if !dry_run {
+        let keypair = keypair.context("cannot load the coordinator hotkey to sign with")?;
+        let chain = open_chain(&config.chain.network()?).await?;
+        let netuid = NetUid(config.chain.netuid);
+        let receipt = crate::announce::publish(chain.as_ref(), &keypair, netuid, &endpoint).await?;
+        report["written"] = true.into();
+        report["block"] = receipt.block.into();
+        report["extrinsic"] = receipt.hash.into();
+    }
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(())
 }
 
 /// The chain of `network`: the file-backed local chain or a subtensor node.

@@ -59,6 +59,8 @@ pub struct CoordinatorConfig {
     pub refusals: RefusalsConfig,
     /// Circuit artifact fetching: cache, URL policy, size caps, timeouts and retries.
     pub circuit: veribench_circuit::FetchConfig,
+    /// The endpoint published on chain for workers to find (`announce`).
+    pub announce: crate::announce::AnnounceConfig,
 }
 
 impl Default for CoordinatorConfig {
@@ -82,6 +84,7 @@ impl Default for CoordinatorConfig {
             leases: LeaseConfig::default(),
             refusals: RefusalsConfig::default(),
             circuit: veribench_circuit::FetchConfig::default(),
+            announce: crate::announce::AnnounceConfig::default(),
         }
     }
 }
@@ -467,6 +470,10 @@ impl CoordinatorConfig {
                     wire::openings_frame_bound(Shape::square(n), 1)
                 )));
             }
+        }
+        if let Some(url) = &self.announce.url {
+            url.parse::<veribench_chain::WssUrl>()
+                .map_err(|e| ConfigError::Invalid(format!("announce.url: {e}")))?;
         }
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return bad("tls_cert and tls_key must be given together");

@@ -9,6 +9,7 @@
 //! `veribench coordinator`).
 
 pub mod admission;
+pub mod announce;
 pub mod cli;
 pub mod config;
 pub mod detail;
