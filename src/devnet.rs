@@ -1,16 +1,23 @@
-//! `veribench devnet`: a coordinator on the embedded defaults (SQLite, CPU backend, fresh keys,
+//! `veribench devnet`: coordinators on the embedded defaults (SQLite, CPU backend, fresh keys,
 //! the file-backed local chain) and local workers over real loopback WebSockets, with a short
 //! challenge interval.
+//!
+//! The network is built as a real subnet is. Each coordinator has its own hotkey with a
+//! validator permit, its own SQLite database and a self-signed TLS certificate, and announces
+//! its `wss://` endpoint and the certificate's fingerprint on the local chain. Workers are not
+//! told where the coordinators are: they read the chain, serve every permitted coordinator and
+//! pin its certificate and key (SPEC §8.8). `--rogue K` adds coordinators that announce
+//! themselves without a permit; no worker serves them.
 //!
 //! Each worker is its own miner (a hotkey delegating to itself), registered on subnet 1 of the
 //! local chain, so the per-miner table shows each worker's verified speed. `--slow N` makes the
 //! last honest workers slower and `--cheaters N` adds workers that skip half their rows, to show
-//! how both end up in the weights. `--rounds R` stops once every worker has finished R
-//! challenges, scores the miners, sets weights on the local chain and, with `--json`, prints one
-//! summary object including them.
+//! how both end up in the weights. `--rounds R` stops once every permitted coordinator has
+//! finished R challenges of every worker, scores the miners, sets each coordinator's weights on
+//! the local chain and, with `--json`, prints one summary object including them.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,15 +25,18 @@ use anyhow::Context;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 use veribench_chain::{LocalChain, NetUid};
-use veribench_coordinator::CoordinatorConfig;
+use veribench_coordinator::announce::{AnnounceConfig, FingerprintSetting};
 use veribench_coordinator::config::{LivenessConfig, ScheduleConfig};
 use veribench_coordinator::epoch::SubmitOutcome;
+use veribench_coordinator::{CoordinatorConfig, Running};
 use veribench_kernels::{
     Backend, BackendError, BackendKind, CpuBackend, DeviceInfo, Execution, RowSource,
 };
 use veribench_protocol::{Challenge, DeviceKey, Mode, PublicKey, UnixMillis, leaf_hash};
 use veribench_wallet::{BITTENSOR_SS58_PREFIX, Keypair, Wallet, ss58_encode};
-use veribench_worker::daemon::{WorkerConfig, WorkerIdentity, run_worker_with_token};
+use veribench_worker::daemon::{
+    DiscoveryConfig, WorkerConfig, WorkerIdentity, run_worker_with_token,
+};
 
 /// Flags of `veribench devnet`.
 #[derive(Debug, clap::Args)]
@@ -58,6 +68,12 @@ pub struct DevnetArgs {
     /// Extra workers that skip every odd row (send zeros) and commit to that.
     #[arg(long, default_value_t = 0)]
     pub cheaters: u32,
+    /// Coordinators, each on its own validator hotkey with a permit, all announced on chain.
+    #[arg(long, default_value_t = 1)]
+    pub coordinators: u32,
+    /// Extra coordinators that announce themselves without a validator permit.
+    #[arg(long, default_value_t = 0)]
+    pub rogue: u32,
 }
 
 /// The subnet of the devnet's local chain.
@@ -122,15 +138,19 @@ impl Backend for DevnetBackend {
     }
 }
 
-/// The `--json` summary.
+/// The `--json` summary. `verified` and `failed` add up every permitted coordinator's; each
+/// miner's `verified` and `failed` too, and its `gflops` is the mean of their means; `weights`
+/// are the first coordinator's.
 #[derive(Debug, Serialize)]
 struct Summary {
     workers: u32,
     verified: u64,
     failed: u64,
     miners: Vec<MinerSummary>,
-    /// The weights the coordinator set on the local chain after the rounds (u16, by uid).
+    /// The weights the first coordinator set on the local chain after the rounds (u16, by uid).
     weights: Vec<WeightSummary>,
+    /// Every coordinator, permitted ones first.
+    coordinators: Vec<CoordinatorSummary>,
 }
 
 #[derive(Debug, Serialize)]
@@ -142,12 +162,48 @@ struct MinerSummary {
     gflops: f64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Clone, Debug, Serialize)]
 struct WeightSummary {
     uid: u16,
     hotkey: String,
     weight: u16,
 }
+
+/// One coordinator's own results: what its database holds, and the weights it set.
+#[derive(Debug, Serialize)]
+struct CoordinatorSummary {
+    hotkey: String,
+    permit: bool,
+    url: String,
+    verified: u64,
+    failed: u64,
+    /// Challenges a worker refused because its device was computing another coordinator's.
+    busy: u64,
+    /// Per miner: `{hotkey, verified, failed, busy, gflops}`.
+    miners: Vec<CoordinatorMiner>,
+    weights: Vec<WeightSummary>,
+}
+
+#[derive(Debug, Serialize)]
+struct CoordinatorMiner {
+    hotkey: String,
+    verified: u64,
+    failed: u64,
+    busy: u64,
+    gflops: f64,
+}
+
+/// A running coordinator of the devnet.
+struct Node {
+    running: Running,
+    keys: Keypair,
+    permit: bool,
+    url: String,
+}
+
+/// Stake of a devnet validator: 10,000 TAO in rao, above the workers' default
+/// `min_validator_stake`.
+const VALIDATOR_STAKE: u64 = 10_000_000_000_000;
 
 fn ss58(key: &PublicKey) -> String {
     ss58_encode(key, BITTENSOR_SS58_PREFIX).unwrap_or_else(|_| key.to_string())
@@ -157,6 +213,7 @@ fn ss58(key: &PublicKey) -> String {
 pub async fn run(args: DevnetArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.workers >= 1, "--workers must be at least 1");
     anyhow::ensure!(args.slow <= args.workers, "--slow cannot exceed --workers");
+    anyhow::ensure!(args.coordinators >= 1, "--coordinators must be at least 1");
     if args.json && args.rounds.is_none() {
         anyhow::bail!("--json needs --rounds (the summary is printed when the rounds are done)");
     }
@@ -171,7 +228,6 @@ pub async fn run(args: DevnetArgs) -> anyhow::Result<()> {
         .context("no directory")?;
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let wallet = Wallet::new(dir.join("wallets"), "devnet").context("wallet")?;
-    let coordinator_key = load_or_create(&wallet, "coordinator")?;
     let total = args.workers + args.cheaters;
     let miners: Vec<Keypair> = (0..total)
         .map(|i| load_or_create(&wallet, &format!("miner{i}")))
@@ -184,58 +240,40 @@ pub async fn run(args: DevnetArgs) -> anyhow::Result<()> {
     let behaviours: HashMap<PublicKey, Behaviour> =
         miners.iter().zip(0..).map(|(m, i)| (m.public(), behaviour(i))).collect();
 
-    // The local chain: the coordinator holds a validator permit, every miner is registered.
+    // The local chain, one block a second so that workers follow announcements and permits
+    // within seconds: the coordinators are validators, every miner is registered.
     let chain = LocalChain::open(dir.join("chain.json")).context("cannot open the local chain")?;
-    chain.register(NETUID, coordinator_key.public(), coordinator_key.public(), 1_000_000, true)?;
+    chain.set_block_ms(1_000)?;
+    let mut nodes = Vec::new();
+    let roles = (0..args.coordinators)
+        .map(|i| (format!("coordinator{i}"), true))
+        .chain((0..args.rogue).map(|i| (format!("rogue{i}"), false)));
+    for (name, permit) in roles {
+        let keys = load_or_create(&wallet, &name)?;
+        let stake = if permit { VALIDATOR_STAKE } else { 0 };
+        chain.register(NETUID, keys.public(), keys.public(), stake, permit)?;
+        nodes.push((name, keys, permit));
+    }
     for m in &miners {
         chain.register(NETUID, m.public(), m.public(), 0, false)?;
     }
-
-    let defaults = CoordinatorConfig::default();
-    let config = CoordinatorConfig {
-        db: format!("sqlite://{}", dir.join("coordinator.db").display()),
-        ws_listen: "127.0.0.1:0".parse()?,
-        http_listen: "127.0.0.1:0".parse()?,
-        schedule: ScheduleConfig {
-            interval_secs: args.interval_secs,
-            jitter_secs: args.interval_secs * 0.1,
-            mode: args.mode,
-            cpu_n: args.n,
-            cpu_k: args.n,
-            gpu_n: args.n,
-            gpu_k: args.n,
-            ..defaults.schedule.clone()
-        },
-        liveness: LivenessConfig {
-            heartbeat_secs: 5.0,
-            offline_after_secs: 30.0,
-            ..defaults.liveness.clone()
-        },
-        ..defaults
-    };
-    let mut config = config;
-    config.chain.network = format!("file:{}", chain.path().display());
-    config.chain.netuid = NETUID.0;
-    // A devnet lives minutes, not the 169-hour availability horizon: one 5-minute bucket online
-    // counts as fully available, and the rounds asked for are full participation.
-    config.scoring.availability_buckets = 1;
-    config.scoring.participation_baseline = args.rounds.map_or(10, |r| r.clamp(1, 36) as u32);
-    config.weights.interval_secs = 30.0;
-    // Every devnet worker connects from loopback, one address: let them all register at once.
-    let everyone = config.limits.max_unregistered.max(usize::try_from(total).unwrap_or(usize::MAX));
-    config.limits.max_unregistered = everyone;
-    config.limits.max_unregistered_per_address = everyone;
-    let running =
-        veribench_coordinator::start(config, coordinator_key.clone(), Arc::new(chain.clone()))
-            .await
-            .context("cannot start the coordinator")?;
+    let mut started = Vec::new();
+    for (name, keys, permit) in nodes {
+        let node = start_coordinator(&args, &dir, &chain, &name, keys, permit, total).await?;
+        if !args.json {
+            eprintln!(
+                "devnet: {name} ({}) on {} (API http://{}){}",
+                ss58(&node.keys.public()),
+                node.url,
+                node.running.http_addr,
+                if permit { "" } else { ", no validator permit" }
+            );
+        }
+        started.push(node);
+    }
+    let nodes = started;
     if !args.json {
-        eprintln!(
-            "devnet: coordinator on ws://{} (API http://{}), data in {}",
-            running.ws_addr,
-            running.http_addr,
-            dir.display()
-        );
+        eprintln!("devnet: data in {}", dir.display());
     }
 
     let stop = CancellationToken::new();
@@ -245,9 +283,17 @@ pub async fn run(args: DevnetArgs) -> anyhow::Result<()> {
         let behaviour = behaviours[&miner.public()];
         let backend =
             Arc::new(DevnetBackend { inner: CpuBackend::with_device_key(device), behaviour });
+        // No coordinator named: the worker finds them on chain.
         let config = WorkerConfig {
-            coordinator: format!("ws://{}", running.ws_addr),
-            coordinator_hotkey: Some(coordinator_key.public().to_string()),
+            coordinator: String::new(),
+            discovery: DiscoveryConfig {
+                network: Some(format!("file:{}", chain.path().display())),
+                netuid: Some(NETUID.0),
+                refresh_blocks: 1,
+                poll_secs: 0.25,
+                state_file: Some(dir.join(format!("worker{i}-coordinators.json"))),
+                ..DiscoveryConfig::default()
+            },
             name: format!("devnet-{i}-{behaviour:?}").to_lowercase(),
             backend: "cpu".into(),
             ..WorkerConfig::default()
@@ -260,6 +306,7 @@ pub async fn run(args: DevnetArgs) -> anyhow::Result<()> {
         workers.push(tokio::spawn(run_worker_with_token(config, identity, backend, stop.clone())));
     }
 
+    let permitted: Vec<&Node> = nodes.iter().filter(|n| n.permit).collect();
     let worker_keys: Vec<PublicKey> = miners.iter().map(Keypair::public).collect();
     let mut ticker = tokio::time::interval(Duration::from_millis(500));
     loop {
@@ -267,53 +314,200 @@ pub async fn run(args: DevnetArgs) -> anyhow::Result<()> {
             _ = tokio::signal::ctrl_c() => break,
             _ = ticker.tick() => {}
         }
-        let finished = running.coordinator.finished_rounds();
         if !args.json {
-            draw_table(&running, &finished).await;
+            draw_table(&nodes).await;
         }
         if let Some(r) = args.rounds
-            && worker_keys.iter().all(|k| finished.get(k).copied().unwrap_or(0) >= r)
+            && rounds_done(&permitted, &worker_keys, r).await
         {
             break;
         }
     }
     // Scored while the workers are still online: an offline miner scores 0.
-    let weights = set_weights(&running, &chain).await;
+    let mut weights = Vec::new();
+    for node in &permitted {
+        weights.push(set_weights(&node.running, &chain).await);
+    }
     stop.cancel();
     for w in workers {
         let _ = w.await;
     }
-    let weights = weights?;
-    let miners = running.coordinator.store().miners().await.context("cannot read the results")?;
+    // Permitted coordinators come first in `nodes`, in the order of `weights`; rogues set none.
+    let mut weights = weights.into_iter();
+    let mut coordinators = Vec::new();
+    for node in &nodes {
+        let set = if node.permit { weights.next().transpose()? } else { None };
+        coordinators.push(summarise(node, set.unwrap_or_default()).await?);
+    }
     let summary = Summary {
         workers: total,
-        verified: miners.iter().map(|m| m.verified).sum(),
-        failed: miners.iter().map(|m| m.failed).sum(),
+        verified: coordinators.iter().filter(|c| c.permit).map(|c| c.verified).sum(),
+        failed: coordinators.iter().filter(|c| c.permit).map(|c| c.failed).sum(),
         miners: miners
             .iter()
-            .map(|m| MinerSummary {
-                hotkey: ss58(&m.hotkey),
-                behaviour: behaviours.get(&m.hotkey).copied().unwrap_or(Behaviour::Honest),
-                verified: m.verified,
-                failed: m.failed,
-                gflops: m.mean_gflops,
-            })
+            .map(|m| merge_miner(&coordinators, &ss58(&m.public()), behaviours[&m.public()]))
             .collect(),
-        weights,
+        weights: coordinators.first().map(|c| c.weights.clone()).unwrap_or_default(),
+        coordinators,
     };
-    running.shutdown().await;
+    for node in nodes {
+        node.running.shutdown().await;
+    }
     if args.json {
         println!("{}", serde_json::to_string(&summary)?);
     }
     Ok(())
 }
 
+/// Starts one coordinator on a loopback port with a fresh self-signed certificate for
+/// `localhost`, announcing `wss://localhost:PORT` and the certificate's fingerprint.
+async fn start_coordinator(
+    args: &DevnetArgs,
+    dir: &Path,
+    chain: &LocalChain,
+    name: &str,
+    keys: Keypair,
+    permit: bool,
+    workers: u32,
+) -> anyhow::Result<Node> {
+    let home = dir.join(name);
+    std::fs::create_dir_all(&home).with_context(|| format!("cannot create {}", home.display()))?;
+    let (cert, key) = self_signed_certificate(&home)?;
+    let port = free_port()?;
+    let url = format!("wss://localhost:{port}");
+    let defaults = CoordinatorConfig::default();
+    let mut config = CoordinatorConfig {
+        db: format!("sqlite://{}", home.join("coordinator.db").display()),
+        ws_listen: format!("127.0.0.1:{port}").parse()?,
+        http_listen: "127.0.0.1:0".parse()?,
+        tls_cert: Some(cert),
+        tls_key: Some(key),
+        announce: AnnounceConfig {
+            url: Some(url.clone()),
+            fingerprint: FingerprintSetting::Auto,
+            check_secs: 1.0,
+            block_secs: 1.0,
+            ..AnnounceConfig::default()
+        },
+        schedule: ScheduleConfig {
+            interval_secs: args.interval_secs,
+            jitter_secs: args.interval_secs * 0.1,
+            mode: args.mode,
+            cpu_n: args.n,
+            cpu_k: args.n,
+            gpu_n: args.n,
+            gpu_k: args.n,
+            busy_retry_secs: (args.interval_secs / 4.0).max(0.1),
+            ..defaults.schedule.clone()
+        },
+        liveness: LivenessConfig {
+            heartbeat_secs: 5.0,
+            offline_after_secs: 30.0,
+            ..defaults.liveness.clone()
+        },
+        ..defaults
+    };
+    config.chain.network = format!("file:{}", chain.path().display());
+    config.chain.netuid = NETUID.0;
+    // A devnet lives minutes, not the 169-hour availability horizon: one 5-minute bucket online
+    // counts as fully available, and the rounds asked for are full participation.
+    config.scoring.availability_buckets = 1;
+    config.scoring.participation_baseline = args.rounds.map_or(10, |r| r.clamp(1, 36) as u32);
+    config.weights.interval_secs = 30.0;
+    // Every devnet worker connects from loopback, one address: let them all register at once.
+    let everyone =
+        config.limits.max_unregistered.max(usize::try_from(workers).unwrap_or(usize::MAX));
+    config.limits.max_unregistered = everyone;
+    config.limits.max_unregistered_per_address = everyone;
+    let running = veribench_coordinator::start(config, keys.clone(), Arc::new(chain.clone()))
+        .await
+        .with_context(|| format!("cannot start {name}"))?;
+    Ok(Node { running, keys, permit, url })
+}
+
+/// A certificate for `localhost` and its key, PEM files in `home`, made on first use.
+fn self_signed_certificate(home: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let (cert, key) = (home.join("cert.pem"), home.join("key.pem"));
+    if !cert.exists() || !key.exists() {
+        let names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
+        let made = rcgen::generate_simple_self_signed(names).context("self-signed certificate")?;
+        std::fs::write(&key, made.signing_key.serialize_pem())
+            .with_context(|| format!("cannot write {}", key.display()))?;
+        std::fs::write(&cert, made.cert.pem())
+            .with_context(|| format!("cannot write {}", cert.display()))?;
+    }
+    Ok((cert, key))
+}
+
+/// A loopback port free right now (the announcement must name it before the listener binds).
+fn free_port() -> anyhow::Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("no free loopback port")?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// Whether every permitted coordinator has decided `rounds` challenges of every worker (busy
+/// refusals are not rounds).
+async fn rounds_done(permitted: &[&Node], workers: &[PublicKey], rounds: u64) -> bool {
+    for node in permitted {
+        let Ok(miners) = node.running.coordinator.store().miners().await else { return false };
+        let decided = |key: &PublicKey| {
+            miners.iter().find(|m| &m.hotkey == key).map_or(0, |m| m.verified + m.failed)
+        };
+        if workers.iter().any(|w| decided(w) < rounds) {
+            return false;
+        }
+    }
+    true
+}
+
+/// One coordinator's results from its own database.
+async fn summarise(node: &Node, weights: Vec<WeightSummary>) -> anyhow::Result<CoordinatorSummary> {
+    let miners = node.running.coordinator.store().miners().await.context("cannot read results")?;
+    Ok(CoordinatorSummary {
+        hotkey: ss58(&node.keys.public()),
+        permit: node.permit,
+        url: node.url.clone(),
+        verified: miners.iter().map(|m| m.verified).sum(),
+        failed: miners.iter().map(|m| m.failed).sum(),
+        busy: miners.iter().map(|m| m.busy).sum(),
+        miners: miners
+            .iter()
+            .map(|m| CoordinatorMiner {
+                hotkey: ss58(&m.hotkey),
+                verified: m.verified,
+                failed: m.failed,
+                busy: m.busy,
+                gflops: m.mean_gflops,
+            })
+            .collect(),
+        weights,
+    })
+}
+
+/// A miner's totals over the permitted coordinators.
+fn merge_miner(
+    coordinators: &[CoordinatorSummary],
+    hotkey: &str,
+    behaviour: Behaviour,
+) -> MinerSummary {
+    let seen: Vec<&CoordinatorMiner> = coordinators
+        .iter()
+        .filter(|c| c.permit)
+        .filter_map(|c| c.miners.iter().find(|m| m.hotkey == hotkey))
+        .collect();
+    let rated: Vec<f64> = seen.iter().map(|m| m.gflops).filter(|g| *g > 0.0).collect();
+    MinerSummary {
+        hotkey: hotkey.to_owned(),
+        behaviour,
+        verified: seen.iter().map(|m| m.verified).sum(),
+        failed: seen.iter().map(|m| m.failed).sum(),
+        gflops: if rated.is_empty() { 0.0 } else { rated.iter().sum::<f64>() / rated.len() as f64 },
+    }
+}
+
 /// Scores the miners now, submits the weights to the local chain and reads back what the chain
 /// stored for the coordinator's uid.
-async fn set_weights(
-    running: &veribench_coordinator::Running,
-    chain: &LocalChain,
-) -> anyhow::Result<Vec<WeightSummary>> {
+async fn set_weights(running: &Running, chain: &LocalChain) -> anyhow::Result<Vec<WeightSummary>> {
     let c = &running.coordinator;
     c.score_epoch(UnixMillis::now()).await.context("cannot score the miners")?;
     match c.submit_weights().await.context("cannot set weights")? {
@@ -343,28 +537,33 @@ fn load_or_create(wallet: &Wallet, name: &str) -> anyhow::Result<Keypair> {
     }
 }
 
-async fn draw_table(running: &veribench_coordinator::Running, finished: &HashMap<PublicKey, u64>) {
-    let Ok(miners) = running.coordinator.store().miners().await else { return };
-    let (online, pending) = running.coordinator.load();
+async fn draw_table(nodes: &[Node]) {
     let mut out = String::from("\x1b[2J\x1b[H");
-    out += &format!(
-        "veribench devnet  ws://{}  http://{}  workers online {online}  in flight {pending}\n\n",
-        running.ws_addr, running.http_addr
-    );
-    out += &format!(
-        "{:<50} {:>8} {:>8} {:>8} {:>12}\n",
-        "miner hotkey", "rounds", "verified", "failed", "GFLOP/s"
-    );
-    for m in &miners {
-        let rounds = finished.get(&m.hotkey).copied().unwrap_or(0);
+    out += "veribench devnet\n";
+    for node in nodes {
+        let Ok(miners) = node.running.coordinator.store().miners().await else { continue };
+        let (online, pending) = node.running.coordinator.load();
         out += &format!(
-            "{:<50} {:>8} {:>8} {:>8} {:>12.1}\n",
-            ss58(&m.hotkey),
-            rounds,
-            m.verified,
-            m.failed,
-            m.mean_gflops
+            "\ncoordinator {}{}  {}  http://{}  workers online {online}  in flight {pending}\n",
+            ss58(&node.keys.public()),
+            if node.permit { "" } else { " (no permit: workers refuse it)" },
+            node.url,
+            node.running.http_addr
         );
+        out += &format!(
+            "{:<50} {:>8} {:>8} {:>8} {:>12}\n",
+            "miner hotkey", "verified", "failed", "busy", "GFLOP/s"
+        );
+        for m in &miners {
+            out += &format!(
+                "{:<50} {:>8} {:>8} {:>8} {:>12.1}\n",
+                ss58(&m.hotkey),
+                m.verified,
+                m.failed,
+                m.busy,
+                m.mean_gflops
+            );
+        }
     }
     out += "\nCtrl-C to stop.\n";
     eprint!("{out}");

@@ -1,9 +1,11 @@
-//! `veribench`: the umbrella binary. `devnet` runs a coordinator and local workers on the embedded
-//! defaults; `load` measures a coordinator under thousands of simulated workers; `coordinator` is
-//! the whole command line of `veribench-coordinator` (what the end-to-end tests run as a process).
+//! `veribench`: the umbrella binary. `devnet` runs coordinators and local workers on the embedded
+//! defaults; `collisions` simulates validators sharing devices; `load` measures a coordinator
+//! under thousands of simulated workers; `coordinator` is the whole command line of
+//! `veribench-coordinator` (what the end-to-end tests run as a process).
 
 use clap::{Parser, Subcommand};
 
+mod collisions;
 mod devnet;
 mod load;
 
@@ -18,6 +20,8 @@ struct Cli {
 enum Command {
     /// A coordinator (SQLite, CPU backend) and local workers over loopback WebSockets.
     Devnet(devnet::DevnetArgs),
+    /// How often validators' challenges find a device busy with another's (a simulation).
+    Collisions(collisions::CollisionArgs),
     /// Many simulated workers sending heartbeats to one coordinator; prints latency and RSS.
     Load(load::LoadArgs),
     /// The coordinator, as `veribench-coordinator`: `run`, `lease`, `local-chain`, `circuit`.
@@ -30,13 +34,14 @@ fn main() -> anyhow::Result<()> {
     match &cli.command {
         Command::Devnet(a) if a.json => init_tracing("warn"),
         Command::Devnet(_) => init_tracing("info"),
-        Command::Load(_) => init_tracing("warn"),
+        Command::Load(_) | Command::Collisions(_) => init_tracing("warn"),
         Command::Coordinator(_) => veribench_coordinator::cli::init_tracing(),
     }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match cli.command {
         Command::Devnet(args) => runtime.block_on(devnet::run(args)),
         Command::Load(args) => runtime.block_on(load::run(args)),
+        Command::Collisions(args) => collisions::run(&args),
         Command::Coordinator(command) => runtime.block_on(veribench_coordinator::cli::run(command)),
     }
 }

@@ -1,6 +1,8 @@
 //! `veribench devnet` as a user runs it: the real binary on its embedded defaults (SQLite, CPU
 //! backend, local chain), with one slow worker and one cheating worker, until its rounds are
-//! done; the weights it sets on the local chain must rank fast over slow over cheater.
+//! done; the weights it sets on the local chain must rank fast over slow over cheater. With
+//! several coordinators and a rogue one, workers find the permitted ones on chain and serve
+//! each, and refuse the rogue.
 
 use std::process::Command;
 
@@ -38,6 +40,74 @@ fn devnet_sets_weights_that_favour_faster_verified_workers() {
     let cheat = miners.iter().find(|m| m["behaviour"] == "cheater").expect("cheater");
     assert_eq!(cheat["verified"], 0, "{summary}");
     assert!(cheat["failed"].as_u64().is_some_and(|f| f >= 3), "{summary}");
+}
+
+/// Three coordinators with validator permits and one without, announced on the local chain;
+/// two workers that are told no coordinator. Every permitted coordinator verifies both workers
+/// with results of its own and sets weights; the rogue one never registers a worker, and each
+/// worker has persisted why it refused it.
+#[test]
+fn workers_serve_every_permitted_coordinator_and_refuse_the_rogue() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let output = Command::new(env!("CARGO_BIN_EXE_veribench"))
+        .args(["devnet", "--coordinators", "3", "--rogue", "1", "--workers", "2", "--rounds"])
+        .args(["2", "--interval-secs", "1", "--n", "128", "--json", "--dir"])
+        .arg(dir.path())
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run veribench devnet");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "devnet failed: {stderr}");
+    let summary: serde_json::Value =
+        serde_json::from_slice(&output.stdout).expect("one JSON object on stdout");
+    let miners: Vec<String> = summary["miners"]
+        .as_array()
+        .expect("miners")
+        .iter()
+        .map(|m| m["hotkey"].as_str().expect("hotkey").to_owned())
+        .collect();
+    assert_eq!(miners.len(), 2, "{summary}");
+
+    let coordinators = summary["coordinators"].as_array().expect("coordinators");
+    assert_eq!(coordinators.len(), 4, "{summary}");
+    let (permitted, rogue): (Vec<_>, Vec<_>) =
+        coordinators.iter().partition(|c| c["permit"] == true);
+    assert_eq!((permitted.len(), rogue.len()), (3, 1), "{summary}");
+    for c in &permitted {
+        for miner in &miners {
+            let m = c["miners"].as_array().expect("miners").iter().find(|m| &m["hotkey"] == miner);
+            let m = m.unwrap_or_else(|| panic!("{miner} unknown to {}: {summary}", c["hotkey"]));
+            assert!(m["verified"].as_u64().is_some_and(|v| v >= 2), "{m}: {summary}");
+            assert_eq!(m["failed"], 0, "busy is never a failure: {summary}");
+        }
+        let weights = c["weights"].as_array().expect("weights");
+        for miner in &miners {
+            let w = weights.iter().find(|w| &w["hotkey"] == miner).expect("a weight per miner");
+            assert!(w["weight"].as_u64().is_some_and(|w| w > 0), "{summary}");
+        }
+        assert!(c["busy"].is_u64(), "{summary}");
+    }
+    let rogue = rogue[0];
+    assert_eq!((&rogue["verified"], &rogue["failed"]), (&0.into(), &0.into()), "{summary}");
+    assert!(rogue["miners"].as_array().expect("miners").is_empty(), "no worker registered");
+    assert!(rogue["weights"].as_array().expect("weights").is_empty(), "{summary}");
+
+    // Each worker persisted whom it trusts and why it refused the rogue.
+    for i in 0..2 {
+        let path = dir.path().join(format!("worker{i}-coordinators.json"));
+        let text = std::fs::read_to_string(&path).expect("the worker's decisions");
+        let state: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+        let entries = state["coordinators"].as_array().expect("coordinators");
+        let entry = |hotkey: &serde_json::Value| {
+            entries.iter().find(|e| &e["hotkey"] == hotkey).expect("an entry per announcer")
+        };
+        for c in &permitted {
+            assert_eq!(entry(&c["hotkey"])["status"], "trusted", "{state}");
+        }
+        let refused = entry(&rogue["hotkey"]);
+        assert_eq!(refused["status"], "refused", "{state}");
+        assert_eq!(refused["reason"], "no_validator_permit", "{state}");
+    }
 }
 
 /// `veribench coordinator announce` as an operator runs it on the local chain: `--dry-run`

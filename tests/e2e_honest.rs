@@ -1,15 +1,19 @@
 //! Honest workers, end to end: two miners, three workers, real WebSocket connections, real
 //! verification, persisted results read back through the store and the HTTP API, on SQLite and on
-//! PostgreSQL.
+//! PostgreSQL; and a device busy with another validator's challenge, challenged again soon.
 
 mod common;
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use common::{Db, Harness, PATIENCE, eventually, http_get};
+use common::{Db, Harness, Next, PATIENCE, RawConn, eventually, http_get};
 use veribench_coordinator::store::ChallengeStatus;
-use veribench_protocol::{ChallengeId, Mode, Shape, Verdict};
+use veribench_kernels::{CpuBackend, run_challenge};
+use veribench_protocol::{
+    ChallengeId, CommitmentMsg, ErrorCode, ErrorMsg, Message, Mode, OpeningsMsg, Shape,
+    SignedChallenge, Verdict,
+};
 
 async fn honest_workers_are_verified(db: Db) {
     let h = Harness::start(db, 2, |_| {}).await;
@@ -256,4 +260,99 @@ async fn honest_workers_are_verified_on_postgres() {
     tokio::time::timeout(Duration::from_secs(60), honest_workers_are_verified(Db::Postgres))
         .await
         .expect("test timed out");
+}
+
+/// The next challenge on `conn`; panics on anything else but open requests and verdicts of
+/// earlier challenges (none here), or when nothing arrives within `timeout`.
+async fn next_challenge(conn: &mut RawConn, timeout: Duration) -> SignedChallenge {
+    match conn.next(timeout).await {
+        Next::Msg(Message::Challenge(signed)) => signed,
+        other => panic!("expected a challenge, got {other:?}"),
+    }
+}
+
+/// Refuses `signed` as busy.
+async fn refuse_busy(conn: &mut RawConn, signed: &SignedChallenge) {
+    let message = "device busy with another validator's challenge";
+    let busy = ErrorMsg::new(ErrorCode::Busy, Some(signed.challenge.id), message, 256);
+    conn.send(&Message::Error(busy)).await.expect("send the refusal");
+}
+
+/// A worker whose device is computing another validator's challenge refuses one as `busy`: the
+/// challenge is stored failed with reason `busy` (not told back, not counted against the miner)
+/// and the same device is challenged again within seconds, though rounds are ten minutes apart.
+/// Retries are bounded (here by `busy_retries = 1`): a retry refused as busy again is not
+/// retried, the device waits for its next round.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_device_is_challenged_again_soon_and_not_counted_as_failing() {
+    let h = Harness::start(Db::Sqlite, 1, |c| {
+        c.schedule.interval_secs = 600.0;
+        c.schedule.jitter_secs = 0.5;
+        c.schedule.busy_retry_secs = 0.5;
+        c.schedule.busy_retries = 1;
+    })
+    .await;
+    let identity = h.identity(0, "busy");
+    let device = identity.devices[0].clone();
+    let (mut conn, _) = RawConn::registered(&h.ws_url, &identity).await;
+    // A second worker of the miner, busy every time.
+    let always = h.identity(0, "always-busy");
+    let (mut always_conn, _) = RawConn::registered(&h.ws_url, &always).await;
+    let always_busy = tokio::spawn(async move {
+        let first = next_challenge(&mut always_conn, PATIENCE).await;
+        refuse_busy(&mut always_conn, &first).await;
+        let retry = next_challenge(&mut always_conn, Duration::from_secs(5)).await;
+        refuse_busy(&mut always_conn, &retry).await;
+        let third = always_conn.next(Duration::from_secs(2)).await;
+        assert!(matches!(third, Next::Timeout), "a busy retry refused again: {third:?}");
+        always_conn
+    });
+    let first = next_challenge(&mut conn, PATIENCE).await;
+    assert_eq!(first.device, device);
+    refuse_busy(&mut conn, &first).await;
+    let refused = Instant::now();
+
+    // No answer to the refusal; the device's next challenge comes after about
+    // busy_retry_secs (× [0.5, 1.5)), not at the next round.
+    let second = next_challenge(&mut conn, Duration::from_secs(5)).await;
+    assert!(refused.elapsed() < Duration::from_secs(4), "{:?}", refused.elapsed());
+    assert_ne!(second.challenge.id, first.challenge.id);
+    assert_eq!(second.device, device);
+
+    // Answered honestly, it verifies.
+    let backend = CpuBackend::with_device_key(device.clone());
+    let run = run_challenge(&backend, &device, &second.challenge).expect("CPU backend run");
+    let id = second.challenge.id;
+    let commitment = CommitmentMsg { challenge_id: id, device: device.clone(), root: run.root() };
+    conn.send(&Message::Commitment(commitment)).await.expect("send the commitment");
+    let rows = match conn.next(PATIENCE).await {
+        Next::Msg(Message::OpenRequest(request)) if request.challenge_id == id => request.rows,
+        other => panic!("expected an open request, got {other:?}"),
+    };
+    let openings = run.open(&rows).expect("open rows");
+    conn.send(&Message::Openings(OpeningsMsg { challenge_id: id, openings }))
+        .await
+        .expect("send the openings");
+    match conn.next(PATIENCE).await {
+        Next::Msg(Message::Verdict(v)) => {
+            assert_eq!((v.challenge_id, v.verdict), (id, Verdict::Accepted));
+        }
+        other => panic!("expected a verdict, got {other:?}"),
+    }
+
+    let rows = h.challenges_of(&identity.public()).await;
+    let stored = rows.iter().find(|c| c.id == first.challenge.id).expect("the refused challenge");
+    assert_eq!(stored.status, ChallengeStatus::Failed);
+    assert_eq!(stored.reason.as_deref(), Some("busy"));
+    let miner = h.miners[0].public();
+    eventually("the verified challenge in the miner's totals", PATIENCE, || async {
+        let miners = h.store().miners().await.expect("miners");
+        miners.into_iter().find(|m| m.hotkey == miner && m.verified == 1)
+    })
+    .await;
+    let _always_conn = always_busy.await.expect("the always-busy worker's script");
+    let busy = h.store().miners().await.expect("miners");
+    let totals = busy.iter().find(|m| m.hotkey == miner).expect("the miner");
+    assert_eq!((totals.verified, totals.failed, totals.busy), (1, 0, 3), "{totals:?}");
+    h.shutdown().await;
 }

@@ -568,8 +568,9 @@ async fn next_challenge(conn: &mut common::RawConn) -> veribench_protocol::Signe
 }
 
 /// SPEC §8.2: a worker refuses a challenge with an `Error` carrying its code and the challenge's
-/// id; the coordinator fails that challenge at once as `worker_refused`, storing
-/// `<code>: <text>`. An `Error` naming another worker's challenge changes nothing.
+/// id; the coordinator fails that challenge at once, storing `<code>: <text>` (a `busy` refusal
+/// as `busy`, never counted against the worker; other codes as `worker_refused`). An `Error`
+/// naming another worker's challenge changes nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_challenge_the_worker_refuses_is_recorded_as_its_refusal_at_once() {
     let h = Harness::start(Db::Sqlite, 1, |c| c.schedule.deadline_secs = 60.0).await;
@@ -610,7 +611,7 @@ async fn a_challenge_the_worker_refuses_is_recorded_as_its_refusal_at_once() {
         h.store().challenge(id).await.expect("store").filter(|r| r.status.is_terminal())
     })
     .await;
-    assert_eq!(row.reason.as_deref(), Some("worker_refused"), "{row:?}");
+    assert_eq!(row.reason.as_deref(), Some("busy"), "{row:?}");
     assert_eq!(row.detail.as_deref(), Some(format!("busy: {text}").as_str()), "{row:?}");
     assert_eq!(h.challenges_of(&key).await[0].id, id, "the refused challenge was its first");
     // The meddler's own challenge is untouched, and the refuser is not answered.

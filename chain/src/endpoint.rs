@@ -39,6 +39,14 @@ pub const FLAG_FINGERPRINT: u8 = 1 << 0;
 /// Flags bit: one zero byte precedes the URL, because without it the announcement would be
 /// exactly 32 bytes, the length of a circuit commitment.
 pub const FLAG_PAD: u8 = 1 << 1;
+/// Blocks an announcement stays valid after the block it was committed at (24 hours of 12 s
+/// blocks). A worker stops trusting an endpoint older than this, so a validator that stopped
+/// running its coordinator (or lost its keys' operator) drops out without anyone acting; a
+/// running coordinator re-announces well before ([`ANNOUNCEMENT_REFRESH_BLOCKS`]).
+pub const ANNOUNCEMENT_TTL_BLOCKS: u64 = 7_200;
+/// The age at which a running coordinator re-announces an unchanged endpoint: half the TTL,
+/// leaving twelve hours of retries against rate limits and outages before it expires.
+pub const ANNOUNCEMENT_REFRESH_BLOCKS: u64 = ANNOUNCEMENT_TTL_BLOCKS / 2;
 /// The length of a miner's circuit commitment, which an announcement must never have.
 const CIRCUIT_COMMITMENT_BYTES: usize = 32;
 /// Magic, encoding version, flags, protocol version.
@@ -93,6 +101,22 @@ pub enum EndpointError {
     /// The URL is not a valid [`WssUrl`].
     #[error("endpoint URL: {0}")]
     BadUrl(#[from] UrlError),
+}
+
+impl EndpointError {
+    /// The reason's stable name, as SPEC §10.3 lists it.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::TooLong { .. } => "too_long",
+            Self::TooShort { .. } => "too_short",
+            Self::CircuitCommitmentLength => "circuit_commitment_length",
+            Self::BadMagic => "bad_magic",
+            Self::UnknownVersion(_) => "unknown_version",
+            Self::UnknownFlags(_) => "unknown_flags",
+            Self::BadPadding => "bad_padding",
+            Self::BadUrl(_) => "bad_url",
+        }
+    }
 }
 
 impl Endpoint {
@@ -173,6 +197,12 @@ impl Endpoint {
         let url = std::str::from_utf8(rest).map_err(|_| UrlError::NonAscii)?;
         Ok(Self { url: WssUrl::new(url)?, fingerprint, protocol_version })
     }
+}
+
+/// Whether an announcement committed at block `committed_at` has expired at block `now`: it is
+/// valid for [`ANNOUNCEMENT_TTL_BLOCKS`] blocks after its own, inclusive.
+pub fn announcement_expired(committed_at: u64, now: u64) -> bool {
+    now.saturating_sub(committed_at) > ANNOUNCEMENT_TTL_BLOCKS
 }
 
 /// A `wss://host[:port][/path]` URL, checked once so that every holder can rely on it.
@@ -368,6 +398,49 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+
+    /// Every line of SPEC §10.3 decodes as it says, and every accepted endpoint encodes back
+    /// to the same bytes (one encoding per endpoint).
+    #[test]
+    fn spec_vectors_read_back() {
+        const SPEC: &str = include_str!("../../protocol/SPEC.md");
+        let block = SPEC
+            .split("```endpoints\n")
+            .nth(1)
+            .and_then(|rest| rest.split("```").next())
+            .expect("SPEC.md §10.3 has an ```endpoints block");
+        let (mut accepted, mut refused) = (0, 0);
+        for line in block.lines().filter(|l| !l.trim().is_empty()) {
+            let (head, expected) = line.split_once(" = ").expect("`kind hex = …`");
+            let (kind, hex) = head.split_once(' ').expect("`kind hex`");
+            let bytes = hex::decode(hex).expect("hex");
+            match kind {
+                "accept" => {
+                    let fields: Vec<&str> = expected.split(' ').collect();
+                    let [url, fingerprint, version] = fields[..] else {
+                        panic!("`url fingerprint version`: {line}")
+                    };
+                    let endpoint = Endpoint::decode(&bytes).expect(line);
+                    assert_eq!(endpoint.url.as_str(), url, "{line}");
+                    let fingerprint = (fingerprint != "-")
+                        .then(|| fingerprint.parse::<CertFingerprint>().expect("hex"));
+                    assert_eq!(endpoint.fingerprint, fingerprint, "{line}");
+                    assert_eq!(endpoint.protocol_version.to_string(), version, "{line}");
+                    assert_eq!(endpoint.encode().expect("encodes"), bytes, "{line}");
+                    accepted += 1;
+                }
+                "refuse" => {
+                    let error = Endpoint::decode(&bytes).expect_err(line);
+                    assert_eq!(error.code(), expected, "{line}: {error}");
+                    refused += 1;
+                }
+                other => panic!("unknown vector kind {other}"),
+            }
+        }
+        assert!(accepted >= 4 && refused >= 8, "{accepted} accepted, {refused} refused");
+        let certificate = CertFingerprint::of_der(b"veribench test certificate");
+        assert!(block.contains(&certificate.to_string()), "the documented fingerprint");
+    }
 
     fn url(s: &str) -> WssUrl {
         WssUrl::new(s).expect("valid url")

@@ -6,7 +6,8 @@ pub enum ChainError {
     /// The node cannot be reached or the connection dropped (transient).
     #[error("chain node unreachable: {0}")]
     Unreachable(String),
-    /// The chain's weights rate limit: `blocks_left` more blocks must pass (transient).
+    /// A rate limit of the chain (weights, a reveal's epoch, commitments): `blocks_left` more
+    /// blocks must pass (transient).
     #[error("rate limited by the chain: {blocks_left} more blocks must pass")]
     RateLimited {
         /// Blocks until the next update is allowed.

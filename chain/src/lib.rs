@@ -29,8 +29,8 @@ use veribench_wallet::Keypair;
 
 pub use commit_reveal::{WeightReveal, commit_hash};
 pub use endpoint::{
-    CertFingerprint, Endpoint, EndpointError, FingerprintParseError, MAX_COMMITMENT_BYTES,
-    UrlError, WssUrl,
+    ANNOUNCEMENT_REFRESH_BLOCKS, ANNOUNCEMENT_TTL_BLOCKS, CertFingerprint, Endpoint, EndpointError,
+    FingerprintParseError, MAX_COMMITMENT_BYTES, UrlError, WssUrl, announcement_expired,
 };
 pub use error::ChainError;
 pub use local::{LocalChain, LocalNeuron, LocalSubnet};
@@ -96,4 +96,22 @@ pub trait Chain: Send + Sync + std::fmt::Debug {
         netuid: NetUid,
         hotkey: &PublicKey,
     ) -> Result<Option<Commitment>, ChainError>;
+
+    /// The commitment of every registered hotkey of `netuid` that has one, in uid order.
+    ///
+    /// The default reads the metagraph, then each neuron's commitment; implementations that can
+    /// read the whole `CommitmentOf` map at once override it.
+    async fn commitments(
+        &self,
+        netuid: NetUid,
+    ) -> Result<Vec<(PublicKey, Commitment)>, ChainError> {
+        let metagraph = self.metagraph(netuid).await?;
+        let mut out = Vec::new();
+        for neuron in &metagraph.neurons {
+            if let Some(commitment) = self.commitment(netuid, &neuron.hotkey).await? {
+                out.push((neuron.hotkey, commitment));
+            }
+        }
+        Ok(out)
+    }
 }

@@ -1,8 +1,9 @@
 //! [`LocalChain`]: a chain state in one JSON file, for single-machine runs, demos and tests.
 //!
 //! It is not a blockchain, but it enforces what subtensor enforces on the calls veribench makes
-//! (registered signer, validator permit, version key, weights rate limit, commit-reveal windows),
-//! so the coordinator's code paths meet the same refusals here as on finney. Every change takes
+//! (registered signer, validator permit, version key, weights rate limit, commit-reveal windows,
+//! a commitments rate limit), so the coordinator's code paths meet the same refusals here as on
+//! finney. Every change takes
 //! an exclusive lock on `<file>.lock`, reads the state, applies the change and replaces the file
 //! atomically (write to a temp file, fsync, rename), so a coordinator and a worker can share one
 //! state file and a crash mid-write leaves the previous state intact.
@@ -77,6 +78,10 @@ pub struct LocalSubnet {
     pub weights: BTreeMap<u16, Vec<(u16, u16)>>,
     /// Commitments by hotkey (hex).
     pub commitments: BTreeMap<String, Commitment>,
+    /// Blocks a hotkey must wait after its last commitment before it may commit again. Subtensor
+    /// limits commitments too (bytes per hotkey per epoch); a block count makes the same
+    /// refusal, [`ChainError::RateLimited`], reachable here.
+    pub commitment_rate_limit_blocks: u64,
     commits: Vec<PendingCommit>,
 }
 
@@ -92,6 +97,7 @@ impl Default for LocalSubnet {
             version_key: 0,
             weights: BTreeMap::new(),
             commitments: BTreeMap::new(),
+            commitment_rate_limit_blocks: 100,
             commits: Vec::new(),
         }
     }
@@ -489,6 +495,13 @@ impl Chain for LocalChain {
             let block = s.block();
             let subnet = s.subnet_mut(netuid)?;
             subnet.uid_of(&who).ok_or(ChainError::NotRegistered(who.to_string(), netuid.0))?;
+            if let Some(last) = subnet.commitments.get(&who.to_string()) {
+                let since = block.saturating_sub(last.block);
+                let limit = subnet.commitment_rate_limit_blocks;
+                if since < limit {
+                    return Err(ChainError::RateLimited { blocks_left: limit - since });
+                }
+            }
             subnet.commitments.insert(who.to_string(), Commitment { block, data: data.to_vec() });
             Ok(s.receipt("set_commitment", block))
         })
@@ -500,6 +513,24 @@ impl Chain for LocalChain {
         hotkey: &PublicKey,
     ) -> Result<Option<Commitment>, ChainError> {
         self.read(|s| Ok(s.subnet(netuid)?.commitments.get(&hotkey.to_string()).cloned()))
+    }
+
+    /// One read of the state: the commitments of the registered neurons, in uid order.
+    async fn commitments(
+        &self,
+        netuid: NetUid,
+    ) -> Result<Vec<(PublicKey, Commitment)>, ChainError> {
+        self.read(|s| {
+            let subnet = s.subnet(netuid)?;
+            Ok(subnet
+                .neurons
+                .iter()
+                .filter_map(|n| {
+                    let commitment = subnet.commitments.get(&n.hotkey.to_string())?;
+                    Some((n.hotkey, commitment.clone()))
+                })
+                .collect())
+        })
     }
 }
 

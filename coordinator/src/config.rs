@@ -257,6 +257,15 @@ pub struct ScheduleConfig {
     /// Rows sampled per fp32 challenge, in `1..=1024`: each costs the verifier a full
     /// recomputation (`2·k·n` operations), so the default is 32 (SPEC §6).
     pub fp32_sampled_rows: u32,
+    /// Seconds (times a random factor in [0.5, 1.5)) after a worker refused a challenge as
+    /// `busy` (its device serves another validator) before its device is challenged again,
+    /// alone; the miner's round timer is left as it is.
+    pub busy_retry_secs: f64,
+    /// How many times a round's challenge refused `busy` is retried (each after
+    /// `busy_retry_secs` × a factor in [0.5, 1.5)) before the device waits for its next round.
+    /// It bounds what a worker answering `busy` to everything costs: `1 + busy_retries`
+    /// challenges a round per device.
+    pub busy_retries: u32,
 }
 
 impl ScheduleConfig {
@@ -285,6 +294,8 @@ impl Default for ScheduleConfig {
             gpu_k: DEFAULT_GPU_SHAPE.k,
             sampled_rows: DEFAULT_SAMPLED_ROWS,
             fp32_sampled_rows: DEFAULT_FP32_SAMPLED_ROWS,
+            busy_retry_secs: 5.0,
+            busy_retries: 3,
         }
     }
 }
@@ -475,6 +486,21 @@ impl CoordinatorConfig {
             url.parse::<veribench_chain::WssUrl>()
                 .map_err(|e| ConfigError::Invalid(format!("announce.url: {e}")))?;
         }
+        let a = &self.announce;
+        if !positive(a.check_secs) || !positive(a.block_secs) {
+            return bad("announce.check_secs and announce.block_secs must be positive");
+        }
+        let ttl = veribench_chain::ANNOUNCEMENT_TTL_BLOCKS;
+        if !(1..ttl).contains(&a.refresh_blocks) {
+            return Err(ConfigError::Invalid(format!(
+                "announce.refresh_blocks = {} is outside 1..{ttl}: workers stop trusting an \
+                 announcement {ttl} blocks old",
+                a.refresh_blocks
+            )));
+        }
+        if !positive(s.busy_retry_secs) {
+            return bad("schedule.busy_retry_secs must be positive");
+        }
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return bad("tls_cert and tls_key must be given together");
         }
@@ -618,6 +644,31 @@ mod tests {
         c.limits.max_frame_bytes = 1024;
         let err = c.validate().expect_err("no row fits").to_string();
         assert!(err.contains("limits.max_frame_bytes"), "{err}");
+    }
+
+    #[test]
+    fn announcement_and_busy_retry_timings_are_checked() {
+        let ttl = veribench_chain::ANNOUNCEMENT_TTL_BLOCKS;
+        let with = |f: &dyn Fn(&mut CoordinatorConfig)| {
+            let mut c = CoordinatorConfig::default();
+            f(&mut c);
+            c.validate()
+        };
+        with(&|c| c.announce.refresh_blocks = 1).expect("one block");
+        with(&|c| c.announce.refresh_blocks = ttl - 1).expect("just under the TTL");
+        for blocks in [0, ttl, u64::MAX] {
+            let err = with(&|c| c.announce.refresh_blocks = blocks).expect_err("out of range");
+            assert!(err.to_string().contains("announce.refresh_blocks"), "{err}");
+        }
+        assert!(with(&|c| c.announce.check_secs = 0.0).is_err());
+        assert!(with(&|c| c.announce.block_secs = f64::NAN).is_err());
+        assert!(with(&|c| c.schedule.busy_retry_secs = -1.0).is_err());
+        let c: CoordinatorConfig =
+            toml::from_str("[announce]\ncheck_secs = 5.0\n").expect("a partial table parses");
+        assert_eq!(c.announce.refresh_blocks, veribench_chain::ANNOUNCEMENT_REFRESH_BLOCKS);
+        assert_eq!((c.announce.check_secs, c.announce.block_secs), (5.0, 12.0));
+        assert_eq!(c.schedule.busy_retry_secs, 5.0);
+        assert_eq!(c.schedule.busy_retries, 3);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Why a challenge failed: the `reason` stored with it and shown by the API, and whose fault it
-//! was (SPEC §8.3). Failures the coordinator caused (its restart or shutdown, its verifier)
-//! never count against the worker: they are not in a miner's failed count and never penalise.
+//! was (SPEC §8.3). Failures the coordinator caused (its restart or shutdown, its verifier) and
+//! a `busy` refusal (the device serving another validator) never count against the worker: they
+//! are not in a miner's failed count and never penalise ([`Failure::NOT_COUNTED`]).
 //! A failing database fails no challenge: outcomes wait for it (see `service::record`).
 
 use veribench_protocol::{ErrorCode, RejectReason};
@@ -17,8 +18,12 @@ pub enum Failure {
     /// The worker's connection ended while the challenge was in flight.
     Disconnected,
     /// The worker refused the challenge or could not finish it (SPEC §8.2); the detail starts
-    /// with the code the worker sent, e.g. `busy: `.
+    /// with the code the worker sent, e.g. `expired: `.
     WorkerRefused,
+    /// The worker refused the challenge as `busy`: its device is computing another validator's
+    /// challenge. Not a fault (a miner serves every validator), so it never counts against the
+    /// worker; the device is challenged again soon (`schedule.busy_retry_secs`).
+    Busy,
     /// The worker or its device was gone when the round's frame was to be queued.
     NotSent,
     /// The verifier itself failed.
@@ -35,6 +40,16 @@ impl Failure {
     pub const COORDINATORS: [&'static str; 4] =
         ["not_sent", "verifier_error", "coordinator_shutdown", "coordinator_restart"];
 
+    /// The reasons never counted against a worker (in a miner's failed count or a penalty), as
+    /// stored: the coordinator's, and `busy`.
+    pub const NOT_COUNTED: [&'static str; 5] = [
+        Self::COORDINATORS[0],
+        Self::COORDINATORS[1],
+        Self::COORDINATORS[2],
+        Self::COORDINATORS[3],
+        "busy",
+    ];
+
     /// The stored and API name (a verdict's [`RejectReason::code`]).
     pub fn as_str(&self) -> &'static str {
         match self {
@@ -43,6 +58,7 @@ impl Failure {
             Failure::OpenTimeout => "open_timeout",
             Failure::Disconnected => "disconnected",
             Failure::WorkerRefused => "worker_refused",
+            Failure::Busy => "busy",
             Failure::NotSent => "not_sent",
             Failure::VerifierError => "verifier_error",
             Failure::CoordinatorShutdown => "coordinator_shutdown",
@@ -63,9 +79,15 @@ impl Failure {
             Failure::Rejected(_)
             | Failure::Disconnected
             | Failure::WorkerRefused
+            | Failure::Busy
             | Failure::NotSent
             | Failure::CoordinatorRestart => None,
         }
+    }
+
+    /// Whether it counts against the worker: not the coordinator's, not a busy device.
+    pub fn counts_against_worker(&self) -> bool {
+        !Self::NOT_COUNTED.contains(&self.as_str())
     }
 
     /// Whether the coordinator, not the worker, caused it.
@@ -92,6 +114,7 @@ mod tests {
             Failure::OpenTimeout,
             Failure::Disconnected,
             Failure::WorkerRefused,
+            Failure::Busy,
             Failure::NotSent,
             Failure::VerifierError,
             Failure::CoordinatorShutdown,
@@ -100,6 +123,15 @@ mod tests {
         let ours: Vec<&str> =
             all.iter().filter(|f| f.is_coordinators()).map(Failure::as_str).collect();
         assert_eq!(ours, Failure::COORDINATORS);
+        let not_counted: Vec<&str> =
+            all.iter().filter(|f| !f.counts_against_worker()).map(Failure::as_str).collect();
+        assert_eq!(
+            not_counted,
+            ["busy", "not_sent", "verifier_error", "coordinator_shutdown", "coordinator_restart"]
+        );
+        assert!(Failure::NOT_COUNTED.iter().all(|r| not_counted.contains(r)));
+        assert_eq!(Failure::NOT_COUNTED.len(), not_counted.len());
+        assert_eq!(Failure::Busy.told_as(), None, "a busy worker knows it refused");
         let names: std::collections::HashSet<&str> = all.iter().map(Failure::as_str).collect();
         assert_eq!(names.len(), all.len(), "names are distinct");
         // Told failures keep their stored name on the wire, except our verifier's own failure.

@@ -176,6 +176,7 @@ struct MinerView {
     online_workers: u32,
     verified: u64,
     failed: u64,
+    busy: u64,
     mean_gflops: f64,
 }
 
@@ -187,6 +188,7 @@ impl From<&MinerRow> for MinerView {
             online_workers: m.online_workers,
             verified: m.verified,
             failed: m.failed,
+            busy: m.busy,
             mean_gflops: m.mean_gflops,
         }
     }

@@ -75,6 +75,15 @@ pub struct Metrics {
     pub rounds: AtomicU64,
     /// Challenges stored by rounds.
     pub round_challenges: AtomicU64,
+    /// Challenges a worker refused as `busy` (its device serving another validator).
+    pub busy_refusals: AtomicU64,
+    /// The block of this coordinator's announcement on chain, as last read or written (0: none
+    /// yet, or `announce.url` unset).
+    pub announced_block: AtomicU64,
+    /// Announcements written by `run`.
+    pub announcements: AtomicU64,
+    /// Announcement writes the chain refused with a rate limit.
+    pub announce_rate_limited: AtomicU64,
     /// The last round: its challenges, store time and issue time.
     last_round: Mutex<(u64, Duration, Duration)>,
     rejections: Mutex<BTreeMap<String, u64>>,
@@ -154,6 +163,29 @@ impl Metrics {
             "Challenges stored by rounds.",
             self.round_challenges.load(Ordering::Relaxed),
         );
+        counter(
+            &mut out,
+            "veribench_busy_refusals_total",
+            "Challenges refused by workers as busy (their device serving another validator).",
+            self.busy_refusals.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "veribench_announcements_total",
+            "Endpoint announcements written on chain.",
+            self.announcements.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "veribench_announcement_rate_limited_total",
+            "Endpoint announcements refused by a chain rate limit (tried again later).",
+            self.announce_rate_limited.load(Ordering::Relaxed),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP veribench_announcement_block Block of this coordinator's announcement on chain (0: none).\n# TYPE veribench_announcement_block gauge\nveribench_announcement_block {}",
+            self.announced_block.load(Ordering::Relaxed)
+        );
         let (size, stored, issued) = self.last_round.lock().map(|l| *l).unwrap_or_default();
         let _ = writeln!(
             out,
@@ -232,7 +264,11 @@ mod tests {
         assert!((m.heartbeat_latency.quantile(0.99) - 0.099).abs() < 0.002);
         m.rejected("malformed_frame");
         m.challenge("verified");
+        m.busy_refusals.fetch_add(2, Ordering::Relaxed);
+        m.announced_block.store(1234, Ordering::Relaxed);
         let text = m.render(3, 1);
+        assert!(text.contains("veribench_busy_refusals_total 2"));
+        assert!(text.contains("veribench_announcement_block 1234"));
         assert!(text.contains("veribench_workers_online 3"));
         assert!(text.contains("veribench_rejections_total{kind=\"malformed_frame\"} 1"));
         assert!(text.contains("veribench_challenges_total{status=\"verified\"} 1"));

@@ -45,6 +45,9 @@ pub enum ServeError {
     /// The TLS certificate or key could not be loaded.
     #[error("TLS setup failed: {0}")]
     Tls(String),
+    /// `announce.url` is set but names no endpoint that can be announced.
+    #[error("cannot announce this coordinator: {0}")]
+    Announce(#[from] crate::announce::AnnounceError),
 }
 
 /// A running coordinator.
@@ -102,6 +105,11 @@ pub async fn start(
     chain: Arc<dyn Chain>,
 ) -> Result<Running, ServeError> {
     config.validate()?;
+    // Refused before anything starts: an endpoint that cannot be announced is a setup error.
+    let announcement = match &config.announce.url {
+        Some(_) => Some(crate::announce::endpoint(&config.announce, config.tls_cert.as_deref())?),
+        None => None,
+    };
     let tls = match (&config.tls_cert, &config.tls_key) {
         (Some(cert), Some(key)) => Some(tls_acceptor(cert, key)?),
         _ => None,
@@ -114,6 +122,16 @@ pub async fn start(
     let http_addr = http
         .local_addr()
         .map_err(|source| ServeError::Bind { addr: config.http_listen, source })?;
+    let announcer = announcement.map(|endpoint| {
+        crate::announce::Announcer::new(
+            chain.clone(),
+            keypair.clone(),
+            veribench_chain::NetUid(config.chain.netuid),
+            endpoint,
+            config.announce.clone(),
+            config.chain.retry,
+        )
+    });
     let coordinator = Coordinator::new(config, keypair, store, chain).await?;
     if let Err(e) = coordinator.refresh_metagraph().await {
         tracing::warn!(error = %e, chain = %coordinator.chain().endpoint(), "cannot read the metagraph at start-up; registrations wait for it");
@@ -150,6 +168,10 @@ pub async fn start(
         every(HOUSEKEEPING, stop, || c.housekeeping()).await;
     }));
     tasks.push(tokio::spawn(crate::epoch::run_epochs(coordinator.clone(), accepting.clone())));
+    if let Some(announcer) = announcer {
+        let (c, stop) = (coordinator.clone(), accepting.clone());
+        tasks.push(tokio::spawn(async move { announcer.run(c.metrics(), stop).await }));
+    }
     tracing::info!(%ws_addr, %http_addr, coordinator = %coordinator.public_key(), "coordinator listening");
     Ok(Running { ws_addr, http_addr, coordinator, accepting, tasks, closing, sessions })
 }

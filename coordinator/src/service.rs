@@ -130,6 +130,10 @@ struct Pending {
     written: WrittenAt,
     deadline: Instant,
     phase: Phase,
+    /// Which retry of a busy device it is (0: a round's challenge). Refused busy again, it is
+    /// retried only while this is below `schedule.busy_retries`, so a worker answering `busy` to
+    /// everything adds at most that many challenges a round per device.
+    busy_retry: u32,
 }
 
 impl Pending {
@@ -137,6 +141,17 @@ impl Pending {
     fn started(&self) -> Instant {
         self.written.get().copied().unwrap_or(self.sent)
     }
+}
+
+/// One device to challenge.
+#[derive(Debug)]
+struct Target {
+    worker: PublicKey,
+    miner: PublicKey,
+    device: DeviceKey,
+    class: DeviceClass,
+    /// Which retry of a busy device this is (0: a round's challenge).
+    busy_retry: u32,
 }
 
 /// Whose devices one round challenges.
@@ -163,6 +178,10 @@ struct State {
     pending: HashMap<ChallengeId, Pending>,
     /// When each round timer fires next: one per miner, or one for everyone when synchronized.
     next_round: HashMap<Round, Instant>,
+    /// Devices refused as busy: when to challenge each again on its own, and which retry that
+    /// is. At most one entry per device of a connected worker: a disconnection drops the
+    /// worker's.
+    busy_retries: HashMap<(PublicKey, DeviceKey), (Instant, u32)>,
     finished: HashMap<PublicKey, u64>,
     next_conn: u64,
     /// Liveness not yet written to the store. One write per heartbeat would cap SQLite near
@@ -588,6 +607,15 @@ impl Coordinator {
         Ok(self.store.device_holder(device, since).await?.as_ref() == Some(worker))
     }
 
+    /// Challenges `worker`'s `device` again, alone, after `schedule.busy_retry_secs` times a
+    /// random factor in [0.5, 1.5) (so that devices refused by several validators at once do
+    /// not all come back at the same instant); the miner's round timer is left as it is.
+    fn retry_busy(&self, worker: PublicKey, device: DeviceKey, retry: u32) {
+        let factor: f64 = rand::rng().random_range(0.5..1.5);
+        let at = Instant::now() + secs(self.config.schedule.busy_retry_secs * factor);
+        self.state().busy_retries.insert((worker, device), (at, retry));
+    }
+
     fn jitter(&self) -> Duration {
         let j = self.config.schedule.jitter_secs;
         secs(if j > 0.0 { rand::rng().random_range(0.0..j) } else { 0.0 })
@@ -604,6 +632,7 @@ impl Coordinator {
             }
             s.workers.remove(worker);
             s.unflushed.remove(worker);
+            s.busy_retries.retain(|(w, _), _| w != worker);
             let waiting: Vec<ChallengeId> = s
                 .pending
                 .iter()
@@ -815,10 +844,19 @@ impl Coordinator {
         let now = Instant::now();
         let offline_after = secs(self.config.liveness.offline_after_secs);
         let open_timeout = secs(self.config.schedule.open_timeout_secs);
-        let (due, expired, timed_out, silent, stopping) = {
-            let s = self.state();
+        let (due, retries, expired, timed_out, silent, stopping) = {
+            let mut s = self.state();
             let due: Vec<Round> =
                 s.next_round.iter().filter(|(_, at)| **at <= now).map(|(r, _)| *r).collect();
+            let retries: Vec<(PublicKey, DeviceKey, u32)> = s
+                .busy_retries
+                .iter()
+                .filter(|(_, (at, _))| *at <= now)
+                .map(|((worker, device), (_, retry))| (*worker, device.clone(), *retry))
+                .collect();
+            for (worker, device, _) in &retries {
+                s.busy_retries.remove(&(*worker, device.clone()));
+            }
             let expired: Vec<ChallengeId> = s
                 .pending
                 .iter()
@@ -846,7 +884,7 @@ impl Coordinator {
                     ));
                 }
             }
-            (due, expired, timed_out, silent, s.shutting_down)
+            (due, retries, expired, timed_out, silent, s.shutting_down)
         };
         for id in expired {
             let detail = "no commitment before the deadline";
@@ -863,7 +901,33 @@ impl Coordinator {
             for round in due {
                 self.start_round(round).await;
             }
+            if !retries.is_empty() {
+                self.retry_devices(retries).await;
+            }
         }
+    }
+
+    /// Challenges each of `devices` refused as busy, if its worker is still connected and not
+    /// leased and the device is idle (otherwise the miner's next round covers it).
+    async fn retry_devices(&self, devices: Vec<(PublicKey, DeviceKey, u32)>) {
+        let started = Instant::now();
+        let targets = {
+            let s = self.state();
+            if !self.store.health().is_ok() {
+                tracing::debug!("the store is failing; busy devices wait for their next round");
+                return;
+            }
+            devices
+                .into_iter()
+                .filter(|(worker, _, _)| !s.leased.contains(worker))
+                .filter_map(|(worker, device, busy_retry)| {
+                    let c = s.workers.get(&worker)?;
+                    let slot = c.devices.iter().find(|d| d.key == device && d.busy.is_none())?;
+                    Some(Target { worker, miner: c.miner, device, class: slot.class, busy_retry })
+                })
+                .collect::<Vec<_>>()
+        };
+        self.issue(started, targets, None).await;
     }
 
     /// Challenges every idle, unleased device of every connected worker `round` covers within one
@@ -873,7 +937,7 @@ impl Coordinator {
     async fn start_round(&self, round: Round) {
         let started = Instant::now();
         let interval = secs(self.config.schedule.interval_secs);
-        let targets: Vec<(PublicKey, PublicKey, DeviceKey, DeviceClass)> = {
+        let targets: Vec<Target> = {
             let mut s = self.state();
             let has_workers = s.workers.values().any(|c| round.covers(&c.miner));
             if !has_workers {
@@ -894,27 +958,37 @@ impl Coordinator {
                 .iter()
                 .filter(|(w, c)| round.covers(&c.miner) && !leased.contains(*w))
                 .flat_map(|(w, c)| {
-                    c.devices
-                        .iter()
-                        .filter(|d| d.busy.is_none())
-                        .map(|d| (*w, c.miner, d.key.clone(), d.class))
+                    c.devices.iter().filter(|d| d.busy.is_none()).map(|d| Target {
+                        worker: *w,
+                        miner: c.miner,
+                        device: d.key.clone(),
+                        class: d.class,
+                        busy_retry: 0,
+                    })
                 })
                 .collect()
         };
+        self.issue(started, targets, Some(round)).await;
+    }
+
+    /// Stores, signs and queues one challenge per target, the frames back to back; `round` is
+    /// the round they are, none for busy devices' retries.
+    async fn issue(&self, started: Instant, targets: Vec<Target>, round: Option<Round>) {
         if targets.is_empty() {
             return;
         }
         let issued = UnixMillis::now();
         let deadline_span = secs(self.config.schedule.deadline_secs);
         let deadline = UnixMillis(issued.0 + deadline_span.as_millis() as u64);
+        let busy_retries: Vec<u32> = targets.iter().map(|t| t.busy_retry).collect();
         let news: Vec<NewChallenge> = targets
             .into_iter()
-            .map(|(worker, miner, device, class)| NewChallenge {
-                miner_hotkey: miner,
-                worker_key: worker,
-                device,
+            .map(|t| NewChallenge {
+                miner_hotkey: t.miner,
+                worker_key: t.worker,
+                device: t.device,
                 mode: self.config.schedule.mode,
-                shape: self.shape_for(class),
+                shape: self.shape_for(t.class),
                 seed: Seed(rand::rng().random()),
                 issued_at: issued,
                 deadline,
@@ -933,19 +1007,20 @@ impl Coordinator {
         };
         let stored = started.elapsed();
         // Signed and encoded outside the state lock, which the queueing below holds.
-        let frames: Vec<(PublicKey, SignedChallenge, Vec<u8>)> = ids
+        let frames: Vec<(PublicKey, SignedChallenge, Vec<u8>, u32)> = ids
             .into_iter()
             .zip(&news)
-            .map(|(id, new)| {
+            .zip(busy_retries)
+            .map(|((id, new), busy_retry)| {
                 let signed = self.sign(id, new);
                 let frame = veribench_protocol::wire::encode(&Message::Challenge(signed.clone()));
-                (new.worker_key, signed, frame)
+                (new.worker_key, signed, frame, busy_retry)
             })
             .collect();
         let mut unsent = Vec::new();
         {
             let mut s = self.state();
-            for (worker, signed, frame) in frames {
+            for (worker, signed, frame, busy_retry) in frames {
                 let id = signed.challenge.id;
                 let written = WrittenAt::default();
                 let queued = s.workers.get_mut(&worker).and_then(|c| {
@@ -975,13 +1050,16 @@ impl Coordinator {
                     written,
                     deadline: sent + deadline_span,
                     phase: Phase::Sent,
+                    busy_retry,
                 };
                 s.pending.insert(id, pending);
                 self.metrics.challenge("sent");
             }
         }
         let issued_in = started.elapsed();
-        self.metrics.round_issued(news.len(), stored, issued_in);
+        if round.is_some() {
+            self.metrics.round_issued(news.len(), stored, issued_in);
+        }
         tracing::debug!(
             challenges = news.len(),
             store_ms = ms(stored),

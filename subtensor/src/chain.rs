@@ -221,13 +221,15 @@ impl SubxtChain {
                 };
                 ChainError::RateLimited { blocks_left: blocks_left.max(1) }
             }
-            Refusal::RevealTooEarly => {
+            // A hotkey's commitment space is reset at the subnet's next epoch.
+            Refusal::RevealTooEarly | Refusal::CommitmentSpaceLimit => {
                 let blocks_left = match self.conn().await {
                     Ok(conn) => conn.blocks_to_next_epoch(netuid).await.unwrap_or(1),
                     Err(_) => 1,
                 };
                 ChainError::RateLimited { blocks_left: blocks_left.max(1) }
             }
+            Refusal::CommitmentRateLimit => ChainError::RateLimited { blocks_left: 1 },
             Refusal::Other(what) => ChainError::Rejected(what),
             Refusal::Failure(e) => e,
         }
@@ -414,7 +416,8 @@ impl Conn {
     }
 
     /// Blocks until the subnet's next epoch (subtensor's `get_epoch_index`): the earliest a
-    /// reveal refused as too early can be accepted.
+    /// reveal refused as too early can be accepted, and when a hotkey's commitment space
+    /// (`UsedSpaceOf`, counted per epoch) is reset.
     async fn blocks_to_next_epoch(&self, netuid: NetUid) -> Result<u64, ChainError> {
         let (at, block) = self.best().await?;
         let tempo = self.value(at, &finney::storage().subtensor_module().tempo(netuid.0)).await?;
@@ -624,14 +627,79 @@ impl Chain for SubxtChain {
             let Some(registration) = conn.option(at, &address).await? else {
                 return Ok(None);
             };
-            let data = match registration.info.fields.0.first() {
-                Some(field) => field_bytes(field)?,
-                None => Vec::new(),
-            };
-            Ok(Some(Commitment { block: u64::from(registration.block), data }))
+            stored_commitment(&registration.info.fields.0, registration.block).map(Some)
         })
         .await
     }
+
+    /// One iteration of `Commitments.CommitmentOf` under `netuid`, joined with the subnet's
+    /// hotkeys (`Keys`, one batched read) for uid order. Entries of hotkeys that are no longer
+    /// registered are left out, and so are entries that are not one raw field (another tool's
+    /// commitment, a timelocked one): one odd entry must not hide everyone else's.
+    async fn commitments(
+        &self,
+        netuid: NetUid,
+    ) -> Result<Vec<(PublicKey, Commitment)>, ChainError> {
+        self.with_conn(|conn| async move {
+            let sm = finney::storage().subtensor_module();
+            let (at, _) = conn.best().await?;
+            conn.ensure_subnet(at, netuid).await?;
+            let entries = finney::storage().commitments().commitment_of_iter1(netuid.0);
+            let mut stream =
+                conn.api.storage().at(at).iter(entries).await.map_err(errors::from_subxt)?;
+            let mut by_hotkey = HashMap::new();
+            while let Some(entry) = stream.next().await {
+                let entry = entry.map_err(errors::from_subxt)?;
+                let hotkey = hotkey_of_commitment_key(&entry.key_bytes)?;
+                let registration = entry.value;
+                match stored_commitment(&registration.info.fields.0, registration.block) {
+                    Ok(commitment) => {
+                        by_hotkey.insert(hotkey.0, commitment);
+                    }
+                    Err(e) => {
+                        tracing::debug!(%hotkey, netuid = netuid.0, error = %e, "commitment skipped");
+                    }
+                }
+            }
+            if by_hotkey.is_empty() {
+                return Ok(Vec::new());
+            }
+            let n = conn.value(at, &sm.subnetwork_n(netuid.0)).await?;
+            let uids: Vec<_> = (0..n).map(|uid| sm.keys(netuid.0, uid)).collect();
+            let hotkeys = conn.values(at, &uids).await?;
+            Ok(hotkeys
+                .into_iter()
+                .filter_map(|hotkey| {
+                    let commitment = by_hotkey.remove(&hotkey.0)?;
+                    Some((PublicKey(hotkey.0), commitment))
+                })
+                .collect())
+        })
+        .await
+    }
+}
+
+/// A stored commitment: its block and the bytes of its first field (none: empty).
+fn stored_commitment(fields: &[Data], block: u32) -> Result<Commitment, ChainError> {
+    let data = match fields.first() {
+        Some(field) => field_bytes(field)?,
+        None => Vec::new(),
+    };
+    Ok(Commitment { block: u64::from(block), data })
+}
+
+/// The hotkey of a `Commitments.CommitmentOf(netuid, hotkey)` storage key: its last 32 bytes,
+/// since the map hashes the account with a `…Concat` hasher, which appends the account itself
+/// (checked against the vendored metadata by a test).
+fn hotkey_of_commitment_key(key: &[u8]) -> Result<PublicKey, ChainError> {
+    // Pallet and entry prefixes (16 bytes each), the netuid's hash, then the account's.
+    const MIN_LEN: usize = 32 + 2 + 32;
+    let tail = key.len().checked_sub(32).filter(|_| key.len() >= MIN_LEN).ok_or_else(|| {
+        ChainError::Decode(format!("CommitmentOf key of {} bytes is too short", key.len()))
+    })?;
+    let mut account = [0u8; 32];
+    account.copy_from_slice(&key[tail..]);
+    Ok(PublicKey(account))
 }
 
 #[cfg(test)]
@@ -654,5 +722,35 @@ mod tests {
         );
         assert!(matches!(field_bytes(&Data::Sha256([0; 32])), Err(ChainError::Decode(_))));
         assert!(matches!(field_bytes(&Data::None), Err(ChainError::Decode(_))));
+    }
+
+    /// The hotkey read back from a `CommitmentOf` key as the vendored finney metadata builds
+    /// it: the account's hasher appends the account, so a whole-map read needs no other lookup.
+    #[test]
+    fn the_hotkey_of_a_commitment_key_is_its_account() {
+        let bytes = include_bytes!("../metadata/finney.scale");
+        let metadata = subxt::Metadata::decode(&mut &bytes[..]).expect("vendored metadata");
+        for (netuid, account) in [(0u16, [0u8; 32]), (7, [0xa5; 32]), (u16::MAX, [0x01; 32])] {
+            let address =
+                finney::storage().commitments().commitment_of(netuid, AccountId32(account));
+            let key = core_storage::get_address_bytes(&address, &metadata).expect("key");
+            assert_eq!(hotkey_of_commitment_key(&key).expect("hotkey"), PublicKey(account));
+            let prefix = finney::storage().commitments().commitment_of_iter1(netuid);
+            let prefix = core_storage::get_address_bytes(&prefix, &metadata).expect("prefix");
+            assert!(key.starts_with(&prefix), "an iteration under the netuid yields this key");
+        }
+        assert!(matches!(hotkey_of_commitment_key(&[0; 40]), Err(ChainError::Decode(_))));
+    }
+
+    #[test]
+    fn a_stored_commitment_is_its_first_raw_field() {
+        let one = raw_field(b"endpoint").expect("raw");
+        let got = stored_commitment(&[one, Data::None], 42).expect("raw first field");
+        assert_eq!(got, Commitment { block: 42, data: b"endpoint".to_vec() });
+        assert_eq!(
+            stored_commitment(&[], 3).expect("no field"),
+            Commitment { block: 3, data: vec![] }
+        );
+        assert!(stored_commitment(&[Data::Sha256([0; 32])], 3).is_err());
     }
 }

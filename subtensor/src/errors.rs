@@ -48,6 +48,12 @@ pub(crate) enum Refusal {
     WeightsRateLimit,
     /// A reveal before its reveal epoch.
     RevealTooEarly,
+    /// A commitment over the hotkey's space for the current epoch (`UsedSpaceOf` against
+    /// `MaxSpace`, reset at the subnet's next epoch).
+    CommitmentSpaceLimit,
+    /// A commitment too soon after the last one: older runtimes' `RateLimit` (not in the
+    /// vendored finney metadata, so its window cannot be read).
+    CommitmentRateLimit,
     /// The signer is not registered on the subnet.
     NotRegistered,
     /// The signer has no validator permit.
@@ -91,6 +97,10 @@ pub(crate) fn module_error(pallet: &str, error: &str, docs: &str) -> Refusal {
         }
         ("SubtensorModule", "NeuronNoValidatorPermit") => Refusal::NoValidatorPermit,
         ("SubtensorModule", "SubnetNotExists") => Refusal::NoSuchSubnet,
+        ("Commitments", "SpaceLimitExceeded") => Refusal::CommitmentSpaceLimit,
+        ("Commitments", "CommitmentSetRateLimitExceeded") => Refusal::CommitmentRateLimit,
+        // Subtensor's `CanCommit` lets registered hotkeys of the subnet commit.
+        ("Commitments", "AccountNotAllowedCommit") => Refusal::NotRegistered,
         _ if docs.is_empty() => Refusal::Other(format!("{pallet}::{error}")),
         _ => Refusal::Other(format!("{pallet}::{error} ({docs})")),
     }
@@ -152,6 +162,17 @@ mod tests {
             other(m("SubtensorModule", "IncorrectWeightVersionKey", "Bad key.")),
             "SubtensorModule::IncorrectWeightVersionKey (Bad key.)"
         );
+        assert!(matches!(
+            m("Commitments", "SpaceLimitExceeded", "Space Limit Exceeded for the current interval"),
+            Refusal::CommitmentSpaceLimit
+        ));
+        assert!(matches!(
+            m("Commitments", "CommitmentSetRateLimitExceeded", ""),
+            Refusal::CommitmentRateLimit
+        ));
+        assert!(matches!(m("Commitments", "AccountNotAllowedCommit", ""), Refusal::NotRegistered));
+        // Only the pallet that defines them: a same-named error elsewhere stays a rejection.
+        assert_eq!(other(m("Other", "SpaceLimitExceeded", "")), "Other::SpaceLimitExceeded");
         assert_eq!(
             other(m("Commitments", "TooManyFieldsInCommitmentInfo", "")),
             "Commitments::TooManyFieldsInCommitmentInfo"

@@ -18,7 +18,9 @@
 //!   so a misconfigured validator gets [`ChainError::NotRegistered`] or
 //!   [`ChainError::NoValidatorPermit`] without an extrinsic on chain. Refusals the chain does
 //!   make are mapped: the weights rate limit to [`ChainError::RateLimited`] (with the blocks
-//!   left, from `LastUpdate` and `WeightsSetRateLimit`), other module errors to
+//!   left, from `LastUpdate` and `WeightsSetRateLimit`), and so is a commitment over the
+//!   hotkey's space for the epoch (`Commitments::SpaceLimitExceeded`, blocks left until the
+//!   subnet's next epoch); other module errors to
 //!   [`ChainError::Rejected`]`("Pallet::Error …")`, lost connections to
 //!   [`ChainError::Unreachable`] (transient: the next call reconnects).
 //!

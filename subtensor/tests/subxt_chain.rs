@@ -269,6 +269,42 @@ async fn commitments_are_set_as_one_raw_field_and_read_back() {
     );
 }
 
+/// `commitments` iterates `CommitmentOf` under the subnet once: registered hotkeys' raw
+/// commitments in uid order; another subnet's, a deregistered hotkey's and a non-raw one are
+/// left out.
+#[tokio::test]
+async fn all_commitments_of_a_subnet_are_read_in_uid_order() {
+    let s = setup().await;
+    assert_eq!(s.chain.commitments(NETUID).await.expect("none yet"), vec![]);
+    let registration = |block: u32, fields: Vec<Data>| Registration {
+        deposit: 0,
+        block,
+        info: CommitmentInfo { fields: BoundedVec(fields) },
+    };
+    let raw = |bytes: &[u8; 3]| Data::Raw3(*bytes);
+    let commitments = finney::storage().commitments();
+    let at = |netuid: NetUid, hotkey: PublicKey| {
+        commitments.commitment_of(netuid.0, AccountId32(hotkey.0))
+    };
+    // Set out of uid order, so that the order read back is the join's, not the insertion's.
+    s.node.set(&at(NETUID, s.miner.public()), &registration(10, vec![raw(b"min")]));
+    s.node.set(&at(NETUID, s.validator.public()), &registration(20, vec![raw(b"val")]));
+    s.node.set(&at(NETUID, s.neurons[1].hotkey), &registration(30, vec![Data::Sha256([0; 32])]));
+    s.node.set(&at(NETUID, PublicKey([0xdd; 32])), &registration(40, vec![raw(b"old")]));
+    s.node.set(&at(NetUid(8), s.validator.public()), &registration(50, vec![raw(b"alt")]));
+
+    let all = s.chain.commitments(NETUID).await.expect("read");
+    assert_eq!(
+        all,
+        vec![
+            (s.validator.public(), Commitment { block: 20, data: b"val".to_vec() }),
+            (s.miner.public(), Commitment { block: 10, data: b"min".to_vec() }),
+        ]
+    );
+    assert!(s.node.state().calls.iter().any(|c| c == "state_getKeysPaged"), "one iteration");
+    assert!(matches!(s.chain.commitments(NetUid(99)).await, Err(ChainError::NoSuchSubnet(99))));
+}
+
 #[tokio::test]
 async fn a_commit_reveal_round_commits_the_hash_of_the_reveal() {
     let s = setup().await;
@@ -376,6 +412,14 @@ async fn dispatch_errors_in_the_block_events_are_mapped() {
         Err(ChainError::NotRegistered(_, 7))
     ));
 
+    // A hotkey's commitment space is reset at the subnet's next epoch: tempo 360 and netuid 7
+    // put the next one at block 4324, 324 blocks after the best block.
+    fail_next_with(&s.node, "Commitments", "SpaceLimitExceeded");
+    match s.chain.set_commitment(&s.miner, NETUID, b"abc").await {
+        Err(ChainError::RateLimited { blocks_left }) => assert_eq!(blocks_left, 324),
+        other => panic!("expected RateLimited, got {other:?}"),
+    }
+
     fail_next_with(&s.node, "Commitments", "TooManyFieldsInCommitmentInfo");
     match s.chain.set_commitment(&s.miner, NETUID, b"abc").await {
         Err(ChainError::Rejected(what)) => {
@@ -383,7 +427,7 @@ async fn dispatch_errors_in_the_block_events_are_mapped() {
         }
         other => panic!("expected Rejected, got {other:?}"),
     }
-    assert_eq!(s.node.state().submitted.len(), 5, "each was submitted and failed in its block");
+    assert_eq!(s.node.state().submitted.len(), 6, "each was submitted and failed in its block");
 }
 
 #[tokio::test]

@@ -59,12 +59,18 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         warmup: u32,
     },
-    /// Serve a coordinator: connect, register, compute its challenges, reconnect when dropped.
+    /// Serve coordinators: connect, register, compute their challenges, reconnect when dropped.
+    ///
+    /// Either one coordinator (--coordinator with its pinned --coordinator.hotkey), or every
+    /// validator of a subnet that announces a coordinator on chain (--subtensor.network and
+    /// --netuid): validators with a permit and at least --min-validator-stake, whose
+    /// announcement is fresh and speaks this worker's protocol.
     ///
     /// Settings come from --config (TOML), then VERIBENCH_* environment variables
     /// (VERIBENCH_COORDINATOR, VERIBENCH_COORDINATOR_HOTKEY, VERIBENCH_WORKER_NAME,
     /// VERIBENCH_HEARTBEAT_SECS, VERIBENCH_TLS_CA, VERIBENCH_BACKEND, VERIBENCH_WALLET_NAME,
-    /// VERIBENCH_WALLET_HOTKEY, VERIBENCH_WALLET_PATH), then these flags.
+    /// VERIBENCH_WALLET_HOTKEY, VERIBENCH_WALLET_PATH, VERIBENCH_SUBTENSOR_NETWORK,
+    /// VERIBENCH_NETUID), then these flags.
     Run(RunArgs),
     /// Manage worker keys and miner delegations (btcli wallet layout).
     #[command(subcommand)]
@@ -79,12 +85,28 @@ struct RunArgs {
     /// TOML configuration file.
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Coordinator URL, ws://host:port or wss://host:port.
+    /// One coordinator's URL, ws://host:port or wss://host:port (instead of discovery).
     #[arg(long)]
     coordinator: Option<String>,
-    /// Pin the coordinator key (ss58 or hex); otherwise the key it announces is trusted.
+    /// The coordinator's key (ss58 or hex), required with --coordinator.
     #[arg(long = "coordinator.hotkey")]
     coordinator_hotkey: Option<String>,
+    /// Serve the validators of a subnet on this chain: finney, test, local, a ws(s):// node URL
+    /// or file:PATH (instead of --coordinator).
+    #[arg(long = "subtensor.network")]
+    network: Option<String>,
+    /// The subnet whose validators are served (with --subtensor.network).
+    #[arg(long)]
+    netuid: Option<u16>,
+    /// Least stake, in rao, of a validator whose coordinator is served [default: 1000 TAO].
+    #[arg(long)]
+    min_validator_stake: Option<u64>,
+    /// Re-read the metagraph after this many blocks [default: 5].
+    #[arg(long)]
+    refresh_blocks: Option<u64>,
+    /// Where trust decisions are written [default: ~/.veribench/worker/coordinators.json].
+    #[arg(long)]
+    state_file: Option<PathBuf>,
     /// Extra CA certificate(s), PEM, trusted for wss:// besides the webpki roots.
     #[arg(long)]
     tls_ca: Option<PathBuf>,
@@ -257,6 +279,11 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         wallet_name: args.wallet.wallet_name,
         wallet_hotkey: args.wallet.wallet_hotkey,
         wallet_path: args.wallet.wallet_path,
+        network: args.network,
+        netuid: args.netuid,
+        min_validator_stake: args.min_validator_stake,
+        refresh_blocks: args.refresh_blocks,
+        state_file: args.state_file,
     });
     config.validate()?;
 

@@ -118,8 +118,11 @@ async fn run_registers_self_delegated_and_exits_zero_on_sigterm() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let url = format!("ws://{}", listener.local_addr().expect("addr"));
     let config = tmp.path().join("worker.toml");
-    std::fs::write(&config, format!("coordinator = \"{url}\"\nname = \"from-toml\"\n"))
-        .expect("config");
+    let pinned = key(9).public();
+    let toml = format!(
+        "coordinator = \"{url}\"\ncoordinator_hotkey = \"{pinned}\"\nname = \"from-toml\"\n"
+    );
+    std::fs::write(&config, toml).expect("config");
 
     let mut child = Command::new(BIN)
         .args(["run", "--backend", "cpu", "--config"])

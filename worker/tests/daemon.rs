@@ -1,7 +1,10 @@
 //! The daemon against a minimal in-test coordinator over a real loopback WebSocket: the whole
-//! conversation, every refusal, reconnection and clean shutdown.
+//! conversation, every refusal, reconnection and clean shutdown; and (module `discovery`) the
+//! daemon following a subnet on the local chain. One test binary for both: each costs a link.
 
 mod common;
+#[path = "daemon/discovery.rs"]
+mod discovery;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -53,7 +56,8 @@ impl Backend for SlowBackend {
     }
 }
 
-/// Starts a worker (CPU backend, one device) against `ws://addr`, pinned to `pinned` if given.
+/// Starts a worker (CPU backend, one device) against `ws://addr`, pinned to `pinned` if given,
+/// else to the test coordinator's key (`key(9)`).
 async fn start_worker(
     pinned: Option<String>,
 ) -> (TcpListener, CancellationToken, JoinHandle<Result<(), DaemonError>>) {
@@ -81,7 +85,7 @@ async fn start_worker_with(
     let identity = WorkerIdentity::new(worker, delegation).expect("matching key");
     let config = WorkerConfig {
         coordinator: format!("ws://{addr}"),
-        coordinator_hotkey: pinned,
+        coordinator_hotkey: Some(pinned.unwrap_or_else(|| key(9).public().to_string())),
         name: "loopback".into(),
         backoff: BackoffConfig { base_ms: 50, factor: 2.0, max_ms: 200 },
         clock,
@@ -508,6 +512,7 @@ async fn wss_with_a_test_ca() {
     let ca = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/test-ca.pem");
     let config = |tls_ca| WorkerConfig {
         coordinator: format!("wss://localhost:{}", addr.port()),
+        coordinator_hotkey: Some(coordinator.public().to_string()),
         tls_ca,
         backoff: BackoffConfig { base_ms: 50, factor: 2.0, max_ms: 200 },
         ..WorkerConfig::default()

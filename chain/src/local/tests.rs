@@ -142,6 +142,44 @@ async fn commitments_are_set_by_registered_hotkeys_only() {
     assert_eq!(got, Commitment { block: receipt.block, data: vec![0xab; 32] });
 }
 
+#[tokio::test]
+async fn commitments_are_rate_limited_per_hotkey() {
+    let (_dir, chain) = chain();
+    populated(&chain);
+    let (miner, other) = (key(3), key(4));
+    chain.configure_subnet(NET, |s| s.commitment_rate_limit_blocks = 50).expect("configure");
+    let first = chain.set_commitment(&miner, NET, b"one").await.expect("first commitment");
+
+    let again = chain.set_commitment(&miner, NET, b"two").await;
+    assert!(matches!(again, Err(ChainError::RateLimited { blocks_left: 50 })), "{again:?}");
+    assert!(again.as_ref().err().is_some_and(ChainError::is_transient));
+    chain.set_commitment(&other, NET, b"x").await.expect("another hotkey is not limited");
+    chain.advance_blocks(30).expect("advance");
+    let later = chain.set_commitment(&miner, NET, b"two").await;
+    assert!(matches!(later, Err(ChainError::RateLimited { blocks_left: 20 })), "{later:?}");
+    let stored = chain.commitment(NET, &miner.public()).await.expect("read").expect("some");
+    assert_eq!(stored, Commitment { block: first.block, data: b"one".to_vec() }, "unchanged");
+
+    chain.advance_blocks(20).expect("advance");
+    let second = chain.set_commitment(&miner, NET, b"two").await.expect("after the limit");
+    let stored = chain.commitment(NET, &miner.public()).await.expect("read").expect("some");
+    assert_eq!(stored, Commitment { block: second.block, data: b"two".to_vec() });
+}
+
+#[tokio::test]
+async fn a_state_file_without_the_commitment_limit_loads_with_the_default() {
+    let (_dir, chain) = chain();
+    populated(&chain);
+    let mut state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(chain.path()).expect("read")).expect("json");
+    let subnet = &mut state["subnets"][NET.0.to_string()];
+    subnet.as_object_mut().expect("subnet").remove("commitment_rate_limit_blocks");
+    std::fs::write(chain.path(), serde_json::to_vec(&state).expect("encode")).expect("write");
+    let reopened = LocalChain::open(chain.path()).expect("an older state file loads");
+    assert_eq!(reopened.subnet(NET).expect("subnet").commitment_rate_limit_blocks, 100);
+    assert_eq!(reopened.metagraph(NET).await.expect("metagraph").neurons.len(), 4);
+}
+
 #[test]
 fn concurrent_handles_do_not_lose_updates() {
     let (_dir, chain) = chain();

@@ -9,6 +9,7 @@
 //! deciding write fills in a commitment they lost.
 
 use veribench_chain::RetryPolicy;
+use veribench_protocol::ErrorCode;
 use veribench_protocol::wire::VerdictMsg;
 
 use super::*;
@@ -296,25 +297,39 @@ impl Coordinator {
     }
 
     /// An `Error` from a worker on its connection `conn`. One naming a challenge sent to that
-    /// worker on that connection and still awaiting it (SPEC §8.2) fails the challenge at once
-    /// as `worker_refused`, with the detail `<code>: <message>` (as version 1 stored it); any
-    /// other is logged and changes nothing. The worker is sent no answer.
+    /// worker on that connection and still awaiting it (SPEC §8.2) fails the challenge at once,
+    /// with the detail `<code>: <message>` (as version 1 stored it): as `busy` when the code is
+    /// `busy` (never counted against the worker; its device is challenged again after
+    /// `schedule.busy_retry_secs`, up to `schedule.busy_retries` times a round), as
+    /// `worker_refused` otherwise. Any other is logged and changes nothing. The worker is sent
+    /// no answer.
     pub(super) fn on_worker_error(&self, worker: &PublicKey, conn: u64, e: &ErrorMsg) {
         let Some(id) = e.challenge_id else {
             tracing::warn!(worker = %worker, code = %e.code, message = %e.message, "worker reported an error");
             return;
         };
-        let theirs = self
+        let device = self
             .state()
             .pending
             .get(&id)
-            .is_some_and(|p| &p.worker == worker && p.conn == conn && p.phase.awaits_worker());
-        if !theirs {
+            .filter(|p| &p.worker == worker && p.conn == conn && p.phase.awaits_worker())
+            .map(|p| (p.device.clone(), p.busy_retry));
+        let Some((device, retried)) = device else {
             tracing::warn!(challenge = %id, worker = %worker, code = %e.code, message = %e.message, "worker reported an error about a challenge it does not hold; ignored");
+            return;
+        };
+        let detail = crate::detail::bounded(&refusal_detail(e));
+        if matches!(e.code, ErrorCode::Busy) {
+            self.metrics.busy_refusals.fetch_add(1, Ordering::Relaxed);
+            let retry = retried < self.config.schedule.busy_retries;
+            tracing::info!(challenge = %id, worker = %worker, %device, message = %e.message, retried, retry, "device busy with another validator's challenge");
+            self.conclude(id, Outcome::failed(Failure::Busy, detail));
+            if retry {
+                self.retry_busy(*worker, device, retried + 1);
+            }
             return;
         }
         tracing::warn!(challenge = %id, worker = %worker, code = %e.code, message = %e.message, "worker refused its challenge");
-        let detail = crate::detail::bounded(&refusal_detail(e));
         self.conclude(id, Outcome::failed(Failure::WorkerRefused, detail));
     }
 }

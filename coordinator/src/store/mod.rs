@@ -227,9 +227,11 @@ pub struct MinerRow {
     pub online_workers: u32,
     /// Credited verified challenges.
     pub verified: u64,
-    /// Failed challenges the worker is answerable for: coordinator-side failures
-    /// ([`crate::failure::Failure::COORDINATORS`]) are not counted.
+    /// Failed challenges the worker is answerable for: coordinator-side failures and busy
+    /// refusals ([`crate::failure::Failure::NOT_COUNTED`]) are not counted.
     pub failed: u64,
+    /// Challenges its workers refused as `busy` (their device serving another validator).
+    pub busy: u64,
     /// Mean GFLOP/s (GOP/s for int8) over credited verified challenges, 0 if none.
     pub mean_gflops: f64,
 }

@@ -116,9 +116,10 @@ fn sqlite_session_hook(
     Box::pin(sqlite_session(conn))
 }
 
-/// The failure reasons the coordinator caused, as an SQL list (constants, not peer input).
-fn coordinator_failures() -> String {
-    let quoted: Vec<String> = Failure::COORDINATORS.iter().map(|r| format!("'{r}'")).collect();
+/// The failure reasons never counted against a worker, as an SQL list (constants, not peer
+/// input).
+fn not_counted_failures() -> String {
+    let quoted: Vec<String> = Failure::NOT_COUNTED.iter().map(|r| format!("'{r}'")).collect();
     format!("({})", quoted.join(", "))
 }
 
@@ -134,6 +135,7 @@ fn miner_entry(
         online_workers: 0,
         verified: 0,
         failed: 0,
+        busy: 0,
         mean_gflops: 0.0,
     }))
 }
@@ -658,12 +660,14 @@ impl Store {
         let challenge_rows = sqlx::query(&format!(
             "SELECT miner_hotkey, \
                     COUNT(CASE WHEN status = 'verified' AND credited = 1 THEN 1 END) AS verified, \
-                    COUNT(CASE WHEN status = 'failed' AND reason NOT IN {COORDINATORS} \
+                    COUNT(CASE WHEN status = 'failed' AND reason NOT IN {NOT_COUNTED} \
                         THEN 1 END) AS failed, \
+                    COUNT(CASE WHEN status = 'failed' AND reason = '{BUSY}' THEN 1 END) AS busy, \
                     AVG(CASE WHEN status = 'verified' AND credited = 1 THEN gflops END) \
                         AS mean_gflops \
              FROM challenges GROUP BY miner_hotkey",
-            COORDINATORS = coordinator_failures()
+            NOT_COUNTED = not_counted_failures(),
+            BUSY = Failure::Busy.as_str(),
         ))
         .fetch_all(&self.pool)
         .await?;
@@ -681,10 +685,12 @@ impl Store {
         for r in &challenge_rows {
             let verified = count(r, "verified")?;
             let failed = count(r, "failed")?;
+            let busy = count(r, "busy")?;
             let mean = row::opt_float(r, "mean_gflops")?;
             let miner = miner_entry(&mut miners, row::text(r, "miner_hotkey")?)?;
             miner.verified = verified;
             miner.failed = failed;
+            miner.busy = busy;
             miner.mean_gflops = mean.unwrap_or(0.0);
         }
         Ok(miners.into_values().collect())

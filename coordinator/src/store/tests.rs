@@ -784,6 +784,9 @@ async fn miners_aggregate_workers_and_credited_challenges(backend: Backend) -> T
         store.mark_failed(id, UnixMillis(1_100), "bad_row", "x").await?;
     }
     store.insert_challenge(&challenge(m1, key(1), "GPU-a", 1_000), UnixMillis(0)).await?; // open
+    // A busy refusal is counted apart, never as a failure.
+    let id = store.insert_challenge(&challenge(m1, key(1), "GPU-a", 1_000), UnixMillis(0)).await?;
+    store.mark_failed(id, UnixMillis(1_100), "busy", "busy: serving another validator").await?;
     verify(m2, key(4), 50.0, false).await?;
     // A miner known only from its challenges (its worker re-registered elsewhere).
     let id = store.insert_challenge(&challenge(m3, key(5), "GPU-e", 1_000), UnixMillis(0)).await?;
@@ -798,6 +801,7 @@ async fn miners_aggregate_workers_and_credited_challenges(backend: Backend) -> T
                 online_workers: 2,
                 verified: 2,
                 failed: 2,
+                busy: 1,
                 mean_gflops: 200.0
             },
             MinerRow {
@@ -806,6 +810,7 @@ async fn miners_aggregate_workers_and_credited_challenges(backend: Backend) -> T
                 online_workers: 1,
                 verified: 0,
                 failed: 0,
+                busy: 0,
                 mean_gflops: 0.0
             },
             MinerRow {
@@ -814,6 +819,7 @@ async fn miners_aggregate_workers_and_credited_challenges(backend: Backend) -> T
                 online_workers: 0,
                 verified: 0,
                 failed: 1,
+                busy: 0,
                 mean_gflops: 0.0
             },
         ]

@@ -225,6 +225,22 @@ impl Node {
             let key = unhex(a.first().and_then(Value::as_str).unwrap_or("0x"))?;
             Ok(lock(ctx).storage.get(&key).map_or(Value::Null, |v| json!(hex0x(v))))
         });
+        // The keys under a prefix, in key order, `count` at a time after `start_key`: how
+        // subxt's legacy backend iterates a storage map.
+        register(&mut module, "state_getKeysPaged", |a, ctx| {
+            let prefix = unhex(a.first().and_then(Value::as_str).unwrap_or("0x"))?;
+            let count = a.get(1).and_then(Value::as_u64).unwrap_or(0) as usize;
+            let after = a.get(2).and_then(Value::as_str).map(unhex).transpose()?;
+            let state = lock(ctx);
+            let mut keys: Vec<&Vec<u8>> = state
+                .storage
+                .keys()
+                .filter(|k| k.starts_with(&prefix) && after.as_ref().is_none_or(|a| *k > a))
+                .collect();
+            keys.sort();
+            let page: Vec<String> = keys.into_iter().take(count).map(|k| hex0x(k)).collect();
+            Ok(json!(page))
+        });
         register(&mut module, "state_queryStorageAt", |a, ctx| {
             let keys: Vec<String> =
                 a.first().and_then(|k| serde_json::from_value(k.clone()).ok()).unwrap_or_default();

@@ -1,9 +1,15 @@
 //! The daemon's settings: [`WorkerConfig`], read from a TOML file, then overridden by
 //! `VERIBENCH_…` environment variables, then by command-line flags.
 //!
+//! Two modes, exactly one of which must be configured:
+//!
+//! - one coordinator: `coordinator` and its pinned key `coordinator_hotkey`;
+//! - following a subnet: `[discovery]` `network` and `netuid`; the worker serves every validator
+//!   that announces a coordinator on chain and passes [`TrustPolicy`](super::discovery::TrustPolicy).
+//!
 //! ```toml
 //! coordinator = "wss://validator.example:8443/ws"
-//! coordinator_hotkey = "5F…"          # ss58 or 64 hex digits; unset: trust the Welcome's key
+//! coordinator_hotkey = "5F…"          # ss58 or 64 hex digits; required with `coordinator`
 //! name = "rig-7"
 //! heartbeat_secs = 30                 # unset: the coordinator's interval, else 30 s
 //! tls_ca = "/etc/veribench/test-ca.pem"
@@ -18,6 +24,14 @@
 //! base_ms = 1000
 //! factor = 2.0
 //! max_ms = 60000
+//!
+//! [discovery]                         # instead of `coordinator`
+//! network = "finney"                  # finney, test, local, ws(s)://node, file:PATH
+//! netuid = 7
+//! min_validator_stake = 1000000000000 # rao (1000 TAO)
+//! refresh_blocks = 5                  # re-read the metagraph after this many blocks
+//! poll_secs = 12.0                    # how often the best block is read
+//! state_file = "/var/lib/veribench/coordinators.json"  # default ~/.veribench/worker/…
 //! ```
 //!
 //! Every key is optional. Environment variables: see [`ENV_VARS`].
@@ -26,6 +40,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use veribench_chain::{NetUid, Network};
 use veribench_protocol::PublicKey;
 pub use veribench_wallet::WalletConfig;
 
@@ -37,7 +52,7 @@ use super::guard::{DEFAULT_MAX_FUTURE_SKEW_MS, DEFAULT_RECENT_CAPACITY, GuardPol
 pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(30);
 
 /// Environment variables read by [`WorkerConfig::apply_env`], and the setting each overrides.
-pub const ENV_VARS: [(&str, &str); 9] = [
+pub const ENV_VARS: [(&str, &str); 11] = [
     ("VERIBENCH_COORDINATOR", "coordinator"),
     ("VERIBENCH_COORDINATOR_HOTKEY", "coordinator_hotkey"),
     ("VERIBENCH_WORKER_NAME", "name"),
@@ -47,7 +62,13 @@ pub const ENV_VARS: [(&str, &str); 9] = [
     ("VERIBENCH_WALLET_NAME", "wallet.name"),
     ("VERIBENCH_WALLET_HOTKEY", "wallet.hotkey"),
     ("VERIBENCH_WALLET_PATH", "wallet.path"),
+    ("VERIBENCH_SUBTENSOR_NETWORK", "discovery.network"),
+    ("VERIBENCH_NETUID", "discovery.netuid"),
 ];
+
+/// Default [`DiscoveryConfig::min_validator_stake`]: 1000 TAO in rao, the validator threshold
+/// of the usual subnet templates.
+pub const DEFAULT_MIN_VALIDATOR_STAKE: u64 = 1_000_000_000_000;
 
 /// Why a configuration could not be read or used.
 #[derive(Debug, thiserror::Error)]
@@ -78,16 +99,116 @@ pub enum ConfigError {
         /// What is wrong.
         reason: String,
     },
+    /// Neither mode is configured.
+    #[error(
+        "no coordinator to serve: set --coordinator with --coordinator.hotkey for one \
+         coordinator, or --subtensor.network and --netuid to serve the subnet's validators"
+    )]
+    NoMode,
+    /// Both modes are configured.
+    #[error(
+        "--coordinator and discovery (--subtensor.network / --netuid) are exclusive: serve one \
+         pinned coordinator, or follow the subnet's validators"
+    )]
+    BothModes,
+    /// A single coordinator without a pinned key.
+    #[error(
+        "--coordinator needs --coordinator.hotkey (ss58 or hex): the coordinator's key must be \
+         pinned, otherwise a man in the middle could issue challenges"
+    )]
+    UnpinnedCoordinator,
+    /// Discovery with only one of network and netuid.
+    #[error("discovery needs both --subtensor.network and --netuid; {missing} is missing")]
+    IncompleteDiscovery {
+        /// The missing setting.
+        missing: &'static str,
+    },
+    /// No state file given and no home directory to put the default one in.
+    #[error("HOME is not set: give discovery a state file (--state-file)")]
+    NoStateFile,
+}
+
+/// Which coordinators the daemon serves, from [`WorkerConfig::mode`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WorkerMode {
+    /// One coordinator at `url`, whose key must be `pinned`.
+    Single {
+        /// `ws://…` or `wss://…`.
+        url: String,
+        /// The coordinator's key.
+        pinned: PublicKey,
+    },
+    /// Every trusted validator announcing a coordinator on subnet `netuid` of `network`.
+    Discovery {
+        /// The chain.
+        network: Network,
+        /// The subnet.
+        netuid: NetUid,
+        /// Where trust decisions are written.
+        state_file: PathBuf,
+    },
+}
+
+/// Following a subnet's validators ([`WorkerMode::Discovery`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DiscoveryConfig {
+    /// The chain, as `--subtensor.network` (finney, test, local, a node URL, `file:PATH`).
+    pub network: Option<String>,
+    /// The subnet whose validators are served.
+    pub netuid: Option<u16>,
+    /// The least stake (rao) of a validator hotkey whose coordinator is served.
+    pub min_validator_stake: u64,
+    /// Re-read the metagraph and commitments once the best block advanced this much.
+    pub refresh_blocks: u64,
+    /// How often the best block is read, in seconds (> 0).
+    pub poll_secs: f64,
+    /// Where trust decisions are written (JSON); default
+    /// `$HOME/.veribench/worker/coordinators.json`.
+    pub state_file: Option<PathBuf>,
+}
+
+impl Default for DiscoveryConfig {
+    fn default() -> Self {
+        Self {
+            network: None,
+            netuid: None,
+            min_validator_stake: DEFAULT_MIN_VALIDATOR_STAKE,
+            refresh_blocks: 5,
+            poll_secs: 12.0,
+            state_file: None,
+        }
+    }
+}
+
+impl DiscoveryConfig {
+    /// Whether any part of discovery is set.
+    fn is_set(&self) -> bool {
+        self.network.is_some() || self.netuid.is_some()
+    }
+
+    /// The state file: the configured one, else under `home`.
+    pub fn state_path(&self, home: Option<&Path>) -> Result<PathBuf, ConfigError> {
+        match (&self.state_file, home) {
+            (Some(path), _) => Ok(path.clone()),
+            (None, Some(home)) => Ok(home.join(".veribench/worker/coordinators.json")),
+            (None, None) => Err(ConfigError::NoStateFile),
+        }
+    }
+
+    /// The poll interval.
+    pub fn poll_interval(&self) -> Duration {
+        Duration::from_secs_f64(self.poll_secs)
+    }
 }
 
 /// Everything `veribench-worker run` needs besides its key and its backend.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct WorkerConfig {
-    /// The coordinator's WebSocket URL, `ws://…` or `wss://…`.
+    /// The coordinator's WebSocket URL, `ws://…` or `wss://…`; empty: unset (discovery).
     pub coordinator: String,
-    /// The coordinator key to trust (ss58 or hex); unset, the key announced in its Welcome is
-    /// trusted for that connection (not pinned: a man in the middle could issue challenges).
+    /// The coordinator key to trust (ss58 or hex); required with `coordinator`.
     pub coordinator_hotkey: Option<String>,
     /// This worker's name in the coordinator's logs and dashboards.
     pub name: String,
@@ -111,6 +232,8 @@ pub struct WorkerConfig {
     pub replay_window: usize,
     /// Lifetime of a self-delegation (a key with no delegation file), in hours.
     pub self_delegation_hours: u64,
+    /// Following a subnet's validators instead of one coordinator.
+    pub discovery: DiscoveryConfig,
     /// The wall clock for protocol times; never read from a file, the environment or flags. It
     /// exists for tests that simulate a machine whose clock is off ([`Clock::offset_by`]).
     #[serde(skip)]
@@ -120,7 +243,7 @@ pub struct WorkerConfig {
 impl Default for WorkerConfig {
     fn default() -> Self {
         Self {
-            coordinator: "ws://127.0.0.1:8080".into(),
+            coordinator: String::new(),
             coordinator_hotkey: None,
             name: default_name(),
             heartbeat_secs: None,
@@ -133,6 +256,7 @@ impl Default for WorkerConfig {
             max_future_skew_secs: DEFAULT_MAX_FUTURE_SKEW_MS / 1000,
             replay_window: DEFAULT_RECENT_CAPACITY,
             self_delegation_hours: 24,
+            discovery: DiscoveryConfig::default(),
             clock: Clock::system(),
         }
     }
@@ -170,6 +294,16 @@ pub struct ConfigOverrides {
     pub wallet_hotkey: Option<String>,
     /// See [`WalletConfig::path`].
     pub wallet_path: Option<PathBuf>,
+    /// See [`DiscoveryConfig::network`].
+    pub network: Option<String>,
+    /// See [`DiscoveryConfig::netuid`].
+    pub netuid: Option<u16>,
+    /// See [`DiscoveryConfig::min_validator_stake`].
+    pub min_validator_stake: Option<u64>,
+    /// See [`DiscoveryConfig::refresh_blocks`].
+    pub refresh_blocks: Option<u64>,
+    /// See [`DiscoveryConfig::state_file`].
+    pub state_file: Option<PathBuf>,
 }
 
 impl WorkerConfig {
@@ -204,6 +338,16 @@ impl WorkerConfig {
             }
             None => None,
         };
+        let netuid = match get("VERIBENCH_NETUID") {
+            Some(v) => {
+                Some(v.parse().map_err(|e: std::num::ParseIntError| ConfigError::Invalid {
+                    setting: "VERIBENCH_NETUID",
+                    value: v.clone(),
+                    reason: e.to_string(),
+                })?)
+            }
+            None => None,
+        };
         self.apply(ConfigOverrides {
             coordinator: get("VERIBENCH_COORDINATOR"),
             coordinator_hotkey: get("VERIBENCH_COORDINATOR_HOTKEY"),
@@ -214,6 +358,9 @@ impl WorkerConfig {
             wallet_name: get("VERIBENCH_WALLET_NAME"),
             wallet_hotkey: get("VERIBENCH_WALLET_HOTKEY"),
             wallet_path: get("VERIBENCH_WALLET_PATH").map(PathBuf::from),
+            network: get("VERIBENCH_SUBTENSOR_NETWORK"),
+            netuid,
+            ..ConfigOverrides::default()
         });
         Ok(())
     }
@@ -234,12 +381,17 @@ impl WorkerConfig {
         set(&mut self.wallet.name, o.wallet_name);
         set(&mut self.wallet.hotkey, o.wallet_hotkey);
         set(&mut self.wallet.path, o.wallet_path.map(Some));
+        set(&mut self.discovery.network, o.network.map(Some));
+        set(&mut self.discovery.netuid, o.netuid.map(Some));
+        set(&mut self.discovery.min_validator_stake, o.min_validator_stake);
+        set(&mut self.discovery.refresh_blocks, o.refresh_blocks);
+        set(&mut self.discovery.state_file, o.state_file.map(Some));
     }
 
-    /// Checks the settings the daemon cannot start without: the URL's scheme and the pinned key.
+    /// Checks the settings the daemon cannot start without: one mode, the URL's scheme and the
+    /// pinned key, or the network, subnet and state file.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        self.is_tls()?;
-        self.pinned_coordinator()?;
+        self.mode()?;
         if self.name.is_empty() || self.name.len() > 256 {
             return Err(ConfigError::Invalid {
                 setting: "name",
@@ -248,6 +400,48 @@ impl WorkerConfig {
             });
         }
         Ok(())
+    }
+
+    /// The mode the settings select, with `$HOME` for the default state file.
+    pub fn mode(&self) -> Result<WorkerMode, ConfigError> {
+        let home = std::env::var_os("HOME").filter(|h| !h.is_empty()).map(PathBuf::from);
+        self.mode_with_home(home.as_deref())
+    }
+
+    /// [`WorkerConfig::mode`] with an explicit home directory (`None`: unset).
+    pub fn mode_with_home(&self, home: Option<&Path>) -> Result<WorkerMode, ConfigError> {
+        let d = &self.discovery;
+        match (self.coordinator.is_empty(), d.is_set()) {
+            (false, true) => Err(ConfigError::BothModes),
+            (true, false) => Err(ConfigError::NoMode),
+            (false, false) => {
+                self.is_tls()?;
+                let pinned = self.pinned_coordinator()?.ok_or(ConfigError::UnpinnedCoordinator)?;
+                Ok(WorkerMode::Single { url: self.coordinator.clone(), pinned })
+            }
+            (true, true) => {
+                let network = d
+                    .network
+                    .as_deref()
+                    .ok_or(ConfigError::IncompleteDiscovery { missing: "--subtensor.network" })?;
+                let netuid =
+                    d.netuid.ok_or(ConfigError::IncompleteDiscovery { missing: "--netuid" })?;
+                let network = network.parse::<Network>().map_err(|e| ConfigError::Invalid {
+                    setting: "discovery.network",
+                    value: veribench_circuit::redact_url(network),
+                    reason: e.to_string(),
+                })?;
+                if !(d.poll_secs.is_finite() && d.poll_secs > 0.0 && d.poll_secs < 1e9) {
+                    return Err(ConfigError::Invalid {
+                        setting: "discovery.poll_secs",
+                        value: d.poll_secs.to_string(),
+                        reason: "must be a positive number of seconds".into(),
+                    });
+                }
+                let state_file = d.state_path(home)?;
+                Ok(WorkerMode::Discovery { network, netuid: NetUid(netuid), state_file })
+            }
+        }
     }
 
     /// Whether the coordinator URL is `wss://` (true) or `ws://` (false).
@@ -290,10 +484,19 @@ impl WorkerConfig {
         }
     }
 
-    /// A copy fit for logs: credentials and query of the URL are masked.
+    /// A copy fit for logs: credentials and query of the URLs are masked.
     pub fn redacted(&self) -> Self {
-        Self { coordinator: veribench_circuit::redact_url(&self.coordinator), ..self.clone() }
+        let redact = redact_if_url;
+        let mut discovery = self.discovery.clone();
+        discovery.network = discovery.network.as_deref().map(redact);
+        Self { coordinator: redact(&self.coordinator), discovery, ..self.clone() }
     }
+}
+
+/// `text` fit for logs: URLs through [`veribench_circuit::redact_url`]; other values (`finney`,
+/// `file:PATH`, an unset coordinator) carry no secret and are shown as they are.
+pub(crate) fn redact_if_url(text: &str) -> String {
+    if text.contains("://") { veribench_circuit::redact_url(text) } else { text.to_owned() }
 }
 
 /// Parses a public key written as an ss58 address or 64 hex digits (optionally `0x`-prefixed).
@@ -365,13 +568,158 @@ mod tests {
         assert!(bad_env.is_err());
         let config = WorkerConfig { coordinator: "http://x".into(), ..Default::default() };
         assert!(config.validate().is_err());
-        let config =
-            WorkerConfig { coordinator_hotkey: Some("not-a-key".into()), ..Default::default() };
+        let config = WorkerConfig {
+            coordinator: "ws://x:1".into(),
+            coordinator_hotkey: Some("not-a-key".into()),
+            ..Default::default()
+        };
         assert!(config.validate().is_err());
         let hex = "ab".repeat(32);
         let config =
             WorkerConfig { coordinator_hotkey: Some(format!("0x{hex}")), ..Default::default() };
         assert_eq!(config.pinned_coordinator().expect("hex"), Some(PublicKey([0xab; 32])));
+    }
+
+    fn pinned() -> Option<String> {
+        Some("ab".repeat(32))
+    }
+
+    #[test]
+    fn one_coordinator_needs_its_key_pinned() {
+        let unpinned =
+            WorkerConfig { coordinator: "wss://v.example:8443".into(), ..Default::default() };
+        assert!(matches!(unpinned.validate(), Err(ConfigError::UnpinnedCoordinator)));
+        assert!(
+            unpinned.validate().expect_err("unpinned").to_string().contains("--coordinator.hotkey")
+        );
+        let config = WorkerConfig { coordinator_hotkey: pinned(), ..unpinned };
+        assert_eq!(
+            config.mode_with_home(None).expect("single"),
+            WorkerMode::Single {
+                url: "wss://v.example:8443".into(),
+                pinned: PublicKey([0xab; 32])
+            }
+        );
+        // The scheme is checked before the key, so a bad URL is named first.
+        let bad = WorkerConfig { coordinator: "http://x".into(), ..Default::default() };
+        assert!(matches!(bad.validate(), Err(ConfigError::Invalid { setting: "coordinator", .. })));
+    }
+
+    #[test]
+    fn exactly_one_mode_is_configured() {
+        let neither = WorkerConfig::default();
+        assert_eq!(neither.coordinator, "", "no coordinator by default");
+        assert!(matches!(neither.validate(), Err(ConfigError::NoMode)));
+
+        let mut config = WorkerConfig::default();
+        config
+            .apply_env(|k| match k {
+                "VERIBENCH_SUBTENSOR_NETWORK" => Some("file:/tmp/chain.json".into()),
+                "VERIBENCH_NETUID" => Some("7".into()),
+                _ => None,
+            })
+            .expect("env");
+        let home = Path::new("/home/op");
+        assert_eq!(
+            config.mode_with_home(Some(home)).expect("discovery"),
+            WorkerMode::Discovery {
+                network: Network::File("/tmp/chain.json".into()),
+                netuid: NetUid(7),
+                state_file: home.join(".veribench/worker/coordinators.json"),
+            }
+        );
+        assert!(matches!(config.mode_with_home(None), Err(ConfigError::NoStateFile)));
+        config.apply(ConfigOverrides {
+            state_file: Some("/var/lib/w.json".into()),
+            min_validator_stake: Some(5),
+            refresh_blocks: Some(2),
+            ..Default::default()
+        });
+        assert!(matches!(
+            config.mode_with_home(None),
+            Ok(WorkerMode::Discovery { state_file, .. }) if state_file == Path::new("/var/lib/w.json")
+        ));
+        assert_eq!((config.discovery.min_validator_stake, config.discovery.refresh_blocks), (5, 2));
+
+        let both = WorkerConfig {
+            coordinator: "ws://x:1".into(),
+            coordinator_hotkey: pinned(),
+            ..config.clone()
+        };
+        assert!(matches!(both.validate(), Err(ConfigError::BothModes)));
+
+        let mut half = config.clone();
+        half.discovery.netuid = None;
+        assert!(matches!(
+            half.validate(),
+            Err(ConfigError::IncompleteDiscovery { missing: "--netuid" })
+        ));
+        let mut half = config.clone();
+        half.discovery.network = None;
+        assert!(matches!(
+            half.validate(),
+            Err(ConfigError::IncompleteDiscovery { missing: "--subtensor.network" })
+        ));
+
+        let mut stalled = config.clone();
+        stalled.discovery.poll_secs = 0.0;
+        assert!(matches!(
+            stalled.validate(),
+            Err(ConfigError::Invalid { setting: "discovery.poll_secs", .. })
+        ));
+        let mut unknown = config;
+        unknown.discovery.network = Some("mainnet".into());
+        assert!(matches!(
+            unknown.validate(),
+            Err(ConfigError::Invalid { setting: "discovery.network", .. })
+        ));
+    }
+
+    #[test]
+    fn discovery_reads_from_toml_with_defaults() {
+        let config = WorkerConfig::from_toml_str(
+            r#"
+            [discovery]
+            network = "finney"
+            netuid = 12
+            poll_secs = 0.5
+            "#,
+        )
+        .expect("parses");
+        assert_eq!(config.discovery.netuid, Some(12));
+        assert_eq!(config.discovery.min_validator_stake, DEFAULT_MIN_VALIDATOR_STAKE);
+        assert_eq!(config.discovery.refresh_blocks, 5);
+        assert_eq!(config.discovery.poll_interval(), Duration::from_millis(500));
+        assert!(WorkerConfig::from_toml_str("[discovery]\nnetwrk = \"finney\"").is_err());
+        assert!(WorkerConfig::from_toml_str("[discovery]\nnetuid = 70000").is_err());
+    }
+
+    #[test]
+    fn every_environment_variable_is_read() {
+        let mut config = WorkerConfig::default();
+        config
+            .apply_env(|k| match k {
+                "VERIBENCH_HEARTBEAT_SECS" | "VERIBENCH_NETUID" => Some("3".into()),
+                "VERIBENCH_TLS_CA" | "VERIBENCH_WALLET_PATH" => Some("/p".into()),
+                _ => Some(format!("v-{k}")),
+            })
+            .expect("env");
+        let shown = serde_json::to_value(&config).expect("json");
+        for (var, setting) in ENV_VARS {
+            let value = setting.split('.').fold(&shown, |v, part| &v[part]);
+            assert!(!value.is_null(), "{var} sets nothing");
+            let expected = match var {
+                "VERIBENCH_HEARTBEAT_SECS" | "VERIBENCH_NETUID" => serde_json::json!(3),
+                "VERIBENCH_TLS_CA" | "VERIBENCH_WALLET_PATH" => serde_json::json!("/p"),
+                _ => serde_json::json!(format!("v-{var}")),
+            };
+            assert_eq!(value, &expected, "{var} -> {setting}");
+        }
+        assert!(
+            WorkerConfig::default()
+                .apply_env(|k| (k == "VERIBENCH_NETUID").then(|| "x".into()))
+                .is_err()
+        );
     }
 
     #[test]
@@ -386,5 +734,12 @@ mod tests {
             WorkerConfig { coordinator: "http://u:Pw1@Tail@x".into(), ..Default::default() };
         let refused = config.validate().expect_err("not ws").to_string();
         assert!(!refused.contains("Pw1") && !refused.contains("Tail"), "{refused}");
+
+        let mut config = WorkerConfig::default();
+        config.discovery.network = Some("wss://u:Pw1@node:9944".into());
+        assert_eq!(config.redacted().discovery.network.as_deref(), Some("wss://u:***@node:9944/"));
+        config.discovery.network = Some("finney".into());
+        assert_eq!(config.redacted().discovery.network.as_deref(), Some("finney"));
+        assert_eq!(config.redacted().coordinator, "", "an unset coordinator stays unset");
     }
 }

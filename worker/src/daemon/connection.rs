@@ -17,8 +17,6 @@ use std::time::{Duration, Instant};
 
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
-use rustls::pki_types::CertificateDer;
-use rustls::pki_types::pem::PemObject;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -36,9 +34,12 @@ use veribench_protocol::{
     VerdictMsg, Welcome,
 };
 
+use veribench_chain::CertFingerprint;
+
 use super::config::WorkerConfig;
 use super::guard::ChallengeGuard;
 use super::identity::WorkerIdentity;
+use super::tls::PinnedCertVerifier;
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -84,6 +85,17 @@ pub enum ConnectionError {
         /// The pinned key.
         pinned: PublicKey,
     },
+    /// The coordinator's TLS certificate is not the one its announcement pins.
+    #[error(
+        "the coordinator served a certificate with fingerprint {served}, but {announced} is \
+         announced; disconnecting"
+    )]
+    FingerprintMismatch {
+        /// The fingerprint announced on chain.
+        announced: CertFingerprint,
+        /// The fingerprint of the certificate served.
+        served: CertFingerprint,
+    },
 }
 
 /// How a welcomed connection ended.
@@ -95,11 +107,12 @@ pub(crate) enum Ended {
     Lost(String),
 }
 
-/// What a connection needs from its worker; shared by every connection of one daemon.
+/// What a connection needs from its worker; shared by every connection of one daemon (one
+/// guard, so a device computing for one validator is busy for all of them).
 pub(crate) struct Shared {
     pub config: WorkerConfig,
-    pub pinned: Option<PublicKey>,
-    pub connector: Option<Connector>,
+    /// Locked only to build a Register (a self-delegation may be renewed then).
+    pub identity: Mutex<WorkerIdentity>,
     pub backend: Arc<dyn Backend>,
     pub guard: Arc<Mutex<ChallengeGuard>>,
     pub hardware: HardwareInfo,
@@ -112,71 +125,65 @@ pub(crate) fn lock(guard: &Mutex<ChallengeGuard>) -> MutexGuard<'_, ChallengeGua
     guard.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// The rustls connector for `wss://`: webpki roots plus the PEM certificates in `tls_ca`.
-pub(crate) fn tls_connector(config: &WorkerConfig) -> Result<Option<Connector>, ConnectionError> {
-    let tls = config.is_tls().map_err(|e| ConnectionError::Tls(e.to_string()))?;
-    if !tls {
-        if config.tls_ca.is_some() {
-            warn!("tls_ca is set but the coordinator URL is ws://; it is ignored");
-        }
-        return Ok(None);
+/// One coordinator to serve: where it is, which key it must present and how its TLS
+/// certificate is checked.
+pub(crate) struct Target {
+    /// `ws://…` or `wss://…`.
+    pub url: String,
+    /// The key its Welcome and every challenge signature must carry.
+    pub pinned: PublicKey,
+    /// The TLS connector for `wss://`; `None` for `ws://`.
+    pub connector: Option<Connector>,
+    /// The certificate pin inside `connector`, when the certificate is pinned.
+    pub pin: Option<Arc<PinnedCertVerifier>>,
+}
+
+/// Opens the WebSocket to `target` (TCP, TLS, upgrade). A certificate refused by the pin is a
+/// [`ConnectionError::FingerprintMismatch`].
+pub(crate) async fn connect(target: &Target, limits: &Limits) -> Result<Ws, ConnectionError> {
+    let ws_config = WebSocketConfig::default()
+        .max_message_size(Some(limits.max_frame_bytes))
+        .max_frame_size(Some(limits.max_frame_bytes));
+    if let Some(pin) = &target.pin {
+        pin.take_mismatch();
     }
-    let mut roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
-    if let Some(path) = &config.tls_ca {
-        let pem = std::fs::read(path)
-            .map_err(|e| ConnectionError::Tls(format!("cannot read {}: {e}", path.display())))?;
-        let mut added = 0;
-        for cert in CertificateDer::pem_slice_iter(&pem) {
-            let cert = cert
-                .map_err(|e| ConnectionError::Tls(format!("bad PEM in {}: {e}", path.display())))?;
-            roots.add(cert).map_err(|e| {
-                ConnectionError::Tls(format!("bad CA certificate in {}: {e}", path.display()))
-            })?;
-            added += 1;
-        }
-        if added == 0 {
-            return Err(ConnectionError::Tls(format!("no certificate in {}", path.display())));
-        }
-        info!(path = %path.display(), certificates = added, "trusting extra CA certificates");
+    let connected = tokio_tungstenite::connect_async_tls_with_config(
+        target.url.as_str(),
+        Some(ws_config),
+        true,
+        target.connector.clone(),
+    )
+    .await;
+    match connected {
+        Ok((ws, _response)) => Ok(ws),
+        Err(e) => match target.pin.as_ref().and_then(|pin| Some((pin, pin.take_mismatch()?))) {
+            Some((pin, served)) => {
+                Err(ConnectionError::FingerprintMismatch { announced: pin.fingerprint(), served })
+            }
+            None => Err(ConnectionError::Connect(Box::new(e))),
+        },
     }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let client = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| ConnectionError::Tls(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(Some(Connector::Rustls(Arc::new(client))))
 }
 
 /// Connects, registers and serves until the connection ends or `shutdown` fires. `welcomed` is
 /// called once the coordinator has accepted the registration.
 pub(crate) async fn serve_connection(
     shared: &Shared,
-    identity: &mut WorkerIdentity,
+    target: &Target,
     shutdown: &CancellationToken,
     welcomed: impl FnOnce(),
 ) -> Result<Ended, ConnectionError> {
-    let ws_config = WebSocketConfig::default()
-        .max_message_size(Some(shared.limits.max_frame_bytes))
-        .max_frame_size(Some(shared.limits.max_frame_bytes));
-    let connect = tokio_tungstenite::connect_async_tls_with_config(
-        shared.config.coordinator.as_str(),
-        Some(ws_config),
-        true,
-        shared.connector.clone(),
-    );
     let timeout = Duration::from_secs(shared.config.connect_timeout_secs);
     let ws = tokio::select! {
         _ = shutdown.cancelled() => return Ok(Ended::Shutdown),
-        r = tokio::time::timeout(timeout, connect) => match r {
+        r = tokio::time::timeout(timeout, connect(target, &shared.limits)) => match r {
             Err(_) => return Err(ConnectionError::Timeout("the WebSocket handshake")),
-            Ok(Err(e)) => return Err(ConnectionError::Connect(Box::new(e))),
-            Ok(Ok((ws, _response))) => ws,
+            Ok(r) => r?,
         },
     };
     let (mut sink, mut stream) = ws.split();
 
-    let register = make_register(shared, identity);
+    let register = make_register(shared);
     send(&mut sink, &Message::Register(register), &shared.limits).await?;
     let welcome = tokio::select! {
         _ = shutdown.cancelled() => {
@@ -191,23 +198,15 @@ pub(crate) async fn serve_connection(
             Ok(r) => r?,
         },
     };
-    let trusted = match shared.pinned {
-        Some(pinned) if pinned != welcome.coordinator => {
-            let err = ConnectionError::WrongCoordinator { got: welcome.coordinator, pinned };
-            let reason = "coordinator key is not the pinned one";
-            close(&mut sink, Some((CloseCode::Policy, reason))).await;
-            return Err(err);
-        }
-        Some(pinned) => pinned,
-        None => {
-            warn!(
-                coordinator = %welcome.coordinator,
-                "coordinator key is not pinned (set --coordinator.hotkey); trusting the key it \
-                 announced for this connection"
-            );
-            welcome.coordinator
-        }
-    };
+    // Every coordinator's key is pinned (configured, or the hotkey that announced it on chain):
+    // a Welcome with another key is a man in the middle or a misconfigured coordinator.
+    let trusted = target.pinned;
+    if welcome.coordinator != trusted {
+        let err = ConnectionError::WrongCoordinator { got: welcome.coordinator, pinned: trusted };
+        let reason = "coordinator key is not the pinned one";
+        close(&mut sink, Some((CloseCode::Policy, reason))).await;
+        return Err(err);
+    }
     let now = shared.config.clock.now();
     let skew_ms = i128::from(welcome.server_time.0) - i128::from(now.0);
     if skew_ms.abs() > 30_000 {
@@ -241,8 +240,9 @@ pub(crate) async fn serve_connection(
 }
 
 /// Builds and signs the registration.
-fn make_register(shared: &Shared, identity: &mut WorkerIdentity) -> Register {
+fn make_register(shared: &Shared) -> Register {
     let now = shared.config.clock.now();
+    let mut identity = shared.identity.lock().unwrap_or_else(|e| e.into_inner());
     let delegation = identity.delegation_at(now).clone();
     let mut register = Register {
         name: shared.config.name.clone(),
@@ -376,8 +376,8 @@ impl Session<'_> {
             let step = tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => {
-                    info!("shutting down: closing the connection");
-                    close(&mut self.sink, Some((CloseCode::Normal, "worker shutting down"))).await;
+                    info!("closing the connection (shutdown, or this coordinator is no longer served)");
+                    close(&mut self.sink, Some((CloseCode::Normal, "worker disconnecting"))).await;
                     // Let the reader see the coordinator's Close, so the close handshake completes.
                     let _ = tokio::time::timeout(CLOSE_GRACE, async {
                         while let Some(i) = inbound.recv().await {
