@@ -4,22 +4,29 @@
 //! several coordinators and a rogue one, workers find the permitted ones on chain and serve
 //! each, and refuse the rogue.
 
+use std::path::Path;
 use std::process::Command;
 
-#[test]
-fn devnet_sets_weights_that_favour_faster_verified_workers() {
-    let dir = tempfile::tempdir().expect("temp dir");
+/// `veribench devnet ARGS --interval-secs 1 --n 128 --json --dir DIR`: its one JSON object.
+fn devnet(args: &[&str], dir: &Path) -> serde_json::Value {
     let output = Command::new(env!("CARGO_BIN_EXE_veribench"))
-        .args(["devnet", "--workers", "2", "--slow", "1", "--cheaters", "1", "--rounds", "3"])
+        .arg("devnet")
+        .args(args)
         .args(["--interval-secs", "1", "--n", "128", "--json", "--dir"])
-        .arg(dir.path())
+        .arg(dir)
         .env("RUST_LOG", "warn")
         .output()
         .expect("run veribench devnet");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "devnet failed: {stderr}");
-    let summary: serde_json::Value =
-        serde_json::from_slice(&output.stdout).expect("one JSON object on stdout");
+    serde_json::from_slice(&output.stdout).expect("one JSON object on stdout")
+}
+
+#[test]
+fn devnet_sets_weights_that_favour_faster_verified_workers() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let args = ["--workers", "2", "--slow", "1", "--cheaters", "1", "--rounds", "3"];
+    let summary = devnet(&args, dir.path());
 
     let miners = summary["miners"].as_array().expect("miners");
     let hotkey_of = |behaviour: &str| {
@@ -49,17 +56,8 @@ fn devnet_sets_weights_that_favour_faster_verified_workers() {
 #[test]
 fn workers_serve_every_permitted_coordinator_and_refuse_the_rogue() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let output = Command::new(env!("CARGO_BIN_EXE_veribench"))
-        .args(["devnet", "--coordinators", "3", "--rogue", "1", "--workers", "2", "--rounds"])
-        .args(["2", "--interval-secs", "1", "--n", "128", "--json", "--dir"])
-        .arg(dir.path())
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("run veribench devnet");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "devnet failed: {stderr}");
-    let summary: serde_json::Value =
-        serde_json::from_slice(&output.stdout).expect("one JSON object on stdout");
+    let args = ["--coordinators", "3", "--rogue", "1", "--workers", "2", "--rounds", "2"];
+    let summary = devnet(&args, dir.path());
     let miners: Vec<String> = summary["miners"]
         .as_array()
         .expect("miners")

@@ -16,8 +16,8 @@ use tokio_util::sync::CancellationToken;
 use veribench_chain::CertFingerprint;
 use veribench_coordinator::Running;
 use veribench_coordinator::announce::{AnnounceConfig, FingerprintSetting};
-use veribench_kernels::{Backend, BackendError, BackendKind, CpuBackend, DeviceInfo, Execution};
-use veribench_protocol::{Challenge, DeviceKey, PublicKey, UnixMillis};
+use veribench_kernels::{Backend, CpuBackend, Delayed};
+use veribench_protocol::{DeviceKey, PublicKey, UnixMillis};
 use veribench_wallet::{BITTENSOR_SS58_PREFIX, Keypair, ss58_encode};
 use veribench_worker::daemon::{
     DiscoveryConfig, WorkerConfig, WorkerIdentity, run_worker_with_token,
@@ -276,32 +276,6 @@ async fn discovery_follows_permits_and_pins_certificates() {
     }
 }
 
-/// The CPU backend, holding the device for at least `hold` per challenge.
-struct SlowCpu {
-    inner: CpuBackend,
-    hold: Duration,
-}
-
-impl Backend for SlowCpu {
-    fn kind(&self) -> BackendKind {
-        self.inner.kind()
-    }
-
-    fn devices(&self) -> &[DeviceInfo] {
-        self.inner.devices()
-    }
-
-    fn execute(
-        &self,
-        device: &DeviceKey,
-        challenge: &Challenge,
-    ) -> Result<Execution, BackendError> {
-        let run = self.inner.execute(device, challenge)?;
-        std::thread::sleep(self.hold);
-        Ok(run)
-    }
-}
-
 /// Two coordinators share one device that takes most of a round interval per challenge: their
 /// challenges collide, the device computes one and refuses the other `busy` at once, and each
 /// coordinator verifies the device regardless, counting no failure.
@@ -317,8 +291,7 @@ async fn coordinators_share_a_busy_device_without_failing_it() {
     let state = subnet.dir.path().join("worker-coordinators.json");
     let stop = CancellationToken::new();
     let device = common::unique_device("shared");
-    let slow =
-        SlowCpu { inner: CpuBackend::with_device_key(device), hold: Duration::from_millis(700) };
+    let slow = Delayed::new(CpuBackend::with_device_key(device), Duration::from_millis(700));
     let worker = discovering_worker(&subnet, &miner, Arc::new(slow), &state, &stop);
 
     // Each coordinator wants the device every second for 0.7 s: together more than it has.

@@ -9,6 +9,7 @@
 pub mod backend;
 pub mod cpu;
 pub mod cuda;
+mod delayed;
 mod host;
 pub mod prover;
 pub mod wgpu;
@@ -19,4 +20,5 @@ pub use backend::{
 };
 pub use cpu::CpuBackend;
 pub use cuda::CudaBackend;
+pub use delayed::Delayed;
 pub use prover::{CommittedRun, run_challenge};

@@ -15,11 +15,11 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_util::sync::CancellationToken;
-use veribench_kernels::{Backend, BackendError, BackendKind, CpuBackend, DeviceInfo, Execution};
+use veribench_kernels::{CpuBackend, Delayed};
 use veribench_protocol::wire::{self, Limits};
 use veribench_protocol::{
-    Challenge, ChallengeId, CommitmentMsg, DeviceKey, ErrorCode, ErrorMsg, Heartbeat, Message,
-    OpenRequest, Root, Shape, Signature, SignedChallenge, UnixMillis, Verdict, VerdictMsg, Welcome,
+    ChallengeId, CommitmentMsg, DeviceKey, ErrorCode, ErrorMsg, Heartbeat, Message, OpenRequest,
+    Root, Shape, Signature, SignedChallenge, UnixMillis, Verdict, VerdictMsg, Welcome,
     verify_openings,
 };
 use veribench_wallet::{delegate, verify_delegation};
@@ -29,31 +29,6 @@ use veribench_worker::daemon::{
 
 fn device() -> DeviceKey {
     DeviceKey::new("cpu:loopback-test").expect("valid key")
-}
-
-/// The CPU backend, taking `delay` longer per challenge: a stand-in for a long GPU run.
-struct SlowBackend {
-    inner: CpuBackend,
-    delay: Duration,
-}
-
-impl Backend for SlowBackend {
-    fn kind(&self) -> BackendKind {
-        self.inner.kind()
-    }
-
-    fn devices(&self) -> &[DeviceInfo] {
-        self.inner.devices()
-    }
-
-    fn execute(
-        &self,
-        device: &DeviceKey,
-        challenge: &Challenge,
-    ) -> Result<Execution, BackendError> {
-        std::thread::sleep(self.delay);
-        self.inner.execute(device, challenge)
-    }
 }
 
 /// Starts a worker (CPU backend, one device) against `ws://addr`, pinned to `pinned` if given,
@@ -91,7 +66,7 @@ async fn start_worker_with(
         clock,
         ..WorkerConfig::default()
     };
-    let backend = Arc::new(SlowBackend { inner: CpuBackend::with_device_key(device()), delay });
+    let backend = Arc::new(Delayed::new(CpuBackend::with_device_key(device()), delay));
     let token = CancellationToken::new();
     let handle = tokio::spawn(run_worker_with_token(config, identity, backend, token.clone()));
     (listener, token, handle)

@@ -14,9 +14,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 use veribench_chain::{CertFingerprint, Chain, Endpoint, LocalChain, LocalSubnet, NetUid, WssUrl};
-use veribench_kernels::{Backend, BackendError, BackendKind, CpuBackend, DeviceInfo, Execution};
+use veribench_kernels::{CpuBackend, Delayed};
 use veribench_protocol::wire::PROTOCOL_VERSION;
-use veribench_protocol::{Challenge, DeviceKey, ErrorCode, Message, PublicKey, UnixMillis};
+use veribench_protocol::{DeviceKey, ErrorCode, Message, PublicKey, UnixMillis};
 use veribench_wallet::{Keypair, delegate};
 use veribench_worker::daemon::discovery::{DiscoveryState, TrustStatus, ss58};
 use veribench_worker::daemon::{
@@ -28,24 +28,6 @@ const STAKE: u64 = 1_000_000_000_000;
 
 fn device() -> DeviceKey {
     DeviceKey::new("cpu:discovery-test").expect("valid key")
-}
-
-/// The CPU backend, 1.5 s slower per challenge, so a device stays busy long enough to see it.
-struct SlowBackend(CpuBackend);
-
-impl Backend for SlowBackend {
-    fn kind(&self) -> BackendKind {
-        self.0.kind()
-    }
-
-    fn devices(&self) -> &[DeviceInfo] {
-        self.0.devices()
-    }
-
-    fn execute(&self, device: &DeviceKey, c: &Challenge) -> Result<Execution, BackendError> {
-        std::thread::sleep(Duration::from_millis(1500));
-        self.0.execute(device, c)
-    }
 }
 
 fn fixture(name: &str) -> PathBuf {
@@ -189,7 +171,8 @@ async fn serves_trusted_validators_and_records_every_refusal() {
         },
         ..WorkerConfig::default()
     };
-    let backend = Arc::new(SlowBackend(CpuBackend::with_device_key(device())));
+    let backend =
+        Arc::new(Delayed::new(CpuBackend::with_device_key(device()), Duration::from_millis(1500)));
     let token = CancellationToken::new();
     let daemon = tokio::spawn(run_worker_with_token(config, identity, backend, token.clone()));
 
