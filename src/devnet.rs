@@ -292,6 +292,8 @@ pub async fn run(args: DevnetArgs) -> anyhow::Result<()> {
                 refresh_blocks: 1,
                 poll_secs: 0.25,
                 state_file: Some(dir.join(format!("worker{i}-coordinators.json"))),
+                // The coordinators listen on localhost.
+                allow_private_endpoints: true,
                 ..DiscoveryConfig::default()
             },
             name: format!("devnet-{i}-{behaviour:?}").to_lowercase(),

@@ -191,6 +191,8 @@ fn discovering_worker(
             refresh_blocks: 1,
             poll_secs: 0.1,
             state_file: Some(state.to_owned()),
+            // Every coordinator here listens on localhost.
+            allow_private_endpoints: true,
             ..DiscoveryConfig::default()
         },
         name: "discovering-worker".into(),

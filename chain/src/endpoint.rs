@@ -24,6 +24,7 @@
 //!   garbage is not silently part of an address.
 
 use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
 
 use sha2::{Digest, Sha256};
@@ -265,6 +266,80 @@ impl WssUrl {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The host, a name or an IP address (validation made the two unambiguous).
+    pub fn host(&self) -> UrlHost<'_> {
+        let rest = &self.0[SCHEME.len()..];
+        let authority = &rest[..rest.find('/').unwrap_or(rest.len())];
+        if let Some(bracketed) = authority.strip_prefix('[') {
+            let inside = bracketed.split(']').next().unwrap_or_default();
+            if let Ok(ip) = inside.parse::<Ipv6Addr>() {
+                return UrlHost::Ip(IpAddr::V6(ip));
+            }
+        }
+        let name = authority.split(':').next().unwrap_or_default();
+        match name.parse::<Ipv4Addr>() {
+            Ok(ip) => UrlHost::Ip(IpAddr::V4(ip)),
+            Err(_) => UrlHost::Name(name),
+        }
+    }
+}
+
+/// The host of a [`WssUrl`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UrlHost<'a> {
+    /// A DNS name, as written.
+    Name(&'a str),
+    /// An IPv4 (dotted quad) or bracketed IPv6 address.
+    Ip(IpAddr),
+}
+
+impl UrlHost<'_> {
+    /// Whether the host is not on the public internet: `localhost` (and `*.localhost`), or a
+    /// loopback, private, shared (100.64/10), link-local, unique-local, unspecified, broadcast
+    /// or documentation address, including IPv4 mapped into IPv6. A name that resolves to such
+    /// an address is not caught here.
+    pub fn is_non_public(&self) -> bool {
+        match self {
+            UrlHost::Name(name) => {
+                let name = name.to_ascii_lowercase();
+                name == "localhost" || name.ends_with(".localhost")
+            }
+            UrlHost::Ip(IpAddr::V4(ip)) => non_public_v4(*ip),
+            UrlHost::Ip(IpAddr::V6(ip)) => match ip.to_ipv4_mapped() {
+                Some(v4) => non_public_v4(v4),
+                None => {
+                    let first = ip.segments()[0];
+                    ip.is_loopback()
+                        || ip.is_unspecified()
+                        || first & 0xfe00 == 0xfc00 // unique local fc00::/7
+                        || first & 0xffc0 == 0xfe80 // link local fe80::/10
+                        || first == 0x2001 && ip.segments()[1] == 0x0db8 // documentation
+                }
+            },
+        }
+    }
+}
+
+impl fmt::Display for UrlHost<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            UrlHost::Name(name) => f.write_str(name),
+            UrlHost::Ip(ip) => ip.fmt(f),
+        }
+    }
+}
+
+fn non_public_v4(ip: Ipv4Addr) -> bool {
+    let [a, b, ..] = ip.octets();
+    ip.is_loopback()
+        || ip.is_private()
+        || ip.is_link_local()
+        || ip.is_unspecified()
+        || ip.is_broadcast()
+        || ip.is_documentation()
+        || (a == 100 && (64..128).contains(&b)) // shared address space 100.64/10
+        || a == 0
 }
 
 impl FromStr for WssUrl {
@@ -304,8 +379,7 @@ fn validate_url(url: &str) -> Result<(), UrlError> {
         if host.is_empty() {
             return Err(UrlError::EmptyHost);
         }
-        let ipv6 = |c: char| c.is_ascii_hexdigit() || c == ':' || c == '.';
-        if !host.contains(':') || !host.chars().all(ipv6) {
+        if host.parse::<Ipv6Addr>().is_err() {
             return Err(UrlError::BadHost);
         }
         match tail {
@@ -322,6 +396,16 @@ fn validate_url(url: &str) -> Result<(), UrlError> {
         }
         let dns = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_');
         if !host.chars().all(dns) {
+            return Err(UrlError::BadHost);
+        }
+        // Resolvers read a name whose last label is a number as an IPv4 address in any
+        // notation (`127.1`, `2130706433`, `0x7f.0.0.1`): only the dotted quad is accepted, so
+        // that what is checked is what is dialled.
+        let last = host.rsplit('.').next().unwrap_or(host);
+        let hex = last.strip_prefix("0x").or_else(|| last.strip_prefix("0X"));
+        let numeric = last.bytes().all(|b| b.is_ascii_digit())
+            || hex.is_some_and(|h| h.bytes().all(|b| b.is_ascii_hexdigit()));
+        if numeric && host.parse::<Ipv4Addr>().is_err() {
             return Err(UrlError::BadHost);
         }
         port
@@ -440,6 +524,47 @@ mod tests {
         assert!(accepted >= 4 && refused >= 8, "{accepted} accepted, {refused} refused");
         let certificate = CertFingerprint::of_der(b"veribench test certificate");
         assert!(block.contains(&certificate.to_string()), "the documented fingerprint");
+    }
+
+    #[test]
+    fn hosts_are_unambiguous_and_classified() {
+        for bad in [
+            "wss://127.1",
+            "wss://2130706433:443",
+            "wss://0x7f.0.0.1",
+            "wss://a.b.300",
+            "wss://a.0xff",
+            "wss://example.org.",
+        ] {
+            assert_eq!(WssUrl::new(bad), Err(UrlError::BadHost), "{bad}");
+        }
+        assert!(WssUrl::new("wss://0xbox.example/ws").is_ok(), "a name may start with 0x");
+        assert_eq!(WssUrl::new("wss://[::ffff:zz]"), Err(UrlError::BadHost));
+        let host = |u: &str| {
+            let url = url(u);
+            (url.host().is_non_public(), url.host().to_string())
+        };
+        assert_eq!(host("wss://validator.example:7799/ws"), (false, "validator.example".into()));
+        assert_eq!(host("wss://203.0.114.7:7799"), (false, "203.0.114.7".into()));
+        assert_eq!(host("wss://[2600:1f18::1]:443"), (false, "2600:1f18::1".into()));
+        for private in [
+            "wss://localhost:1",
+            "wss://Api.LocalHost",
+            "wss://127.0.0.1",
+            "wss://10.1.2.3/x",
+            "wss://172.16.0.1",
+            "wss://192.168.1.1:8443",
+            "wss://169.254.169.254",
+            "wss://100.64.0.1",
+            "wss://0.0.0.0",
+            "wss://[::1]:7799",
+            "wss://[fd00::1]",
+            "wss://[fe80::1]",
+            "wss://[::ffff:10.0.0.1]",
+            "wss://[2001:db8::7]:443",
+        ] {
+            assert!(url(private).host().is_non_public(), "{private}");
+        }
     }
 
     fn url(s: &str) -> WssUrl {
@@ -667,7 +792,8 @@ mod tests {
 
     fn host() -> impl Strategy<Value = String> {
         prop_oneof![
-            "[a-z0-9_.-]{1,40}",
+            // A name never ends in a number (that would be an IPv4 address in some notation).
+            "[a-z0-9_.-]{0,39}[g-z]",
             (any::<[u8; 4]>()).prop_map(|ip| std::net::Ipv4Addr::from(ip).to_string()),
             (any::<[u16; 8]>()).prop_map(|ip| format!("[{}]", std::net::Ipv6Addr::from(ip))),
         ]

@@ -30,7 +30,7 @@ use veribench_wallet::Keypair;
 pub use commit_reveal::{WeightReveal, commit_hash};
 pub use endpoint::{
     ANNOUNCEMENT_REFRESH_BLOCKS, ANNOUNCEMENT_TTL_BLOCKS, CertFingerprint, Endpoint, EndpointError,
-    FingerprintParseError, MAX_COMMITMENT_BYTES, UrlError, WssUrl, announcement_expired,
+    FingerprintParseError, MAX_COMMITMENT_BYTES, UrlError, UrlHost, WssUrl, announcement_expired,
 };
 pub use error::ChainError;
 pub use local::{LocalChain, LocalNeuron, LocalSubnet};

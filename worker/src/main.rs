@@ -107,6 +107,10 @@ struct RunArgs {
     /// Where trust decisions are written [default: ~/.veribench/worker/coordinators.json].
     #[arg(long)]
     state_file: Option<PathBuf>,
+    /// Serve coordinators announced on loopback, private or link-local hosts (a private test
+    /// network; never on a public subnet).
+    #[arg(long)]
+    allow_private_endpoints: bool,
     /// Extra CA certificate(s), PEM, trusted for wss:// besides the webpki roots.
     #[arg(long)]
     tls_ca: Option<PathBuf>,
@@ -284,6 +288,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         min_validator_stake: args.min_validator_stake,
         refresh_blocks: args.refresh_blocks,
         state_file: args.state_file,
+        allow_private_endpoints: args.allow_private_endpoints.then_some(true),
     });
     config.validate()?;
 

@@ -32,6 +32,7 @@
 //! refresh_blocks = 5                  # re-read the metagraph after this many blocks
 //! poll_secs = 12.0                    # how often the best block is read
 //! state_file = "/var/lib/veribench/coordinators.json"  # default ~/.veribench/worker/…
+//! allow_private_endpoints = false     # true: serve loopback/private hosts (a private network)
 //! ```
 //!
 //! Every key is optional. Environment variables: see [`ENV_VARS`].
@@ -166,6 +167,10 @@ pub struct DiscoveryConfig {
     /// Where trust decisions are written (JSON); default
     /// `$HOME/.veribench/worker/coordinators.json`.
     pub state_file: Option<PathBuf>,
+    /// Serve coordinators announced on loopback, private or link-local addresses or
+    /// `localhost` (a devnet, a private test network). Off: a validator cannot point workers at
+    /// hosts inside their own networks.
+    pub allow_private_endpoints: bool,
 }
 
 impl Default for DiscoveryConfig {
@@ -177,6 +182,7 @@ impl Default for DiscoveryConfig {
             refresh_blocks: 5,
             poll_secs: 12.0,
             state_file: None,
+            allow_private_endpoints: false,
         }
     }
 }
@@ -304,6 +310,8 @@ pub struct ConfigOverrides {
     pub refresh_blocks: Option<u64>,
     /// See [`DiscoveryConfig::state_file`].
     pub state_file: Option<PathBuf>,
+    /// See [`DiscoveryConfig::allow_private_endpoints`] (`Some(true)` to allow).
+    pub allow_private_endpoints: Option<bool>,
 }
 
 impl WorkerConfig {
@@ -386,6 +394,7 @@ impl WorkerConfig {
         set(&mut self.discovery.min_validator_stake, o.min_validator_stake);
         set(&mut self.discovery.refresh_blocks, o.refresh_blocks);
         set(&mut self.discovery.state_file, o.state_file.map(Some));
+        set(&mut self.discovery.allow_private_endpoints, o.allow_private_endpoints);
     }
 
     /// Checks the settings the daemon cannot start without: one mode, the URL's scheme and the
@@ -629,10 +638,12 @@ mod tests {
             }
         );
         assert!(matches!(config.mode_with_home(None), Err(ConfigError::NoStateFile)));
+        assert!(!config.discovery.allow_private_endpoints, "off by default");
         config.apply(ConfigOverrides {
             state_file: Some("/var/lib/w.json".into()),
             min_validator_stake: Some(5),
             refresh_blocks: Some(2),
+            allow_private_endpoints: Some(true),
             ..Default::default()
         });
         assert!(matches!(
@@ -640,6 +651,7 @@ mod tests {
             Ok(WorkerMode::Discovery { state_file, .. }) if state_file == Path::new("/var/lib/w.json")
         ));
         assert_eq!((config.discovery.min_validator_stake, config.discovery.refresh_blocks), (5, 2));
+        assert!(config.discovery.allow_private_endpoints, "on when asked for");
 
         let both = WorkerConfig {
             coordinator: "ws://x:1".into(),

@@ -36,6 +36,10 @@ pub struct TrustPolicy {
     /// The wire protocol version this build speaks
     /// ([`veribench_protocol::wire::PROTOCOL_VERSION`]).
     pub protocol_version: u16,
+    /// Whether endpoints on loopback, private or link-local addresses (and `localhost`) are
+    /// served: on a single machine or a private network, never on a public subnet, where a
+    /// validator could otherwise point every worker at services inside its network.
+    pub allow_private_endpoints: bool,
 }
 
 /// A validator whose announcement is trusted.
@@ -93,6 +97,12 @@ pub enum Distrust {
         /// This build's version.
         speaks: u16,
     },
+    /// The announced host is not on the public internet (and `allow_private_endpoints` is off).
+    #[error("the announced host {host} is not a public address")]
+    PrivateEndpoint {
+        /// The host as announced.
+        host: String,
+    },
     /// The coordinator served another TLS certificate than the announced one.
     #[error("the coordinator served certificate {served}, but {announced} is announced")]
     FingerprintMismatch {
@@ -122,6 +132,7 @@ impl Distrust {
             Self::NotAnEndpoint(_) => "not_an_endpoint",
             Self::Expired { .. } => "expired",
             Self::IncompatibleVersion { .. } => "incompatible_version",
+            Self::PrivateEndpoint { .. } => "private_endpoint",
             Self::FingerprintMismatch { .. } => "fingerprint_mismatch",
             Self::WrongKey { .. } => "wrong_key",
         }
@@ -179,6 +190,8 @@ pub fn assess(
                 got: endpoint.protocol_version,
                 speaks: policy.protocol_version,
             })
+        } else if !policy.allow_private_endpoints && endpoint.url.host().is_non_public() {
+            Some(Distrust::PrivateEndpoint { host: endpoint.url.host().to_string() })
         } else {
             None
         };
@@ -384,7 +397,11 @@ mod tests {
     use super::*;
 
     const MIN: u64 = 1_000_000_000_000;
-    const POLICY: TrustPolicy = TrustPolicy { min_stake: MIN, protocol_version: PROTOCOL_VERSION };
+    const POLICY: TrustPolicy = TrustPolicy {
+        min_stake: MIN,
+        protocol_version: PROTOCOL_VERSION,
+        allow_private_endpoints: false,
+    };
 
     fn key(byte: u8) -> PublicKey {
         PublicKey([byte; 32])
@@ -429,6 +446,29 @@ mod tests {
         let trusted = a.trusted.get(&v.hotkey).expect("trusted");
         assert_eq!((trusted.uid, &trusted.endpoint, trusted.committed_at), (0, &e, 90));
         assert!(a.refused.is_empty());
+    }
+
+    /// A validator announcing a host inside a network (its own or the worker's) is refused,
+    /// unless private endpoints are allowed (a devnet).
+    #[test]
+    fn private_endpoints_are_refused_unless_allowed() {
+        let graph = metagraph((0..4).map(|uid| neuron(uid, MIN, true)).collect());
+        let hosts = ["localhost", "10.0.0.7", "[fe80::1]", "203.0.114.9"];
+        let commitments: Vec<_> = graph
+            .neurons
+            .iter()
+            .zip(hosts)
+            .map(|(n, host)| (n.hotkey, announce(&endpoint(host), 100)))
+            .collect();
+        let a = assess(&graph, &commitments, 100, &POLICY);
+        for (n, host) in graph.neurons.iter().zip(hosts).take(3) {
+            let host = host.trim_matches(['[', ']']).to_owned();
+            assert_eq!(reason(&a, n.hotkey), Some(&Distrust::PrivateEndpoint { host }));
+            assert_eq!(a.refused[&n.hotkey].reason.as_str(), "private_endpoint");
+        }
+        assert!(a.trusted.contains_key(&graph.neurons[3].hotkey), "a public address is served");
+        let devnet = TrustPolicy { allow_private_endpoints: true, ..POLICY };
+        assert_eq!(assess(&graph, &commitments, 100, &devnet).trusted.len(), 4);
     }
 
     #[test]

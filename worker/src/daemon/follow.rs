@@ -102,8 +102,11 @@ pub(crate) async fn follow_subnet(
     let Some(chain) = open_chain(&network, &shown, poll, &shutdown).await? else {
         return Ok(());
     };
-    let policy =
-        TrustPolicy { min_stake: settings.min_validator_stake, protocol_version: PROTOCOL_VERSION };
+    let policy = TrustPolicy {
+        min_stake: settings.min_validator_stake,
+        protocol_version: PROTOCOL_VERSION,
+        allow_private_endpoints: settings.allow_private_endpoints,
+    };
     let verdicts = Arc::new(Verdicts::default());
     let mut running: BTreeMap<PublicKey, Connection> = BTreeMap::new();
     let mut retiring: Vec<JoinHandle<()>> = Vec::new();

@@ -167,6 +167,8 @@ async fn serves_trusted_validators_and_records_every_refusal() {
             refresh_blocks: 1,
             poll_secs: 0.05,
             state_file: Some(state_file.clone()),
+            // Every coordinator here listens on localhost.
+            allow_private_endpoints: true,
             ..DiscoveryConfig::default()
         },
         ..WorkerConfig::default()
