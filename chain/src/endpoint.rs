@@ -267,6 +267,17 @@ impl WssUrl {
         &self.0
     }
 
+    /// The port: the one written, else 443.
+    pub fn port(&self) -> u16 {
+        let rest = &self.0[SCHEME.len()..];
+        let authority = &rest[..rest.find('/').unwrap_or(rest.len())];
+        let after_host = match authority.rfind(']') {
+            Some(end) => &authority[end + 1..],
+            None => authority,
+        };
+        after_host.rsplit_once(':').and_then(|(_, port)| port.parse().ok()).unwrap_or(443)
+    }
+
     /// The host, a name or an IP address (validation made the two unambiguous).
     pub fn host(&self) -> UrlHost<'_> {
         let rest = &self.0[SCHEME.len()..];
@@ -545,6 +556,10 @@ mod tests {
             (url.host().is_non_public(), url.host().to_string())
         };
         assert_eq!(host("wss://validator.example:7799/ws"), (false, "validator.example".into()));
+        assert_eq!(url("wss://validator.example:7799/ws").port(), 7799);
+        assert_eq!(url("wss://validator.example/a:1").port(), 443);
+        assert_eq!(url("wss://[::1]:8443").port(), 8443);
+        assert_eq!(url("wss://[::1]").port(), 443);
         assert_eq!(host("wss://203.0.114.7:7799"), (false, "203.0.114.7".into()));
         assert_eq!(host("wss://[2600:1f18::1]:443"), (false, "2600:1f18::1".into()));
         for private in [

@@ -12,6 +12,7 @@
 //! result of a challenge whose connection is gone is dropped.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -34,7 +35,7 @@ use veribench_protocol::{
     VerdictMsg, Welcome,
 };
 
-use veribench_chain::CertFingerprint;
+use veribench_chain::{CertFingerprint, UrlError, UrlHost, WssUrl};
 
 use super::config::WorkerConfig;
 use super::guard::ChallengeGuard;
@@ -84,6 +85,15 @@ pub enum ConnectionError {
         got: PublicKey,
         /// The pinned key.
         pinned: PublicKey,
+    },
+    /// The announced name resolves to an address that is not on the public internet (and
+    /// private endpoints are not allowed): nothing is dialled.
+    #[error("{host} resolves to {addr}, which is not a public address; not dialled")]
+    PrivateAddress {
+        /// The host as announced.
+        host: String,
+        /// The address it resolved to.
+        addr: std::net::IpAddr,
     },
     /// The coordinator's TLS certificate is not the one its announcement pins.
     #[error(
@@ -136,6 +146,11 @@ pub(crate) struct Target {
     pub connector: Option<Connector>,
     /// The certificate pin inside `connector`, when the certificate is pinned.
     pub pin: Option<Arc<PinnedCertVerifier>>,
+    /// Dial only public addresses: the host is resolved first, every address it resolves to
+    /// must be public, and the connection goes to those addresses (so a name cannot resolve to
+    /// one address when checked and another when dialled). Set for announced endpoints unless
+    /// private ones are allowed; an operator's own `--coordinator` is dialled as given.
+    pub public_only: bool,
 }
 
 /// Opens the WebSocket to `target` (TCP, TLS, upgrade). A certificate refused by the pin is a
@@ -147,13 +162,24 @@ pub(crate) async fn connect(target: &Target, limits: &Limits) -> Result<Ws, Conn
     if let Some(pin) = &target.pin {
         pin.take_mismatch();
     }
-    let connected = tokio_tungstenite::connect_async_tls_with_config(
-        target.url.as_str(),
-        Some(ws_config),
-        true,
-        target.connector.clone(),
-    )
-    .await;
+    let connected = if target.public_only {
+        let stream = dial_public(&target.url).await?;
+        tokio_tungstenite::client_async_tls_with_config(
+            target.url.as_str(),
+            stream,
+            Some(ws_config),
+            target.connector.clone(),
+        )
+        .await
+    } else {
+        tokio_tungstenite::connect_async_tls_with_config(
+            target.url.as_str(),
+            Some(ws_config),
+            true,
+            target.connector.clone(),
+        )
+        .await
+    };
     match connected {
         Ok((ws, _response)) => Ok(ws),
         Err(e) => match target.pin.as_ref().and_then(|pin| Some((pin, pin.take_mismatch()?))) {
@@ -237,6 +263,39 @@ pub(crate) async fn serve_connection(
     let ended = session.serve(inbound_rx, heartbeat, shutdown).await;
     reader.abort();
     Ok(ended)
+}
+
+/// Resolves the host of `url` (a `wss://` URL), refuses it if any address it resolves to is
+/// not public, and opens a TCP connection to one of those addresses.
+async fn dial_public(url: &str) -> Result<TcpStream, ConnectionError> {
+    let io = |e: std::io::Error| ConnectionError::Connect(Box::new(tungstenite::Error::Io(e)));
+    let url: WssUrl = url.parse().map_err(|e: UrlError| {
+        io(std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))
+    })?;
+    let host = url.host();
+    let addrs: Vec<SocketAddr> = match host {
+        UrlHost::Ip(ip) => vec![SocketAddr::new(ip, url.port())],
+        UrlHost::Name(name) => {
+            tokio::net::lookup_host((name, url.port())).await.map_err(io)?.collect()
+        }
+    };
+    check_public(&host.to_string(), &addrs)?;
+    let stream = TcpStream::connect(&addrs[..]).await.map_err(io)?;
+    stream.set_nodelay(true).map_err(io)?;
+    Ok(stream)
+}
+
+/// Refuses `addrs` (what `host` resolved to) unless every one is public; an empty list is a
+/// connection failure.
+fn check_public(host: &str, addrs: &[SocketAddr]) -> Result<(), ConnectionError> {
+    if let Some(private) = addrs.iter().find(|a| UrlHost::Ip(a.ip()).is_non_public()) {
+        return Err(ConnectionError::PrivateAddress { host: host.to_owned(), addr: private.ip() });
+    }
+    if addrs.is_empty() {
+        let none = std::io::Error::new(std::io::ErrorKind::NotFound, format!("{host}: no address"));
+        return Err(ConnectionError::Connect(Box::new(tungstenite::Error::Io(none))));
+    }
+    Ok(())
 }
 
 /// Builds and signs the registration.
@@ -711,6 +770,29 @@ mod tests {
         );
         assert_eq!(&v1[..6], b"VB\x01\x00\x08\x02");
         assert!(wire::decode(&v1, &limits).is_err(), "not a current frame");
+    }
+
+    #[test]
+    fn only_public_resolved_addresses_are_dialled() {
+        let addr = |a: &str| a.parse::<SocketAddr>().expect("socket address");
+        assert!(check_public("v.example", &[addr("203.0.114.7:443")]).is_ok());
+        let mixed = [addr("203.0.114.7:443"), addr("[fd00::7]:443")];
+        assert!(matches!(
+            check_public("v.example", &mixed),
+            Err(ConnectionError::PrivateAddress { addr, .. }) if addr == mixed[1].ip()
+        ));
+        assert!(matches!(check_public("v.example", &[]), Err(ConnectionError::Connect(_))));
+    }
+
+    /// A name that resolves to loopback is refused before any connection is made.
+    #[tokio::test]
+    async fn a_name_resolving_to_loopback_is_not_dialled() {
+        let refused = dial_public("wss://localhost:9").await.expect_err("loopback");
+        assert!(
+            matches!(&refused, ConnectionError::PrivateAddress { host, addr }
+                if host == "localhost" && addr.is_loopback()),
+            "{refused}"
+        );
     }
 
     #[test]

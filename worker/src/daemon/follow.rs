@@ -272,8 +272,13 @@ fn start(
         }
         None => (ca.clone(), None),
     };
-    let target =
-        Target { url: endpoint.url.to_string(), pinned: hotkey, connector: Some(connector), pin };
+    let target = Target {
+        url: endpoint.url.to_string(),
+        pinned: hotkey,
+        connector: Some(connector),
+        pin,
+        public_only: !shared.config.discovery.allow_private_endpoints,
+    };
     let hotkey_text = ss58(&hotkey);
     info!(
         hotkey = %hotkey_text,

@@ -154,7 +154,8 @@ pub async fn run_worker_with_token(
                 }
                 None
             };
-            let target = Target { url, pinned, connector, pin: None };
+            // The operator named this coordinator: it is dialled as given.
+            let target = Target { url, pinned, connector, pin: None, public_only: false };
             serve_target(&shared, &target, &shutdown, &|_| {}).await;
         }
         WorkerMode::Discovery { network, netuid, state_file } => {
@@ -209,6 +210,11 @@ pub(crate) async fn serve_target(
                     announced_hotkey: pinned,
                     welcome_key: got,
                 }));
+            }
+            Err(ConnectionError::PrivateAddress { host, addr }) => {
+                let host = format!("{host} ({addr})");
+                error!(coordinator = %url, %host, attempt, "refusing coordinator: not a public address");
+                report(Report::Refused(Distrust::PrivateEndpoint { host }));
             }
             Err(e @ ConnectionError::FingerprintMismatch { announced, served }) => {
                 error!(coordinator = %url, error = %e, attempt, "refusing coordinator");

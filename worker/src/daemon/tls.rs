@@ -185,6 +185,7 @@ mod tests {
             pinned: PublicKey([9; 32]),
             connector: Some(connector),
             pin: Some(pin),
+            public_only: false,
         }
     }
 
@@ -220,6 +221,7 @@ mod tests {
             pinned: PublicKey([9; 32]),
             connector: Some(ca_connector(None).expect("connector")),
             pin: None,
+            public_only: false,
         };
         let refused = connect(&untrusting, &Limits::default()).await;
         assert!(matches!(refused, Err(ConnectionError::Connect(_))), "{:?}", refused.err());
