@@ -258,7 +258,7 @@ impl WssUrl {
     /// Checks `url` and wraps it unchanged.
     pub fn new(url: impl Into<String>) -> Result<Self, UrlError> {
         let url = url.into();
-        validate_url(&url)?;
+        parse_url(&url)?;
         Ok(Self(url))
     }
 
@@ -267,32 +267,20 @@ impl WssUrl {
         &self.0
     }
 
-    /// The port: the one written, else 443.
-    pub fn port(&self) -> u16 {
-        let rest = &self.0[SCHEME.len()..];
-        let authority = &rest[..rest.find('/').unwrap_or(rest.len())];
-        let after_host = match authority.rfind(']') {
-            Some(end) => &authority[end + 1..],
-            None => authority,
-        };
-        after_host.rsplit_once(':').and_then(|(_, port)| port.parse().ok()).unwrap_or(443)
-    }
-
     /// The host, a name or an IP address (validation made the two unambiguous).
     pub fn host(&self) -> UrlHost<'_> {
-        let rest = &self.0[SCHEME.len()..];
-        let authority = &rest[..rest.find('/').unwrap_or(rest.len())];
-        if let Some(bracketed) = authority.strip_prefix('[') {
-            let inside = bracketed.split(']').next().unwrap_or_default();
-            if let Ok(ip) = inside.parse::<Ipv6Addr>() {
-                return UrlHost::Ip(IpAddr::V6(ip));
-            }
-        }
-        let name = authority.split(':').next().unwrap_or_default();
-        match name.parse::<Ipv4Addr>() {
-            Ok(ip) => UrlHost::Ip(IpAddr::V4(ip)),
-            Err(_) => UrlHost::Name(name),
-        }
+        self.parts().0
+    }
+
+    /// The port: the one written, else 443.
+    pub fn port(&self) -> u16 {
+        self.parts().1
+    }
+
+    /// Host and port, read by the parser that validated the URL. It cannot fail on a
+    /// `WssUrl`; were it to, an empty name (which no resolver dials) stands in.
+    fn parts(&self) -> (UrlHost<'_>, u16) {
+        parse_url(&self.0).unwrap_or((UrlHost::Name(""), 443))
     }
 }
 
@@ -367,7 +355,9 @@ impl fmt::Display for WssUrl {
     }
 }
 
-fn validate_url(url: &str) -> Result<(), UrlError> {
+/// Checks `url` against the rules of [`WssUrl`] and returns its host and port (443 when none is
+/// written).
+fn parse_url(url: &str) -> Result<(UrlHost<'_>, u16), UrlError> {
     if !url.is_ascii() {
         return Err(UrlError::NonAscii);
     }
@@ -385,18 +375,17 @@ fn validate_url(url: &str) -> Result<(), UrlError> {
     if authority.contains('@') {
         return Err(UrlError::Userinfo);
     }
-    let port = if let Some(bracketed) = authority.strip_prefix('[') {
+    let (parsed, port) = if let Some(bracketed) = authority.strip_prefix('[') {
         let (host, tail) = bracketed.split_once(']').ok_or(UrlError::BadHost)?;
         if host.is_empty() {
             return Err(UrlError::EmptyHost);
         }
-        if host.parse::<Ipv6Addr>().is_err() {
-            return Err(UrlError::BadHost);
-        }
-        match tail {
+        let ip = host.parse::<Ipv6Addr>().map_err(|_| UrlError::BadHost)?;
+        let port = match tail {
             "" => None,
             tail => Some(tail.strip_prefix(':').ok_or(UrlError::BadHost)?),
-        }
+        };
+        (UrlHost::Ip(IpAddr::V6(ip)), port)
     } else {
         let (host, port) = match authority.split_once(':') {
             Some((host, port)) => (host, Some(port)),
@@ -416,18 +405,24 @@ fn validate_url(url: &str) -> Result<(), UrlError> {
         let hex = last.strip_prefix("0x").or_else(|| last.strip_prefix("0X"));
         let numeric = last.bytes().all(|b| b.is_ascii_digit())
             || hex.is_some_and(|h| h.bytes().all(|b| b.is_ascii_hexdigit()));
-        if numeric && host.parse::<Ipv4Addr>().is_err() {
-            return Err(UrlError::BadHost);
-        }
-        port
+        let parsed = match host.parse::<Ipv4Addr>() {
+            Ok(ip) => UrlHost::Ip(IpAddr::V4(ip)),
+            Err(_) if numeric => return Err(UrlError::BadHost),
+            Err(_) => UrlHost::Name(host),
+        };
+        (parsed, port)
     };
-    if let Some(port) = port {
-        let decimal =
-            !port.is_empty() && port.len() <= 5 && port.bytes().all(|b| b.is_ascii_digit());
-        if !decimal || port.parse::<u32>().map_or(true, |p| !(1..=65535).contains(&p)) {
-            return Err(UrlError::BadPort);
+    let port = match port {
+        None => 443,
+        Some(port) => {
+            let decimal =
+                !port.is_empty() && port.len() <= 5 && port.bytes().all(|b| b.is_ascii_digit());
+            match port.parse::<u16>() {
+                Ok(port) if decimal && port != 0 => port,
+                _ => return Err(UrlError::BadPort),
+            }
         }
-    }
+    };
     let path = path.as_bytes();
     for (i, &b) in path.iter().enumerate() {
         let escape_ok =
@@ -436,7 +431,7 @@ fn validate_url(url: &str) -> Result<(), UrlError> {
             return Err(UrlError::BadPath);
         }
     }
-    Ok(())
+    Ok((parsed, port))
 }
 
 /// The SHA-256 of a DER-encoded TLS certificate, pinned by validators that dial the endpoint.
