@@ -505,6 +505,18 @@ mod tests {
         assert!(matches!(stranger, Err(ChainError::NotRegistered(..))), "{stranger:?}");
     }
 
+    /// A coordinator on loopback with its database in `dir`, driving `chain`.
+    fn coordinator_config(dir: &Path, chain: &LocalChain) -> crate::CoordinatorConfig {
+        let mut config = crate::CoordinatorConfig {
+            ws_listen: ([127, 0, 0, 1], 0).into(),
+            http_listen: ([127, 0, 0, 1], 0).into(),
+            db: format!("sqlite://{}", dir.join("c.db").display()),
+            ..Default::default()
+        };
+        config.chain.network = format!("file:{}", chain.path().display());
+        config
+    }
+
     /// A coordinator started with `announce.url` writes its endpoint; one whose first write is
     /// rate limited waits the blocks out (one refusal, not one per check) and writes it then;
     /// once it is `refresh_blocks` old it is written again.
@@ -520,13 +532,7 @@ mod tests {
         let old = endpoint_at("wss://old.example").encode().expect("encodes");
         let first = chain.set_commitment(&signer, NetUid(1), &old).await.expect("old endpoint");
 
-        let mut config = crate::CoordinatorConfig {
-            ws_listen: ([127, 0, 0, 1], 0).into(),
-            http_listen: ([127, 0, 0, 1], 0).into(),
-            db: format!("sqlite://{}", dir.path().join("c.db").display()),
-            ..Default::default()
-        };
-        config.chain.network = format!("file:{}", chain.path().display());
+        let mut config = coordinator_config(dir.path(), &chain);
         config.announce = AnnounceConfig {
             url: Some("wss://v.example/vb".into()),
             fingerprint: FingerprintSetting::None,
@@ -573,13 +579,7 @@ mod tests {
     async fn an_endpoint_that_cannot_be_announced_stops_start() {
         let dir = tempfile::tempdir().expect("tempdir");
         let (chain, signer) = local(dir.path());
-        let mut config = crate::CoordinatorConfig {
-            ws_listen: ([127, 0, 0, 1], 0).into(),
-            http_listen: ([127, 0, 0, 1], 0).into(),
-            db: format!("sqlite://{}", dir.path().join("c.db").display()),
-            ..Default::default()
-        };
-        config.chain.network = format!("file:{}", chain.path().display());
+        let mut config = coordinator_config(dir.path(), &chain);
         config.announce.url = Some(format!("wss://{}.example", "a".repeat(120)));
         let err = crate::start(config, signer, Arc::new(chain)).await.expect_err("refused");
         assert!(err.to_string().contains("announce"), "{err}");
