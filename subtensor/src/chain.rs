@@ -312,6 +312,14 @@ impl Conn {
         self.api.storage().at(at).fetch_or_default(address).await.map_err(errors::from_subxt)
     }
 
+    /// The hotkey at every uid of `netuid` at block `at`, in uid order.
+    async fn hotkeys(&self, at: H256, netuid: NetUid) -> Result<Vec<AccountId32>, ChainError> {
+        let sm = finney::storage().subtensor_module();
+        let n = self.value(at, &sm.subnetwork_n(netuid.0)).await?;
+        let keys: Vec<_> = (0..n).map(|uid| sm.keys(netuid.0, uid)).collect();
+        self.values(at, &keys).await
+    }
+
     /// An optional storage value (`OptionQuery`) at block `at`.
     async fn option<A>(&self, at: H256, address: &A) -> Result<Option<A::Target>, ChainError>
     where
@@ -486,13 +494,9 @@ impl Chain for SubxtChain {
             let sm = finney::storage().subtensor_module();
             let (at, block) = conn.best().await?;
             conn.ensure_subnet(at, netuid).await?;
-            let n = conn.value(at, &sm.subnetwork_n(netuid.0)).await?;
             let permits = conn.value(at, &sm.validator_permit(netuid.0)).await?;
             let last_updates = conn.value(at, &sm.last_update(netuid.0)).await?;
-            let uids: Vec<u16> = (0..n).collect();
-            let hotkeys = conn
-                .values(at, &uids.iter().map(|&uid| sm.keys(netuid.0, uid)).collect::<Vec<_>>())
-                .await?;
+            let hotkeys = conn.hotkeys(at, netuid).await?;
             let coldkeys = conn
                 .values(at, &hotkeys.iter().map(|hk| sm.owner(hk.clone())).collect::<Vec<_>>())
                 .await?;
@@ -505,10 +509,9 @@ impl Chain for SubxtChain {
                         .collect::<Vec<_>>(),
                 )
                 .await?;
-            let neurons = uids
-                .iter()
+            let neurons = (0u16..)
                 .zip(hotkeys.iter().zip(coldkeys.iter().zip(&stakes)))
-                .map(|(&uid, (hotkey, (coldkey, &stake)))| {
+                .map(|(uid, (hotkey, (coldkey, &stake)))| {
                     let i = usize::from(uid);
                     Neuron {
                         uid,
@@ -641,7 +644,6 @@ impl Chain for SubxtChain {
         netuid: NetUid,
     ) -> Result<Vec<(PublicKey, Commitment)>, ChainError> {
         self.with_conn(|conn| async move {
-            let sm = finney::storage().subtensor_module();
             let (at, _) = conn.best().await?;
             conn.ensure_subnet(at, netuid).await?;
             let entries = finney::storage().commitments().commitment_of_iter1(netuid.0);
@@ -664,9 +666,7 @@ impl Chain for SubxtChain {
             if by_hotkey.is_empty() {
                 return Ok(Vec::new());
             }
-            let n = conn.value(at, &sm.subnetwork_n(netuid.0)).await?;
-            let uids: Vec<_> = (0..n).map(|uid| sm.keys(netuid.0, uid)).collect();
-            let hotkeys = conn.values(at, &uids).await?;
+            let hotkeys = conn.hotkeys(at, netuid).await?;
             Ok(hotkeys
                 .into_iter()
                 .filter_map(|hotkey| {
