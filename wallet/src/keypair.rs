@@ -87,7 +87,13 @@ impl Keypair {
     /// Signs `msg` in the [`SIGNING_CONTEXT`]. sr25519 signatures are randomised: signing the
     /// same message twice gives two different, equally valid signatures.
     pub fn sign(&self, msg: &[u8]) -> Signature {
-        Signature(self.pair.sign_simple(SIGNING_CONTEXT, msg).to_bytes())
+        self.sign_in(SIGNING_CONTEXT, msg)
+    }
+
+    /// Signs `msg` in a caller's own schnorrkel signing context: a signature made for one
+    /// purpose (a consensus vote, say) can then never verify as another (a wallet signature).
+    pub fn sign_in(&self, context: &[u8], msg: &[u8]) -> Signature {
+        Signature(self.pair.sign_simple(context, msg).to_bytes())
     }
 
     /// The 32-byte mini secret (btcli's `secretSeed`).
@@ -113,6 +119,12 @@ impl fmt::Debug for Keypair {
 /// valid schnorrkel encoding, is simply not verified. The identity point (all-zero key) is
 /// refused too: anyone can make signatures that schnorrkel accepts for it, and no real key is it.
 pub fn verify(public: &PublicKey, msg: &[u8], signature: &Signature) -> bool {
+    verify_in(SIGNING_CONTEXT, public, msg, signature)
+}
+
+/// Whether `signature` is `public`'s signature of `msg` in the signing `context`, with the
+/// refusals of [`verify`].
+pub fn verify_in(context: &[u8], public: &PublicKey, msg: &[u8], signature: &Signature) -> bool {
     if public.0 == [0; 32] {
         return false;
     }
@@ -122,7 +134,7 @@ pub fn verify(public: &PublicKey, msg: &[u8], signature: &Signature) -> bool {
     ) else {
         return false;
     };
-    public.verify_simple(SIGNING_CONTEXT, msg, &signature).is_ok()
+    public.verify_simple(context, msg, &signature).is_ok()
 }
 
 #[cfg(test)]
@@ -150,6 +162,17 @@ mod tests {
         let from_seed = Keypair::from_seed(&seed());
         assert_eq!(from_seed.public(), keypair.public());
         assert_eq!(from_seed.phrase(), None);
+    }
+
+    #[test]
+    fn signing_contexts_separate_domains() {
+        let keypair = Keypair::from_seed(&seed());
+        let public = keypair.public();
+        let own = keypair.sign_in(b"veribench-consensus", b"vote");
+        assert!(verify_in(b"veribench-consensus", &public, b"vote", &own));
+        assert!(!verify(&public, b"vote", &own), "a consensus signature is not a wallet one");
+        assert!(!verify_in(b"veribench-consensus", &public, b"vote", &keypair.sign(b"vote")));
+        assert!(!verify_in(b"veribench-consensus", &public, b"other", &own));
     }
 
     #[test]

@@ -27,6 +27,6 @@ mod ss58;
 pub use delegation::{delegate, verify_delegation};
 pub use error::{Result, WalletError};
 pub use keyfile::Wallet;
-pub use keypair::{Keypair, SIGNING_CONTEXT, verify};
+pub use keypair::{Keypair, SIGNING_CONTEXT, verify, verify_in};
 pub use selection::WalletConfig;
 pub use ss58::{BITTENSOR_SS58_PREFIX, parse_public_key, ss58_decode, ss58_encode};
