@@ -45,6 +45,9 @@ pub enum Command {
         #[command(flatten)]
         run: RunArgs,
     },
+    /// Validator consensus (`[consensus]`).
+    #[command(subcommand)]
+    Consensus(ConsensusCommand),
     /// Administer the embedded file-backed chain (`--subtensor.network file:PATH`).
     #[command(subcommand)]
     LocalChain(LocalChainCommand),
@@ -61,6 +64,24 @@ pub enum Command {
         db: String,
         #[command(flatten)]
         args: veribench_circuit::cli::CoordinatorCircuitArgs,
+    },
+}
+
+/// `consensus …`.
+#[derive(Debug, Subcommand)]
+pub enum ConsensusCommand {
+    /// Print a running coordinator's consensus status, last decisions and evidence (`GET
+    /// /api/v1/consensus`).
+    Status {
+        /// The coordinator's HTTP API.
+        #[arg(long, env = "VERIBENCH_API", default_value = "http://127.0.0.1:7800")]
+        api: String,
+        /// Decisions and evidence to list.
+        #[arg(long, default_value_t = 10)]
+        limit: u32,
+        /// Print the JSON as served.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -215,9 +236,89 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::Run(args) => serve(args).await,
         Command::Lease(args) => lease(args).await,
         Command::Announce { dry_run, run } => announce(run, dry_run).await,
+        Command::Consensus(ConsensusCommand::Status { api, limit, json }) => {
+            consensus_status(&api, limit, json).await
+        }
         Command::LocalChain(cmd) => local_chain(cmd),
         Command::Circuit { db, args } => circuit(&db, args).await,
     }
+}
+
+/// `consensus status`: what `GET /api/v1/consensus` says, as a few lines an operator reads.
+async fn consensus_status(api: &str, limit: u32, json: bool) -> anyhow::Result<()> {
+    let url = format!("{}/api/v1/consensus?limit={limit}", api.trim_end_matches('/'));
+    // reqwest brings no TLS provider of its own here (for an https:// API): ring, as `lease`.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let response = reqwest::get(&url).await.with_context(|| format!("cannot reach {url}"))?;
+    let status = response.status();
+    let bytes = response.bytes().await.with_context(|| format!("cannot read {url}"))?;
+    let body: serde_json::Value =
+        serde_json::from_slice(&bytes).with_context(|| format!("{url}: not JSON"))?;
+    anyhow::ensure!(status.is_success(), "{url}: {status}: {body}");
+    if json {
+        println!("{}", serde_json::to_string_pretty(&body)?);
+        return Ok(());
+    }
+    let text = |v: &serde_json::Value| match v {
+        serde_json::Value::Null => "-".to_owned(),
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    if body["enabled"] != serde_json::Value::Bool(true) {
+        println!("consensus: off ([consensus] enabled = false)");
+    }
+    let s = &body["status"];
+    if !s.is_null() {
+        println!(
+            "height {} round {} decided {} | validators {} | peers {}/{} connected",
+            text(&s["height"]),
+            text(&s["round"]),
+            text(&s["decided"]),
+            text(&s["validators"]),
+            text(&s["peers_connected"]),
+            text(&s["peers"]),
+        );
+        println!(
+            "decided {} heights ({} by catch-up) | last {} in {} ms, {} round(s) | equivocations {} | bad proposals {} | refused messages {}{}",
+            text(&s["heights_decided"]),
+            text(&s["heights_synced"]),
+            text(&s["last_decided"]),
+            text(&s["last_decide_ms"]),
+            text(&s["last_rounds"]),
+            text(&s["equivocations"]),
+            text(&s["bad_proposals"]),
+            text(&s["refused_messages"]),
+            if s["halted"] == serde_json::Value::Bool(true) {
+                " | HALTED (WAL write failed)"
+            } else {
+                ""
+            },
+        );
+    }
+    for d in body["decisions"].as_array().into_iter().flatten() {
+        println!(
+            "decision height {} round {} value {} proposer {} vectors {} signers {} in {} ms",
+            text(&d["height"]),
+            text(&d["round"]),
+            text(&d["value_id"]).get(..16).unwrap_or_default(),
+            text(&d["proposer"]["ss58"]),
+            text(&d["vectors"]),
+            text(&d["signers"]),
+            text(&d["decide_ms"]),
+        );
+    }
+    println!("evidence: {} recorded", text(&body["evidence_total"]));
+    for e in body["evidence"].as_array().into_iter().flatten() {
+        println!(
+            "  {} by {} at height {} round {}: {}",
+            text(&e["kind"]),
+            text(&e["validator"]["ss58"]),
+            text(&e["height"]),
+            text(&e["round"]),
+            e["detail"],
+        );
+    }
+    Ok(())
 }
 
 async fn circuit(

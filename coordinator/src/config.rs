@@ -61,6 +61,8 @@ pub struct CoordinatorConfig {
     pub circuit: veribench_circuit::FetchConfig,
     /// The endpoint published on chain for workers to find (`announce`).
     pub announce: crate::announce::AnnounceConfig,
+    /// Agreement on each epoch's weights with the other validators (off by default).
+    pub consensus: crate::consensus::ConsensusConfig,
 }
 
 impl Default for CoordinatorConfig {
@@ -85,6 +87,7 @@ impl Default for CoordinatorConfig {
             refusals: RefusalsConfig::default(),
             circuit: veribench_circuit::FetchConfig::default(),
             announce: crate::announce::AnnounceConfig::default(),
+            consensus: crate::consensus::ConsensusConfig::default(),
         }
     }
 }
@@ -438,6 +441,7 @@ impl CoordinatorConfig {
 
     /// Checks ranges and combinations.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.consensus.validate()?;
         let s = &self.schedule;
         let bad = |what: &str| Err(ConfigError::Invalid(what.to_owned()));
         // Written as "not positive" so NaN is refused too.

@@ -53,6 +53,9 @@ pub struct ScoreOutcome {
     pub set_id: i64,
     /// The run itself.
     pub run: ScoreRun,
+    /// BLAKE3 root of the evidence the run came from: the verified challenges of its window
+    /// (what a consensus score vector commits to).
+    pub evidence_root: [u8; 32],
 }
 
 /// What a submission attempt did.
@@ -104,6 +107,16 @@ impl Coordinator {
     /// its components and weight vector, and updates which workers are leased (and so not
     /// challenged).
     pub async fn score_epoch(&self, now: UnixMillis) -> Result<ScoreOutcome, EpochError> {
+        self.score_epoch_as(now, WeightSetStatus::Pending).await
+    }
+
+    /// [`Self::score_epoch`], storing the weight vector with `status`: `Proposed` under
+    /// consensus, where the agreed vector is submitted instead of this one.
+    pub async fn score_epoch_as(
+        &self,
+        now: UnixMillis,
+        status: WeightSetStatus,
+    ) -> Result<ScoreOutcome, EpochError> {
         let mg = match self.metagraph() {
             Some(mg) => mg,
             None => self.refresh_metagraph().await?,
@@ -118,6 +131,7 @@ impl Coordinator {
         for (worker, miner, at, gflops) in store.verified_since(window_start).await? {
             verified.entry((worker, miner)).or_default().push((at, gflops));
         }
+        let evidence_root = evidence_root(&verified);
         // By worker alone: moving a rig to another of one's hotkeys does not shed its rejections.
         let mut rejected: HashMap<PublicKey, Vec<(UnixMillis, RejectCode)>> = HashMap::new();
         for (worker, at, code) in store.rejected_since(window_start).await? {
@@ -223,7 +237,7 @@ impl Coordinator {
             workers: worker_lines,
             weights,
         };
-        let (run_id, set_id) = store.record_score_run(&run).await?;
+        let (run_id, set_id) = store.record_score_run_as(&run, status).await?;
         self.set_leased(lease_of.into_keys().collect::<HashSet<_>>());
         tracing::info!(
             run_id,
@@ -233,7 +247,7 @@ impl Coordinator {
             block = mg.block,
             "scores computed"
         );
-        Ok(ScoreOutcome { run_id, set_id, run })
+        Ok(ScoreOutcome { run_id, set_id, run, evidence_root })
     }
 
     /// Brings the next weight vector on chain if the rate limits allow: reveals a committed
@@ -359,10 +373,36 @@ impl Coordinator {
     }
 }
 
+/// BLAKE3 (key derived from "veribench consensus evidence v1") over the window's verified
+/// challenges, sorted: worker key ‖ miner key ‖ finish time (ms, u64 LE) ‖ GFLOP/s (f64 bits, LE).
+fn evidence_root(verified: &HashMap<(PublicKey, PublicKey), Vec<(UnixMillis, f64)>>) -> [u8; 32] {
+    let mut rows: Vec<([u8; 32], [u8; 32], u64, u64)> = verified
+        .iter()
+        .flat_map(|((w, m), v)| v.iter().map(move |(at, g)| (w.0, m.0, at.0, g.to_bits())))
+        .collect();
+    rows.sort_unstable();
+    let mut hasher = blake3::Hasher::new_derive_key("veribench consensus evidence v1");
+    for (worker, miner, at, gflops) in rows {
+        hasher.update(&worker);
+        hasher.update(&miner);
+        hasher.update(&at.to_le_bytes());
+        hasher.update(&gflops.to_le_bytes());
+    }
+    *hasher.finalize().as_bytes()
+}
+
 /// The epoch loop: refreshes the metagraph every `chain.metagraph_refresh_secs` (and tries to
 /// submit pending weights then), scores every `weights.interval_secs` (and submits right after),
 /// until `stop`.
-pub async fn run_epochs(coordinator: Arc<Coordinator>, stop: CancellationToken) {
+///
+/// Under consensus the scoring timer is off (epochs come from the chain's blocks, see
+/// [`crate::consensus::run_epochs`]) and `decided` wakes the loop to submit an agreed vector.
+pub async fn run_epochs(
+    coordinator: Arc<Coordinator>,
+    decided: Arc<tokio::sync::Notify>,
+    stop: CancellationToken,
+) {
+    let consensus = coordinator.config().consensus.enabled;
     let config = coordinator.config().clone();
     let mut refresh = tokio::time::interval(secs(config.chain.metagraph_refresh_secs));
     let mut score = tokio::time::interval_at(
@@ -380,11 +420,12 @@ pub async fn run_epochs(coordinator: Arc<Coordinator>, stop: CancellationToken) 
                     tracing::warn!(error = %e, "cannot read the metagraph; keeping the last one");
                 }
             }
-            _ = score.tick() => {
+            _ = score.tick(), if !consensus => {
                 if let Err(e) = coordinator.score_epoch(UnixMillis::now()).await {
                     tracing::error!(error = %e, "score run failed");
                 }
             }
+            _ = decided.notified() => {}
         }
         match tokio::select! {
             _ = stop.cancelled() => break,

@@ -40,6 +40,7 @@ pub fn router(coordinator: Arc<Coordinator>) -> Router {
         .route("/api/v1/scores", get(scores))
         .route("/api/v1/circuits", get(circuits))
         .route("/api/v1/weights", get(weights))
+        .route("/api/v1/consensus", get(consensus))
         .route(
             "/api/v1/leases",
             get(leases).post(post_lease).layer(DefaultBodyLimit::max(MAX_LEASE_BODY)),
@@ -165,8 +166,11 @@ async fn readyz(State(c): Shared) -> Response {
 
 async fn metrics(State(c): Shared) -> Response {
     let (workers, pending) = c.load();
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], c.metrics().render(workers, pending))
-        .into_response()
+    let mut text = c.metrics().render(workers, pending);
+    if let Some(node) = c.consensus() {
+        text.push_str(&node.status().render_prometheus());
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
 #[derive(Debug, Serialize)]
@@ -386,6 +390,7 @@ fn weight_set_view(s: &WeightSetRow) -> serde_json::Value {
         "submitted_at_ms": s.submitted_at.map(|t| t.0),
         "block": s.block,
         "tx_hash": s.tx_hash,
+        "decision_height": s.decision_height,
         "weights": s.entries.iter().map(WeightView::from).collect::<Vec<_>>(),
     })
 }
@@ -395,6 +400,61 @@ async fn weights(State(c): Shared, Query(q): Query<LimitQuery>) -> Response {
         Ok(rows) => Json(rows.iter().map(weight_set_view).collect::<Vec<_>>()).into_response(),
         Err(e) => internal(e),
     }
+}
+
+/// `GET /api/v1/consensus`: the node's status (when `[consensus]` is on), the newest decisions
+/// (`limit`, default 20) with their agreed weights, and the newest evidence of misbehaviour.
+async fn consensus(State(c): Shared, Query(q): Query<LimitQuery>) -> Response {
+    let limit = q.limit(20);
+    let store = c.store();
+    let (decisions, evidence, evidence_total) = match (
+        store.decisions(None, limit).await,
+        store.evidence(limit).await,
+        store.evidence_count().await,
+    ) {
+        (Ok(d), Ok(e), Ok(n)) => (d, e, n),
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return internal(e),
+    };
+    let decisions: Vec<_> = decisions
+        .iter()
+        .map(|d| {
+            serde_json::json!({
+                "height": d.height,
+                "round": d.round,
+                "rounds": d.round + 1,
+                "value_id": hex::encode(d.value_id),
+                "proposer": Key::from(&d.proposer),
+                "vectors": d.vectors,
+                "signers": d.signers,
+                "aggregate": d.aggregate,
+                "decided_at_ms": d.decided_at.0,
+                "decide_ms": d.decide_ms,
+            })
+        })
+        .collect();
+    let evidence: Vec<_> = evidence
+        .iter()
+        .map(|e| {
+            let detail: serde_json::Value =
+                serde_json::from_str(&e.detail).unwrap_or_else(|_| e.detail.clone().into());
+            serde_json::json!({
+                "height": e.height,
+                "round": e.round,
+                "validator": Key::from(&e.validator),
+                "kind": e.kind.as_str(),
+                "detail": detail,
+                "recorded_at_ms": e.recorded_at.0,
+            })
+        })
+        .collect();
+    Json(serde_json::json!({
+        "enabled": c.config().consensus.enabled,
+        "status": c.consensus().map(|n| n.status()),
+        "decisions": decisions,
+        "evidence": evidence,
+        "evidence_total": evidence_total,
+    }))
+    .into_response()
 }
 
 #[derive(Debug, Deserialize)]

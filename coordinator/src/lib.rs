@@ -4,7 +4,7 @@
 //!
 //! [`server::start`] wires the parts: [`store`] (persistence), [`service`] (the state machine),
 //! [`session`] (one connection), [`http`] (API and metrics), [`epoch`] (metagraph, scores and
-//! weights on chain), [`scoring`] (the pure score and weight math), [`leases`] (authenticated
+//! weights on chain), [`consensus`] (agreeing on them with the other validators), [`scoring`] (the pure score and weight math), [`leases`] (authenticated
 //! lease reports), [`config`]. [`cli`] is the command line of `veribench-coordinator` (and of
 //! `veribench coordinator`).
 
@@ -12,6 +12,7 @@ pub mod admission;
 pub mod announce;
 pub mod cli;
 pub mod config;
+pub mod consensus;
 pub mod detail;
 pub mod epoch;
 pub mod failure;

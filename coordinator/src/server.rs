@@ -48,6 +48,9 @@ pub enum ServeError {
     /// `announce.url` is set but names no endpoint that can be announced.
     #[error("cannot announce this coordinator: {0}")]
     Announce(#[from] crate::announce::AnnounceError),
+    /// The consensus node or its server could not start.
+    #[error("consensus: {0}")]
+    Consensus(#[from] veribench_consensus::ConsensusError),
 }
 
 /// A running coordinator.
@@ -59,6 +62,9 @@ pub struct Running {
     pub http_addr: SocketAddr,
     /// The coordinator, for in-process inspection (devnet, tests).
     pub coordinator: Arc<Coordinator>,
+    /// Where the consensus gRPC server listens, when `[consensus]` is on.
+    pub consensus_addr: Option<SocketAddr>,
+    consensus: Option<veribench_consensus::Service>,
     /// Cancelled first: listeners, scheduler, epochs and housekeeping stop.
     accepting: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
@@ -77,6 +83,9 @@ impl Running {
         self.accepting.cancel();
         for task in self.tasks {
             let _ = tokio::time::timeout(TASKS_GRACE, task).await;
+        }
+        if let Some(consensus) = self.consensus {
+            consensus.stop().await;
         }
         let grace = crate::config::secs(self.coordinator.config().storage.shutdown_grace_secs);
         self.coordinator.drain(grace).await;
@@ -132,6 +141,13 @@ pub async fn start(
             config.chain.retry,
         )
     });
+    // Bound before anything runs, like the other listeners: a port in use is a setup error.
+    let consensus_setup = if config.consensus.enabled {
+        let service_config = config.consensus.service_config(u32::from(config.chain.netuid))?;
+        Some((service_config, bind(config.consensus.listen).await?))
+    } else {
+        None
+    };
     let coordinator = Coordinator::new(config, keypair, store, chain).await?;
     if let Err(e) = coordinator.refresh_metagraph().await {
         tracing::warn!(error = %e, chain = %coordinator.chain().endpoint(), "cannot read the metagraph at start-up; registrations wait for it");
@@ -140,6 +156,31 @@ pub async fn start(
         (CancellationToken::new(), CancellationToken::new(), TaskTracker::new());
 
     let mut tasks = Vec::new();
+    let decided = Arc::new(tokio::sync::Notify::new());
+    let consensus = if let Some((service_config, listener)) = consensus_setup {
+        let cfg = &coordinator.config().consensus;
+        let host = Arc::new(crate::consensus::StoreHost::new(coordinator.clone(), decided.clone()));
+        let service = veribench_consensus::Service::start(
+            service_config,
+            listener,
+            coordinator.keypair().clone(),
+            host.clone(),
+        )
+        .await?;
+        service.node.set_members(crate::consensus::peer_keys(cfg));
+        coordinator.set_consensus(service.node.client());
+        tasks.push(tokio::spawn(crate::consensus::run_epochs(
+            coordinator.clone(),
+            service.node.client(),
+            host,
+            accepting.clone(),
+        )));
+        tracing::info!(addr = %service.local_addr(), "consensus listening");
+        Some(service)
+    } else {
+        None
+    };
+
     tasks.push(tokio::spawn(crate::session::accept_loop(
         coordinator.clone(),
         ws,
@@ -167,13 +208,28 @@ pub async fn start(
     tasks.push(tokio::spawn(async move {
         every(HOUSEKEEPING, stop, || c.housekeeping()).await;
     }));
-    tasks.push(tokio::spawn(crate::epoch::run_epochs(coordinator.clone(), accepting.clone())));
+    let consensus_addr = consensus.as_ref().map(|s| s.local_addr());
+    tasks.push(tokio::spawn(crate::epoch::run_epochs(
+        coordinator.clone(),
+        decided,
+        accepting.clone(),
+    )));
     if let Some(announcer) = announcer {
         let (c, stop) = (coordinator.clone(), accepting.clone());
         tasks.push(tokio::spawn(async move { announcer.run(c.metrics(), stop).await }));
     }
     tracing::info!(%ws_addr, %http_addr, coordinator = %coordinator.public_key(), "coordinator listening");
-    Ok(Running { ws_addr, http_addr, coordinator, accepting, tasks, closing, sessions })
+    Ok(Running {
+        ws_addr,
+        http_addr,
+        coordinator,
+        consensus_addr,
+        consensus,
+        accepting,
+        tasks,
+        closing,
+        sessions,
+    })
 }
 
 /// Runs `step` every `period` until `stop`. A step that overran is not made up for with a burst

@@ -253,6 +253,8 @@ pub struct Coordinator {
     records: TaskTracker,
     /// Cancelled when shutdown stops waiting for the database: outcome writes give up.
     stop_recording: CancellationToken,
+    /// The consensus node, when `[consensus]` is on (set once at start).
+    consensus: std::sync::OnceLock<veribench_consensus::NodeClient>,
 }
 
 impl Coordinator {
@@ -288,7 +290,18 @@ impl Coordinator {
             me: me.clone(),
             records: TaskTracker::new(),
             stop_recording: CancellationToken::new(),
+            consensus: std::sync::OnceLock::new(),
         }))
+    }
+
+    /// The consensus node, when `[consensus]` is on.
+    pub fn consensus(&self) -> Option<&veribench_consensus::NodeClient> {
+        self.consensus.get()
+    }
+
+    /// Attaches the consensus node (once; later calls are ignored).
+    pub fn set_consensus(&self, node: veribench_consensus::NodeClient) {
+        let _ = self.consensus.set(node);
     }
 
     /// The configuration in force.

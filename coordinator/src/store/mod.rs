@@ -280,6 +280,33 @@ pub enum StoreError {
         /// The value.
         value: String,
     },
+    /// A different value was offered for a height already decided: a consensus safety violation.
+    /// The stored decision is kept.
+    #[error(
+        "conflicting decision at height {height}: stored value {}, offered {}",
+        hex::encode(.stored),
+        hex::encode(.offered)
+    )]
+    ConflictingDecision {
+        /// The height.
+        height: u64,
+        /// The value id already stored.
+        stored: [u8; 32],
+        /// The value id offered.
+        offered: [u8; 32],
+    },
+    /// A value the database cannot hold without changing its meaning (a height above
+    /// `i64::MAX`, which would collide with others if saturated).
+    #[error("{column} {value} is out of the stored range")]
+    OutOfRange {
+        /// Column name.
+        column: &'static str,
+        /// The value.
+        value: u64,
+    },
+    /// A weight set refers to a score run that is not stored.
+    #[error("no score run {0}")]
+    UnknownScoreRun(i64),
     /// Creating the SQLite file's directory failed.
     #[error("cannot create database directory {path}: {source}")]
     Io {
@@ -314,6 +341,7 @@ impl Default for StoreOptions {
 
 mod circuits;
 mod claims;
+mod decisions;
 mod health;
 mod liveness;
 mod nonces;
@@ -323,6 +351,7 @@ mod row;
 mod scoring;
 
 pub use claims::HeldDevice;
+pub use decisions::{DecisionRecord, EvidenceKind, EvidenceRecord, MAX_CONSENSUS_LISTING};
 pub use health::{HealthReport, StoreHealth, is_outage};
 pub use scoring::{
     BUCKET_MS, LeaseRow, MinerScoreRecord, NewLease, ScoreRun, ScoreRunRow, WeightEntry,

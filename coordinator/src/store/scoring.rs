@@ -115,16 +115,20 @@ pub enum WeightSetStatus {
     Superseded,
     /// The chain refused it for good (no permit, not registered, bad version key).
     Failed,
+    /// Consensus is on: this validator's own vector, offered to the other validators; never
+    /// submitted (the agreed vector is).
+    Proposed,
 }
 
 impl WeightSetStatus {
-    const ALL: [Self; 6] = [
+    const ALL: [Self; 7] = [
         Self::Pending,
         Self::Committed,
         Self::Submitted,
         Self::Skipped,
         Self::Superseded,
         Self::Failed,
+        Self::Proposed,
     ];
 
     /// The stored and API name.
@@ -136,6 +140,7 @@ impl WeightSetStatus {
             Self::Skipped => "skipped",
             Self::Superseded => "superseded",
             Self::Failed => "failed",
+            Self::Proposed => "proposed",
         }
     }
 
@@ -195,6 +200,8 @@ pub struct WeightSetRow {
     pub block: Option<u64>,
     /// The extrinsic hash.
     pub tx_hash: Option<String>,
+    /// An agreed vector: the consensus height of the decision it comes from.
+    pub decision_height: Option<u64>,
     /// The weights.
     pub entries: Vec<WeightEntry>,
 }
@@ -218,6 +225,42 @@ fn block_param(b: u64) -> i64 {
 
 fn opt_block(r: &AnyRow, column: &'static str) -> Result<Option<u64>, StoreError> {
     Ok(row::opt_time(r, column)?.map(|t| t.0))
+}
+
+/// The status of a vector to submit: `skipped` when all zero (the previous weights stay in
+/// force), else `pending`, superseding older pending vectors (committed ones keep their reveal).
+/// Its first statement is a write when it writes at all, as SQLite transactions need.
+async fn submission_status(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    weights: &[WeightEntry],
+) -> Result<WeightSetStatus, StoreError> {
+    if weights.iter().all(|e| e.weight == 0) {
+        return Ok(WeightSetStatus::Skipped);
+    }
+    sqlx::query("UPDATE weight_sets SET status = 'superseded' WHERE status = 'pending'")
+        .execute(&mut **tx)
+        .await?;
+    Ok(WeightSetStatus::Pending)
+}
+
+/// Stores the entries of weight set `set_id`.
+async fn insert_entries(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    set_id: i64,
+    weights: &[WeightEntry],
+) -> Result<(), StoreError> {
+    for e in weights {
+        sqlx::query(
+            "INSERT INTO weight_entries (set_id, uid, hotkey, weight) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(set_id)
+        .bind(i64::from(e.uid))
+        .bind(e.hotkey.to_string())
+        .bind(i64::from(e.weight))
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
 }
 
 /// The IP of a peer address `ip:port` / `[v6]:port` (the whole string if it has no port).
@@ -433,6 +476,18 @@ impl Store {
     /// (run id, weight set id). An all-zero vector is stored as `skipped`; a pending one
     /// supersedes older pending vectors (committed ones keep their reveal).
     pub async fn record_score_run(&self, run: &ScoreRun) -> Result<(i64, i64), StoreError> {
+        self.record_score_run_as(run, WeightSetStatus::Pending).await
+    }
+
+    /// [`Self::record_score_run`] with the run's vector stored as `status`. Only `Pending` gets
+    /// the submission rules (all zero → `skipped`, supersedes older pending vectors); any other
+    /// status is stored as asked and supersedes nothing. With consensus on the run is recorded
+    /// as [`WeightSetStatus::Proposed`], which [`Self::next_weight_set`] never returns.
+    pub async fn record_score_run_as(
+        &self,
+        run: &ScoreRun,
+        status: WeightSetStatus,
+    ) -> Result<(i64, i64), StoreError> {
         let mut tx = self.pool.begin().await?;
         let run_id: i64 = sqlx::query_scalar(
             "INSERT INTO score_runs (at, block, config_json) VALUES ($1, $2, $3) RETURNING id",
@@ -483,13 +538,10 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         }
-        let all_zero = run.weights.iter().all(|e| e.weight == 0);
-        let status = if all_zero { WeightSetStatus::Skipped } else { WeightSetStatus::Pending };
-        if !all_zero {
-            sqlx::query("UPDATE weight_sets SET status = 'superseded' WHERE status = 'pending'")
-                .execute(&mut *tx)
-                .await?;
-        }
+        let status = match status {
+            WeightSetStatus::Pending => submission_status(&mut tx, &run.weights).await?,
+            other => other,
+        };
         let set_id: i64 = sqlx::query_scalar(
             "INSERT INTO weight_sets (run_id, created_at, status) VALUES ($1, $2, $3) \
              RETURNING id",
@@ -499,19 +551,42 @@ impl Store {
         .bind(status.as_str())
         .fetch_one(&mut *tx)
         .await?;
-        for e in &run.weights {
-            sqlx::query(
-                "INSERT INTO weight_entries (set_id, uid, hotkey, weight) VALUES ($1, $2, $3, $4)",
-            )
-            .bind(set_id)
-            .bind(i64::from(e.uid))
-            .bind(e.hotkey.to_string())
-            .bind(i64::from(e.weight))
-            .execute(&mut *tx)
-            .await?;
-        }
+        insert_entries(&mut tx, set_id, &run.weights).await?;
         tx.commit().await?;
         Ok((run_id, set_id))
+    }
+
+    /// Stores the vector consensus agreed on at `height` as a weight set to submit, linked to
+    /// this validator's run `run_id` of that epoch; returns its id. Like a pending run vector, it
+    /// is `skipped` when all zero and otherwise supersedes older pending vectors. Its time is
+    /// the decision's when the decision is stored, else the run's.
+    pub async fn record_agreed_weights(
+        &self,
+        run_id: i64,
+        height: u64,
+        entries: &[WeightEntry],
+    ) -> Result<i64, StoreError> {
+        let height = i64::try_from(height)
+            .map_err(|_| StoreError::OutOfRange { column: "decision_height", value: height })?;
+        let mut tx = self.pool.begin().await?;
+        let status = submission_status(&mut tx, entries).await?;
+        let set_id: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO weight_sets (run_id, created_at, status, decision_height) \
+             SELECT r.id, COALESCE((SELECT d.decided_at FROM decisions d \
+                                    WHERE d.height = $3), r.at), $2, $3 \
+             FROM score_runs r WHERE r.id = $1 \
+             RETURNING id",
+        )
+        .bind(run_id)
+        .bind(status.as_str())
+        .bind(height)
+        .fetch_optional(&mut *tx)
+        .await?;
+        // Dropping the transaction rolls the superseding back.
+        let set_id = set_id.ok_or(StoreError::UnknownScoreRun(run_id))?;
+        insert_entries(&mut tx, set_id, entries).await?;
+        tx.commit().await?;
+        Ok(set_id)
     }
 
     /// The newest `limit` score runs with their components, newest first.
@@ -582,7 +657,9 @@ impl Store {
                 })
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
-            let weights = match self.weight_sets_where("s.run_id = $1", id, 1, false).await?.pop() {
+            // The run's own vector, not an agreed one linked to it.
+            let own = "s.run_id = $1 AND s.decision_height IS NULL";
+            let weights = match self.weight_sets_where(own, id, 1, false).await?.pop() {
                 Some(set) => set.entries,
                 None => Vec::new(),
             };
@@ -629,7 +706,8 @@ impl Store {
         let order = if oldest_first { "ASC" } else { "DESC" };
         let sets = sqlx::query(&format!(
             "SELECT s.id, s.run_id, s.created_at, s.status, s.attempts, s.last_error, \
-                    s.reveal_json, s.commit_block, s.submitted_at, s.block, s.tx_hash \
+                    s.reveal_json, s.commit_block, s.submitted_at, s.block, s.tx_hash, \
+                    s.decision_height \
              FROM weight_sets s WHERE {condition} ORDER BY s.id {order} LIMIT $2"
         ))
         .bind(param)
@@ -668,6 +746,7 @@ impl Store {
                 submitted_at: row::opt_time(r, "submitted_at")?,
                 block: opt_block(r, "block")?,
                 tx_hash: row::opt_text(r, "tx_hash")?,
+                decision_height: opt_block(r, "decision_height")?,
                 entries,
             });
         }

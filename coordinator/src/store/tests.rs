@@ -173,6 +173,13 @@ on_both_databases!(
     leases_are_unique_and_filtered_by_time,
     score_runs_and_weight_sets_round_trip,
     circuit_fetches_round_trip,
+    decisions_round_trip_and_are_never_overwritten,
+    decisions_page_newest_first,
+    corrupt_decisions_and_evidence_are_errors,
+    evidence_is_idempotent_and_counted,
+    proposed_vectors_are_never_submitted,
+    agreed_weights_supersede_and_carry_their_decision,
+    weight_sets_survive_the_consensus_migration,
 );
 
 // ----------------------------------------------------------------------------- helpers
@@ -912,9 +919,9 @@ async fn rejections_are_counted_per_group_and_pruned(backend: Backend) -> TestRe
 
 /// Applies the migrations before 0004 to `db`, then stores rows of the old one-row-per-refusal
 /// table; opening the store then runs 0004, which must group them.
-async fn old_rejections_are_grouped_by_the_migration(backend: Backend) -> TestResult {
-    let db = TestDb::new(backend).await;
-    let (flavour, url) = match backend {
+/// A connection to `db` with only the migrations numbered below `first_excluded` applied.
+async fn migrated_before(db: &TestDb, first_excluded: &str) -> Result<AnyConnection, StoreError> {
+    let (flavour, url) = match db.backend {
         Backend::Sqlite => match sqlite_target(&db.url) {
             Some(SqliteTarget::File { path, url }) => {
                 if let Some(dir) = std::path::Path::new(&path).parent() {
@@ -931,12 +938,18 @@ async fn old_rejections_are_grouped_by_the_migration(backend: Backend) -> TestRe
     for entry in std::fs::read_dir(&all).expect("migrations") {
         let path = entry.expect("entry").path();
         let name = path.file_name().expect("file name").to_string_lossy().into_owned();
-        if name.as_str() < "0004" {
+        if name.as_str() < first_excluded {
             std::fs::copy(&path, before.path().join(name)).expect("copy");
         }
     }
     let mut conn = AnyConnection::connect(&url).await?;
     sqlx::migrate::Migrator::new(before.path()).await?.run_direct(&mut conn).await?;
+    Ok(conn)
+}
+
+async fn old_rejections_are_grouped_by_the_migration(backend: Backend) -> TestResult {
+    let db = TestDb::new(backend).await;
+    let mut conn = migrated_before(&db, "0004").await?;
     let long = "x".repeat(1_000);
     sqlx::query(
         "INSERT INTO rejections (at, peer, worker_key, kind, detail) VALUES \
@@ -1513,4 +1526,347 @@ async fn circuit_fetches_round_trip(backend: Backend) -> TestResult {
     assert_eq!(store.fetches(Some(&key(1)), 10).await?, vec![c, a]);
     assert_eq!(store.fetches(Some(&key(1)), 1).await?.len(), 1);
     Ok(())
+}
+
+// ------------------------------------------------------------------------ consensus
+
+fn decision(height: u64, value_byte: u8) -> super::DecisionRecord {
+    super::DecisionRecord {
+        height,
+        round: 2,
+        value_id: [value_byte; 32],
+        proposer: key(7),
+        aggregate: vec![0, 65_535, 1, 300],
+        vectors: 4,
+        signers: 3,
+        // Every byte value, NUL included, and a value id that differs per decision.
+        value: (0..=255u8).chain([value_byte]).collect(),
+        certificate: vec![0, 0, 1, 0xff, 0x80],
+        decided_at: UnixMillis(1_767_225_600_000_u64.saturating_add(height)),
+        decide_ms: 1_234,
+    }
+}
+
+async fn decisions_round_trip_and_are_never_overwritten(backend: Backend) -> TestResult {
+    let db = TestDb::new(backend).await;
+    let store = db.open().await;
+    assert_eq!(store.decision(5).await?, None);
+    assert_eq!(store.latest_decision_height().await?, None);
+    assert!(store.decisions(None, 10).await?.is_empty());
+
+    let d = decision(5, 0xab);
+    assert!(store.record_decision(&d).await?, "new");
+    assert_eq!(store.decision(5).await?, Some(d.clone()), "every field, bytes included");
+    assert_eq!(store.latest_decision_height().await?, Some(5));
+    let rounds: i64 = sqlx::query_scalar("SELECT rounds FROM decisions WHERE height = 5")
+        .fetch_one(&store.pool)
+        .await?;
+    assert_eq!(rounds, 3, "round + 1");
+
+    // The same decision again (even learnt later): nothing changes.
+    let again = super::DecisionRecord { decided_at: UnixMillis(9), ..d.clone() };
+    assert!(!store.record_decision(&again).await?);
+    assert_eq!(store.decision(5).await?, Some(d.clone()));
+
+    // Another value at the same height: refused, the stored one stays.
+    let other = decision(5, 0xcd);
+    match store.record_decision(&other).await {
+        Err(StoreError::ConflictingDecision { height, stored, offered }) => {
+            assert_eq!((height, stored, offered), (5, [0xab; 32], [0xcd; 32]));
+        }
+        r => panic!("expected a conflict, got {r:?}"),
+    }
+    assert_eq!(store.decision(5).await?, Some(d));
+    assert_eq!(count(&store, "decisions").await, 1);
+
+    // Edges: empty vectors and bytes, the largest storable height; above it is refused.
+    let edge = super::DecisionRecord {
+        round: u32::MAX,
+        aggregate: Vec::new(),
+        value: Vec::new(),
+        certificate: Vec::new(),
+        vectors: u32::MAX,
+        signers: 0,
+        decided_at: UnixMillis(0),
+        decide_ms: 0,
+        ..decision(i64::MAX as u64, 1)
+    };
+    assert!(store.record_decision(&edge).await?);
+    assert_eq!(store.decision(i64::MAX as u64).await?, Some(edge));
+    assert_eq!(store.latest_decision_height().await?, Some(i64::MAX as u64));
+    assert!(matches!(
+        store.record_decision(&decision(u64::MAX, 1)).await,
+        Err(StoreError::OutOfRange { column: "height", value: u64::MAX })
+    ));
+    assert_eq!(store.decision(u64::MAX).await?, None);
+    store.close().await
+}
+
+async fn decisions_page_newest_first(backend: Backend) -> TestResult {
+    let db = TestDb::new(backend).await;
+    let store = db.open().await;
+    // Out of order, with a gap.
+    for h in [3, 1, 2, 5, 6] {
+        assert!(store.record_decision(&decision(h, h as u8)).await?);
+    }
+    let heights = |v: Vec<super::DecisionRecord>| v.iter().map(|d| d.height).collect::<Vec<_>>();
+    assert_eq!(heights(store.decisions(None, 10).await?), [6, 5, 3, 2, 1]);
+    assert_eq!(heights(store.decisions(None, 2).await?), [6, 5]);
+    assert_eq!(heights(store.decisions(Some(5), 2).await?), [3, 2], "strictly below");
+    assert_eq!(heights(store.decisions(Some(2), 2).await?), [1]);
+    assert!(store.decisions(Some(1), 2).await?.is_empty());
+    assert!(store.decisions(None, 0).await?.is_empty());
+    assert_eq!(heights(store.decisions(Some(u64::MAX), 1).await?), [6]);
+    assert_eq!(store.decisions(None, u32::MAX).await?.len(), 5, "a huge limit is capped");
+    assert_eq!(store.decisions(Some(4), 1).await?, vec![decision(3, 3)]);
+    store.close().await
+}
+
+fn evidence(height: u64, validator: u8, kind: super::EvidenceKind) -> super::EvidenceRecord {
+    super::EvidenceRecord {
+        height,
+        round: 1,
+        validator: key(validator),
+        kind,
+        detail: format!("{{\"votes\":[\"{}\"]}}", "ab".repeat(32)),
+        recorded_at: UnixMillis(1_000_u64.saturating_add(height)),
+    }
+}
+
+async fn evidence_is_idempotent_and_counted(backend: Backend) -> TestResult {
+    use super::EvidenceKind::{BadProposal, DoubleProposal, DoubleVote};
+    let db = TestDb::new(backend).await;
+    let store = db.open().await;
+    assert_eq!(store.evidence_count().await?, 0);
+    assert!(store.evidence(10).await?.is_empty());
+    let a = evidence(1, 1, DoubleVote);
+    let b = evidence(1, 1, DoubleProposal);
+    let c = evidence(2, 2, BadProposal);
+    for e in [&a, &b, &c] {
+        assert!(store.record_evidence(e).await?, "new");
+    }
+    // Again, even with another detail and time: the first record stays.
+    let again =
+        super::EvidenceRecord { detail: "{}".into(), recorded_at: UnixMillis(9_999), ..a.clone() };
+    assert!(!store.record_evidence(&again).await?);
+    assert_eq!(store.evidence_count().await?, 3);
+    assert_eq!(store.evidence(10).await?, vec![c.clone(), b.clone(), a.clone()], "newest first");
+    assert_eq!(store.evidence(1).await?, vec![c]);
+    // Another round, validator or kind is other evidence.
+    assert!(store.record_evidence(&super::EvidenceRecord { round: 2, ..a.clone() }).await?);
+    assert!(store.record_evidence(&evidence(1, 3, DoubleVote)).await?);
+    assert_eq!(store.evidence_count().await?, 5);
+    for kind in super::EvidenceKind::ALL {
+        assert_eq!(super::EvidenceKind::parse(kind.as_str()), Some(kind));
+    }
+    assert_eq!(super::EvidenceKind::parse("double-vote"), None);
+    assert!(matches!(
+        store.record_evidence(&evidence(u64::MAX, 1, DoubleVote)).await,
+        Err(StoreError::OutOfRange { .. })
+    ));
+    store.close().await
+}
+
+async fn corrupt_decisions_and_evidence_are_errors(backend: Backend) -> TestResult {
+    let db = TestDb::new(backend).await;
+    let store = db.open().await;
+    store.record_decision(&decision(1, 1)).await?;
+    for (column, bad) in [
+        ("value_id", "zz".repeat(32)),
+        ("value_id", "ab".repeat(31)),
+        ("proposer", "not hex".to_owned()),
+        ("aggregate_json", "[1, 65536]".to_owned()),
+        ("aggregate_json", "[-1]".to_owned()),
+        ("aggregate_json", "{".to_owned()),
+    ] {
+        let good: String = sqlx::query_scalar(&format!("SELECT {column} FROM decisions"))
+            .fetch_one(&store.pool)
+            .await?;
+        sqlx::query(&format!("UPDATE decisions SET {column} = $1"))
+            .bind(&bad)
+            .execute(&store.pool)
+            .await?;
+        assert_eq!(corrupt_column(store.decision(1).await), Some((column, bad.clone())));
+        assert_eq!(corrupt_column(store.decisions(None, 5).await), Some((column, bad.clone())));
+        if column == "value_id" {
+            // Re-recording compares against the stored id: corrupt, not a conflict.
+            assert_eq!(
+                corrupt_column(store.record_decision(&decision(1, 1)).await),
+                Some((column, bad))
+            );
+        }
+        sqlx::query(&format!("UPDATE decisions SET {column} = $1"))
+            .bind(good)
+            .execute(&store.pool)
+            .await?;
+    }
+    sqlx::query("UPDATE decisions SET decided_at = -1").execute(&store.pool).await?;
+    assert_eq!(corrupt_column(store.decision(1).await), Some(("decided_at", "-1".to_owned())));
+
+    store.record_evidence(&evidence(1, 1, super::EvidenceKind::DoubleVote)).await?;
+    sqlx::query("UPDATE consensus_evidence SET validator = 'xyz'").execute(&store.pool).await?;
+    assert_eq!(corrupt_column(store.evidence(5).await), Some(("validator", "xyz".to_owned())));
+    // The CHECK constraint keeps an unknown kind out on both databases.
+    assert!(
+        sqlx::query("UPDATE consensus_evidence SET kind = 'other'")
+            .execute(&store.pool)
+            .await
+            .is_err()
+    );
+    store.close().await
+}
+
+/// A score run whose vector gives `weights[uid]` to uid `uid`.
+fn weights_run(at: u64, weights: &[u16]) -> super::ScoreRun {
+    super::ScoreRun {
+        at: UnixMillis(at),
+        block: Some(100),
+        config_json: "{}".into(),
+        miners: Vec::new(),
+        workers: Vec::new(),
+        weights: entries(weights),
+    }
+}
+
+fn entries(weights: &[u16]) -> Vec<super::WeightEntry> {
+    weights
+        .iter()
+        .enumerate()
+        .map(|(uid, &weight)| super::WeightEntry {
+            uid: u16::try_from(uid).expect("small uid"),
+            hotkey: key(u8::try_from(uid).expect("small uid") + 1),
+            weight,
+        })
+        .collect()
+}
+
+async fn set_status(store: &Store, id: i64) -> Result<super::WeightSetStatus, StoreError> {
+    let sets = store.weight_sets(100).await?;
+    Ok(sets.iter().find(|s| s.id == id).map(|s| s.status).expect("stored set"))
+}
+
+async fn proposed_vectors_are_never_submitted(backend: Backend) -> TestResult {
+    use super::WeightSetStatus::{Pending, Proposed};
+    let db = TestDb::new(backend).await;
+    let store = db.open().await;
+    let (_, pending) = store.record_score_run(&weights_run(1_000, &[1, 2])).await?;
+    let (run, proposed) = store.record_score_run_as(&weights_run(2_000, &[3, 4]), Proposed).await?;
+    assert_eq!(set_status(&store, pending).await?, Pending, "not superseded");
+    assert_eq!(set_status(&store, proposed).await?, Proposed);
+    assert_eq!(store.next_weight_set().await?.map(|s| s.id), Some(pending));
+    // All zero stays proposed (what was offered is kept as is).
+    let (_, zero) = store.record_score_run_as(&weights_run(3_000, &[0, 0]), Proposed).await?;
+    assert_eq!(set_status(&store, zero).await?, Proposed);
+
+    // With nothing pending, there is nothing to submit.
+    let db2 = TestDb::new(backend).await;
+    let store2 = db2.open().await;
+    store2.record_score_run_as(&weights_run(1_000, &[3, 4]), Proposed).await?;
+    assert_eq!(store2.next_weight_set().await?, None);
+    store2.close().await?;
+
+    // The run keeps its own vector.
+    let runs = store.score_runs(10).await?;
+    let own = runs.iter().find(|r| r.id == run).expect("run");
+    assert_eq!(own.run.weights, entries(&[3, 4]));
+    let listed = store.weight_sets(10).await?;
+    assert!(listed.iter().all(|s| s.decision_height.is_none()));
+    store.close().await
+}
+
+async fn agreed_weights_supersede_and_carry_their_decision(backend: Backend) -> TestResult {
+    use super::WeightSetStatus::{Pending, Proposed, Skipped, Superseded};
+    let db = TestDb::new(backend).await;
+    let store = db.open().await;
+    let (_, old_pending) = store.record_score_run(&weights_run(1_000, &[1, 2])).await?;
+    let (run, proposed) = store.record_score_run_as(&weights_run(2_000, &[3, 4]), Proposed).await?;
+
+    // The decision is stored: the agreed set takes its time.
+    let d = decision(42, 9);
+    store.record_decision(&d).await?;
+    let agreed = store.record_agreed_weights(run, 42, &entries(&[5, 6])).await?;
+    assert_eq!(set_status(&store, old_pending).await?, Superseded);
+    assert_eq!(set_status(&store, proposed).await?, Proposed, "what was offered stays");
+    let next = store.next_weight_set().await?.expect("the agreed set");
+    assert_eq!(
+        (next.id, next.run_id, next.status, next.decision_height),
+        (agreed, run, Pending, Some(42))
+    );
+    assert_eq!((next.created_at, next.entries), (d.decided_at, entries(&[5, 6])));
+    // The run still shows its own vector.
+    let runs = store.score_runs(10).await?;
+    assert_eq!(runs.iter().find(|r| r.id == run).expect("run").run.weights, entries(&[3, 4]));
+
+    // Without a stored decision the set takes the run's time; a newer one supersedes it.
+    let (run2, _) = store.record_score_run_as(&weights_run(3_000, &[7, 8]), Proposed).await?;
+    let agreed2 = store.record_agreed_weights(run2, 43, &entries(&[9, 10])).await?;
+    assert_eq!(set_status(&store, agreed).await?, Superseded);
+    let next = store.next_weight_set().await?.expect("newest agreed set");
+    assert_eq!(
+        (next.id, next.decision_height, next.created_at),
+        (agreed2, Some(43), UnixMillis(3_000))
+    );
+
+    // All zero: skipped, supersedes nothing.
+    let zero = store.record_agreed_weights(run2, 44, &entries(&[0, 0])).await?;
+    assert_eq!(set_status(&store, zero).await?, Skipped);
+    assert_eq!(store.next_weight_set().await?.map(|s| s.id), Some(agreed2));
+
+    // An unknown run is refused and rolls the superseding back.
+    assert!(matches!(
+        store.record_agreed_weights(run2 + 1_000, 45, &entries(&[1])).await,
+        Err(StoreError::UnknownScoreRun(r)) if r == run2 + 1_000
+    ));
+    assert_eq!(set_status(&store, agreed2).await?, Pending);
+    assert!(matches!(
+        store.record_agreed_weights(run2, u64::MAX, &entries(&[1])).await,
+        Err(StoreError::OutOfRange { column: "decision_height", .. })
+    ));
+    store.close().await
+}
+
+async fn weight_sets_survive_the_consensus_migration(backend: Backend) -> TestResult {
+    let db = TestDb::new(backend).await;
+    let mut conn = migrated_before(&db, "0006").await?;
+    sqlx::raw_sql(
+        "INSERT INTO score_runs (at, block, config_json) VALUES (1000, 7, '{}'); \
+         INSERT INTO weight_sets (run_id, created_at, status, attempts, reveal_json, \
+                                  commit_block) \
+             VALUES (1, 1000, 'superseded', 0, NULL, NULL), \
+                    (1, 1500, 'committed', 2, '{\"salt\":[1]}', 90), \
+                    (1, 1600, 'pending', 0, NULL, NULL); \
+         INSERT INTO weight_entries (set_id, uid, hotkey, weight) VALUES \
+             (2, 0, 'aa', 5), (2, 1, 'bb', 6), (3, 0, 'cc', 7); \
+         DELETE FROM weight_sets WHERE id = 3;",
+    )
+    .execute(&mut conn)
+    .await?;
+    // Real keys, so the rows decode.
+    sqlx::query("UPDATE weight_entries SET hotkey = $1")
+        .bind(key(1).to_string())
+        .execute(&mut conn)
+        .await?;
+    conn.close().await?;
+
+    let store = db.open().await;
+    let sets = store.weight_sets(10).await?;
+    assert_eq!(sets.iter().map(|s| s.id).collect::<Vec<_>>(), [2, 1]);
+    let committed = &sets[0];
+    assert_eq!(
+        (committed.status, committed.attempts, committed.commit_block, committed.decision_height),
+        (super::WeightSetStatus::Committed, 2, Some(90), None)
+    );
+    assert_eq!(committed.reveal_json.as_deref(), Some("{\"salt\":[1]}"));
+    assert_eq!(committed.entries.iter().map(|e| e.weight).collect::<Vec<_>>(), [5, 6]);
+    assert_eq!(count(&store, "weight_entries").await, 2, "the deleted set's entries went with it");
+    // Ids are not reused, and the entries still cascade with their set.
+    let agreed = store.record_agreed_weights(1, 1, &entries(&[1, 2])).await?;
+    assert_eq!(agreed, 4);
+    sqlx::query("DELETE FROM weight_sets WHERE id = $1").bind(agreed).execute(&store.pool).await?;
+    assert_eq!(count(&store, "weight_entries").await, 2);
+    sqlx::query("INSERT INTO weight_entries (set_id, uid, hotkey, weight) VALUES (99, 0, 'x', 1)")
+        .execute(&store.pool)
+        .await
+        .expect_err("entries still reference weight sets");
+    store.close().await
 }
