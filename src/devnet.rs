@@ -15,6 +15,12 @@
 //! how both end up in the weights. `--rounds R` stops once every permitted coordinator has
 //! finished R challenges of every worker, scores the miners, sets each coordinator's weights on
 //! the local chain and, with `--json`, prints one summary object including them.
+//!
+//! `--consensus` makes the permitted coordinators agree on every epoch's weights (gRPC on
+//! loopback, a `--epoch-blocks` epoch of one-second blocks): at the end each waits for the
+//! epoch after the rounds to be decided and submits the agreed vector, so every honest
+//! coordinator sets the same weights. `--byzantine K` makes the last K permitted coordinators
+//! equivocate and propose aggregates that do not recompute.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -24,10 +30,12 @@ use std::time::Duration;
 use anyhow::Context;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
-use veribench_chain::{LocalChain, NetUid};
+use veribench_chain::{Chain, LocalChain, NetUid};
 use veribench_coordinator::announce::{AnnounceConfig, FingerprintSetting};
 use veribench_coordinator::config::{LivenessConfig, ScheduleConfig};
+use veribench_coordinator::consensus::{Byzantine, PeerConfig};
 use veribench_coordinator::epoch::SubmitOutcome;
+use veribench_coordinator::store::WeightSetStatus;
 use veribench_coordinator::{CoordinatorConfig, Running};
 use veribench_kernels::{
     Backend, BackendError, BackendKind, CpuBackend, DeviceInfo, Execution, RowSource,
@@ -74,6 +82,16 @@ pub struct DevnetArgs {
     /// Extra coordinators that announce themselves without a validator permit.
     #[arg(long, default_value_t = 0)]
     pub rogue: u32,
+    /// The permitted coordinators agree on each epoch's weights (validator consensus).
+    #[arg(long)]
+    pub consensus: bool,
+    /// With --consensus: this many of the permitted coordinators are Byzantine (they equivocate
+    /// and propose bad aggregates); fewer than a third.
+    #[arg(long, default_value_t = 0, requires = "consensus")]
+    pub byzantine: u32,
+    /// With --consensus: blocks (of one second) per weights epoch, one consensus height.
+    #[arg(long, default_value_t = 5)]
+    pub epoch_blocks: u64,
 }
 
 /// The subnet of the devnet's local chain.
@@ -151,6 +169,20 @@ struct Summary {
     weights: Vec<WeightSummary>,
     /// Every coordinator, permitted ones first.
     coordinators: Vec<CoordinatorSummary>,
+    /// With --consensus: what the honest coordinators agreed on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    consensus: Option<ConsensusSummary>,
+}
+
+/// The honest coordinators' decisions: `heights` any of them decided, `decided` those every one
+/// decided with the same value, `evidence` the misbehaviour they recorded, and `agreed` when
+/// every height was decided alike and they set identical weights.
+#[derive(Debug, Serialize)]
+struct ConsensusSummary {
+    heights: u64,
+    decided: u64,
+    evidence: u64,
+    agreed: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -174,6 +206,9 @@ struct WeightSummary {
 struct CoordinatorSummary {
     hotkey: String,
     permit: bool,
+    /// With --consensus: this coordinator was made Byzantine.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    byzantine: bool,
     url: String,
     verified: u64,
     failed: u64,
@@ -198,7 +233,14 @@ struct Node {
     running: Running,
     keys: Keypair,
     permit: bool,
+    byzantine: bool,
     url: String,
+}
+
+/// Where each permitted coordinator's consensus node listens, and who is Byzantine.
+struct ConsensusPlan {
+    peers: Vec<(PublicKey, u16)>,
+    byzantine: Vec<PublicKey>,
 }
 
 /// Stake of a devnet validator: 10,000 TAO in rao, above the workers' default
@@ -214,6 +256,11 @@ pub async fn run(args: DevnetArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.workers >= 1, "--workers must be at least 1");
     anyhow::ensure!(args.slow <= args.workers, "--slow cannot exceed --workers");
     anyhow::ensure!(args.coordinators >= 1, "--coordinators must be at least 1");
+    anyhow::ensure!(
+        args.byzantine * 3 < args.coordinators,
+        "--byzantine must be fewer than a third of --coordinators (honest stake above 2/3)"
+    );
+    anyhow::ensure!(args.epoch_blocks >= 1, "--epoch-blocks must be at least 1");
     if args.json && args.rounds.is_none() {
         anyhow::bail!("--json needs --rounds (the summary is printed when the rounds are done)");
     }
@@ -257,16 +304,38 @@ pub async fn run(args: DevnetArgs) -> anyhow::Result<()> {
     for m in &miners {
         chain.register(NETUID, m.public(), m.public(), 0, false)?;
     }
+    let plan = if args.consensus {
+        // Several epochs' weights go on chain: no rate limit between them on the devnet.
+        chain.configure_subnet(NETUID, |s| s.rate_limit_blocks = 0)?;
+        let permitted: Vec<PublicKey> =
+            nodes.iter().filter(|n| n.2).map(|n| n.1.public()).collect();
+        let mut peers = Vec::new();
+        for key in &permitted {
+            peers.push((*key, free_port()?));
+        }
+        let byzantine = permitted.iter().rev().take(args.byzantine as usize).copied().collect();
+        Some(ConsensusPlan { peers, byzantine })
+    } else {
+        None
+    };
     let mut started = Vec::new();
     for (name, keys, permit) in nodes {
-        let node = start_coordinator(&args, &dir, &chain, &name, keys, permit, total).await?;
+        let node =
+            start_coordinator(&args, &dir, &chain, &name, keys, permit, total, plan.as_ref())
+                .await?;
         if !args.json {
             eprintln!(
                 "devnet: {name} ({}) on {} (API http://{}){}",
                 ss58(&node.keys.public()),
                 node.url,
                 node.running.http_addr,
-                if permit { "" } else { ", no validator permit" }
+                if !permit {
+                    ", no validator permit"
+                } else if node.byzantine {
+                    ", Byzantine"
+                } else {
+                    ""
+                }
             );
         }
         started.push(node);
@@ -327,8 +396,21 @@ pub async fn run(args: DevnetArgs) -> anyhow::Result<()> {
     }
     // Scored while the workers are still online: an offline miner scores 0.
     let mut weights = Vec::new();
-    for node in &permitted {
-        weights.push(set_weights(&node.running, &chain).await);
+    if args.consensus {
+        // The first epoch that starts after the rounds scores all of them.
+        let block = chain.current_block().await?;
+        let target = block / args.epoch_blocks + 1;
+        for node in &permitted {
+            // A Byzantine coordinator's submissions are its own business: read what it set.
+            weights.push(match node.byzantine {
+                true => chain_weights(&node.running.coordinator, &chain),
+                false => agreed_weights(node, &chain, target).await,
+            });
+        }
+    } else {
+        for node in &permitted {
+            weights.push(set_weights(&node.running, &chain).await);
+        }
     }
     stop.cancel();
     for w in workers {
@@ -341,6 +423,10 @@ pub async fn run(args: DevnetArgs) -> anyhow::Result<()> {
         let set = if node.permit { weights.next().transpose()? } else { None };
         coordinators.push(summarise(node, set.unwrap_or_default()).await?);
     }
+    let consensus = match args.consensus {
+        true => Some(consensus_summary(&nodes, &coordinators).await?),
+        false => None,
+    };
     let summary = Summary {
         workers: total,
         verified: coordinators.iter().filter(|c| c.permit).map(|c| c.verified).sum(),
@@ -351,6 +437,7 @@ pub async fn run(args: DevnetArgs) -> anyhow::Result<()> {
             .collect(),
         weights: coordinators.first().map(|c| c.weights.clone()).unwrap_or_default(),
         coordinators,
+        consensus,
     };
     for node in nodes {
         node.running.shutdown().await;
@@ -363,6 +450,7 @@ pub async fn run(args: DevnetArgs) -> anyhow::Result<()> {
 
 /// Starts one coordinator on a loopback port with a fresh self-signed certificate for
 /// `localhost`, announcing `wss://localhost:PORT` and the certificate's fingerprint.
+#[allow(clippy::too_many_arguments)]
 async fn start_coordinator(
     args: &DevnetArgs,
     dir: &Path,
@@ -371,6 +459,7 @@ async fn start_coordinator(
     keys: Keypair,
     permit: bool,
     workers: u32,
+    plan: Option<&ConsensusPlan>,
 ) -> anyhow::Result<Node> {
     let home = dir.join(name);
     std::fs::create_dir_all(&home).with_context(|| format!("cannot create {}", home.display()))?;
@@ -421,10 +510,37 @@ async fn start_coordinator(
         config.limits.max_unregistered.max(usize::try_from(workers).unwrap_or(usize::MAX));
     config.limits.max_unregistered = everyone;
     config.limits.max_unregistered_per_address = everyone;
+    let me = keys.public();
+    let byzantine = plan.is_some_and(|p| p.byzantine.contains(&me));
+    if let Some(plan) = plan.filter(|_| permit) {
+        let port = plan.peers.iter().find(|(k, _)| *k == me).map(|(_, p)| *p).context("port")?;
+        let c = &mut config.consensus;
+        c.enabled = true;
+        c.listen = format!("127.0.0.1:{port}").parse()?;
+        c.peers = plan
+            .peers
+            .iter()
+            .filter(|(k, _)| *k != me)
+            .map(|(k, port)| PeerConfig {
+                hotkey: k.to_string(),
+                url: format!("http://127.0.0.1:{port}"),
+            })
+            .collect();
+        c.epoch_blocks = args.epoch_blocks;
+        c.poll_secs = 0.25;
+        c.wal = home.join("consensus.wal");
+        c.timeout_propose_ms = 1000;
+        c.timeout_prevote_ms = 500;
+        c.timeout_precommit_ms = 500;
+        c.timeout_delta_ms = 250;
+        c.sync_after_secs = 3.0;
+        c.byzantine = Byzantine { equivocate: byzantine, bad_aggregate: byzantine };
+        config.weights.min_blocks_between_updates = 0;
+    }
     let running = veribench_coordinator::start(config, keys.clone(), Arc::new(chain.clone()))
         .await
         .with_context(|| format!("cannot start {name}"))?;
-    Ok(Node { running, keys, permit, url })
+    Ok(Node { running, keys, permit, byzantine, url })
 }
 
 /// A certificate for `localhost` and its key, PEM files in `home`, made on first use.
@@ -468,6 +584,7 @@ async fn summarise(node: &Node, weights: Vec<WeightSummary>) -> anyhow::Result<C
     Ok(CoordinatorSummary {
         hotkey: ss58(&node.keys.public()),
         permit: node.permit,
+        byzantine: node.byzantine,
         url: node.url.clone(),
         verified: miners.iter().map(|m| m.verified).sum(),
         failed: miners.iter().map(|m| m.failed).sum(),
@@ -516,6 +633,14 @@ async fn set_weights(running: &Running, chain: &LocalChain) -> anyhow::Result<Ve
         SubmitOutcome::Submitted { .. } => {}
         other => anyhow::bail!("weights were not set on the local chain: {other:?}"),
     }
+    chain_weights(c, chain)
+}
+
+/// What the chain stored as the coordinator's weights.
+fn chain_weights(
+    c: &veribench_coordinator::Coordinator,
+    chain: &LocalChain,
+) -> anyhow::Result<Vec<WeightSummary>> {
     let mg = c.metagraph().context("no metagraph")?;
     let me = mg.uid(&c.public_key()).context("the coordinator is not registered")?;
     let set = chain.weights(NETUID)?.remove(&me).unwrap_or_default();
@@ -527,6 +652,63 @@ async fn set_weights(running: &Running, chain: &LocalChain) -> anyhow::Result<Ve
             weight,
         })
         .collect())
+}
+
+/// Waits until the coordinator has submitted the agreed vector of a height at or after
+/// `target` (its own epoch loop submits each decision), then reads back what the chain stored
+/// for its uid.
+async fn agreed_weights(
+    node: &Node,
+    chain: &LocalChain,
+    target: u64,
+) -> anyhow::Result<Vec<WeightSummary>> {
+    let c = &node.running.coordinator;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let sets = c.store().weight_sets(20).await.context("cannot read weight sets")?;
+        let done = sets.iter().any(|s| {
+            s.decision_height.is_some_and(|h| h >= target) && s.status == WeightSetStatus::Submitted
+        });
+        if done {
+            break;
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "{}: no agreed vector of height {target} or later was submitted",
+            ss58(&node.keys.public())
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    chain_weights(c, chain)
+}
+
+/// The honest coordinators' decisions, compared.
+async fn consensus_summary(
+    nodes: &[Node],
+    coordinators: &[CoordinatorSummary],
+) -> anyhow::Result<ConsensusSummary> {
+    let mut by_height: std::collections::BTreeMap<u64, Vec<[u8; 32]>> = Default::default();
+    let mut evidence = 0;
+    let honest: Vec<&Node> = nodes.iter().filter(|n| n.permit && !n.byzantine).collect();
+    for node in &honest {
+        let store = node.running.coordinator.store();
+        for d in store.decisions(None, 1000).await.context("cannot read decisions")? {
+            by_height.entry(d.height).or_default().push(d.value_id);
+        }
+        evidence += store.evidence_count().await.context("cannot read evidence")?;
+    }
+    let decided = by_height
+        .values()
+        .filter(|ids| ids.len() == honest.len() && ids.iter().all(|id| *id == ids[0]))
+        .count() as u64;
+    let heights = by_height.len() as u64;
+    let honest_weights: Vec<&Vec<WeightSummary>> =
+        coordinators.iter().filter(|c| c.permit && !c.byzantine).map(|c| &c.weights).collect();
+    let same_weights = honest_weights
+        .windows(2)
+        .all(|w| w[0].iter().map(|x| (x.uid, x.weight)).eq(w[1].iter().map(|x| (x.uid, x.weight))));
+    let agreed = heights > 0 && decided == heights && same_weights;
+    Ok(ConsensusSummary { heights, decided, evidence, agreed })
 }
 
 /// A hotkey from the devnet wallet, created on first use.

@@ -108,6 +108,32 @@ fn workers_serve_every_permitted_coordinator_and_refuse_the_rogue() {
     }
 }
 
+/// Four permitted coordinators agree on each epoch's weights, one of them Byzantine (it
+/// equivocates and proposes aggregates that do not recompute): every height is decided alike
+/// by the honest three, their evidence names the Byzantine one, and all three set identical
+/// weights that favour the working miners.
+#[test]
+fn consensus_with_a_byzantine_validator_agrees_on_the_weights() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let args = ["--coordinators", "4", "--consensus", "--byzantine", "1", "--workers", "2"];
+    let summary = devnet(&[&args[..], &["--rounds", "2"]].concat(), dir.path());
+    let consensus = &summary["consensus"];
+    assert_eq!(consensus["agreed"], true, "{summary}");
+    assert!(consensus["heights"].as_u64().is_some_and(|h| h >= 1), "{summary}");
+    assert_eq!(consensus["heights"], consensus["decided"], "{summary}");
+    assert!(consensus["evidence"].as_u64().is_some_and(|e| e >= 1), "{summary}");
+    let coordinators = summary["coordinators"].as_array().expect("coordinators");
+    let honest: Vec<_> = coordinators.iter().filter(|c| c["byzantine"] != true).collect();
+    assert_eq!(honest.len(), 3, "{summary}");
+    let weights = |c: &serde_json::Value| c["weights"].clone();
+    assert!(honest.iter().all(|c| weights(c) == weights(honest[0])), "{summary}");
+    for m in summary["miners"].as_array().expect("miners") {
+        let w = weights(honest[0]);
+        let entry = w.as_array().expect("weights").iter().find(|w| w["hotkey"] == m["hotkey"]);
+        assert!(entry.is_some_and(|w| w["weight"].as_u64() > Some(0)), "{summary}");
+    }
+}
+
 /// `veribench coordinator announce` as an operator runs it on the local chain: `--dry-run`
 /// prints the exact bytes and touches no chain; the real run writes them as the hotkey's
 /// commitment, which reads back as the same endpoint.

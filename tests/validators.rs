@@ -119,12 +119,23 @@ impl Validator {
         fingerprint: FingerprintSetting,
         tweak: impl FnOnce(&mut veribench_coordinator::CoordinatorConfig),
     ) -> Validator {
-        let keys = keypair();
+        Self::start_on(Db::Sqlite, keypair(), subnet, permit, fingerprint, tweak).await
+    }
+
+    /// [`Self::start`] with `keys` on a database of `kind`.
+    async fn start_on(
+        kind: Db,
+        keys: Keypair,
+        subnet: &Subnet,
+        permit: bool,
+        fingerprint: FingerprintSetting,
+        tweak: impl FnOnce(&mut veribench_coordinator::CoordinatorConfig),
+    ) -> Validator {
         subnet
             .chain
             .register(NETUID, keys.public(), keys.public(), STAKE, permit)
             .expect("register the validator");
-        let db = TestDb::create(Db::Sqlite).await;
+        let db = TestDb::create(kind).await;
         let port = free_port();
         let mut config = fast_config();
         config.db = db.url.clone();
@@ -307,4 +318,134 @@ async fn coordinators_share_a_busy_device_without_failing_it() {
     worker.await.expect("joins").expect("the worker stops cleanly");
     a.running.shutdown().await;
     b.running.shutdown().await;
+}
+
+// ------------------------------------------------------------------------------- consensus
+
+/// Four coordinators, two on SQLite and two on PostgreSQL, agree over gRPC on loopback on each
+/// epoch's weights (epochs of 10 blocks of the local chain), store every decision alike, and
+/// each submits the agreed vector through its own submission path. The API and `veribench
+/// coordinator consensus status` report it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_coordinators_agree_on_the_weights_they_submit() {
+    let subnet = Subnet::new(1);
+    let miner = subnet.miners[0].clone();
+    let keys: Vec<Keypair> = (0..4).map(|_| keypair()).collect();
+    let ports: Vec<u16> = (0..4).map(|_| free_port()).collect();
+    let wal_dir = tempfile::tempdir().expect("temp dir");
+    let mut validators = Vec::new();
+    for (i, db) in [Db::Sqlite, Db::Postgres, Db::Sqlite, Db::Postgres].into_iter().enumerate() {
+        let peers = (0..4)
+            .filter(|&j| j != i)
+            .map(|j| veribench_coordinator::consensus::PeerConfig {
+                hotkey: keys[j].public().to_string(),
+                url: format!("http://127.0.0.1:{}", ports[j]),
+            })
+            .collect();
+        let wal = wal_dir.path().join(format!("validator{i}.wal"));
+        let port = ports[i];
+        let consensus = move |c: &mut veribench_coordinator::CoordinatorConfig| {
+            let k = &mut c.consensus;
+            k.enabled = true;
+            k.listen = ([127, 0, 0, 1], port).into();
+            k.peers = peers;
+            k.epoch_blocks = 10;
+            k.poll_secs = 0.1;
+            k.wal = wal;
+            k.timeout_propose_ms = 1000;
+            k.timeout_prevote_ms = 500;
+            k.timeout_precommit_ms = 500;
+            k.timeout_delta_ms = 250;
+            k.sync_after_secs = 3.0;
+            // A test lives seconds: one bucket online is full availability, one verified
+            // challenge full participation.
+            c.scoring.availability_buckets = 1;
+            c.scoring.participation_baseline = 1;
+        };
+        let v = Validator::start_on(
+            db,
+            keys[i].clone(),
+            &subnet,
+            true,
+            FingerprintSetting::Auto,
+            consensus,
+        )
+        .await;
+        validators.push(v);
+    }
+    let state = subnet.dir.path().join("worker-coordinators.json");
+    let stop = CancellationToken::new();
+    let worker = discovering_worker(&subnet, &miner, cpu("consensus"), &state, &stop);
+    for v in &validators {
+        v.verifies(&miner.public(), 1).await;
+    }
+
+    // Every coordinator submits an agreed vector that gives the miner weight.
+    let mut submitted = Vec::new();
+    for v in &validators {
+        let set = eventually("an agreed vector on chain", Duration::from_secs(90), || async {
+            let sets = v.running.coordinator.store().weight_sets(50).await.ok()?;
+            sets.into_iter().find(|s| {
+                s.decision_height.is_some()
+                    && s.status == veribench_coordinator::store::WeightSetStatus::Submitted
+                    && s.entries.iter().any(|e| e.hotkey == miner.public() && e.weight > 0)
+            })
+        })
+        .await;
+        submitted.push(set);
+    }
+    // Whatever height each submitted, the stores agree on every decided height and on the
+    // agreed vector recorded for it.
+    /// A decision as compared: the value id and the agreed weights.
+    type Decided = ([u8; 32], Vec<u16>);
+    let mut by_height: std::collections::BTreeMap<u64, Vec<Decided>> = Default::default();
+    for v in &validators {
+        for d in v.running.coordinator.store().decisions(None, 100).await.expect("decisions") {
+            by_height.entry(d.height).or_default().push((d.value_id, d.aggregate));
+        }
+    }
+    let common: Vec<u64> =
+        by_height.iter().filter(|(_, ds)| ds.len() == 4).map(|(h, _)| *h).collect();
+    assert!(!common.is_empty(), "no height decided by all four: {by_height:?}");
+    for (height, ds) in &by_height {
+        assert!(ds.iter().all(|d| d == &ds[0]), "height {height} decided two ways: {ds:?}");
+    }
+    for (v, set) in validators.iter().zip(&submitted) {
+        let height = set.decision_height.expect("a decision");
+        let decided = &by_height[&height][0].1;
+        for e in &set.entries {
+            assert_eq!(Some(&e.weight), decided.get(usize::from(e.uid)), "{set:?}");
+        }
+        let mg = v.running.coordinator.metagraph().expect("metagraph");
+        let uid = mg.uid(&v.keys.public()).expect("uid");
+        let on_chain = subnet.chain.weights(NETUID).expect("weights").remove(&uid).expect("set");
+        assert!(
+            on_chain.iter().any(|(u, w)| *u == mg.uid(&miner.public()).expect("uid") && *w > 0)
+        );
+    }
+
+    // The API and the operator's command.
+    let http = validators[1].running.http_addr;
+    let api = common::http_get(http, "/api/v1/consensus?limit=5").await;
+    assert_eq!(api.status, 200, "{}", api.body);
+    let body: serde_json::Value = serde_json::from_str(&api.body).expect("JSON");
+    assert_eq!(body["enabled"], true, "{body}");
+    assert!(body["status"]["heights_decided"].as_u64().is_some_and(|n| n >= 1), "{body}");
+    assert_eq!(body["status"]["validators"], 4, "{body}");
+    assert!(!body["decisions"].as_array().expect("decisions").is_empty(), "{body}");
+    let metrics = common::http_get(http, "/metrics").await;
+    assert!(metrics.body.contains("veribench_consensus_heights_decided_total"), "{}", metrics.body);
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_veribench"))
+        .args(["coordinator", "consensus", "status", "--api", &format!("http://{http}")])
+        .output()
+        .expect("runs");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(text.contains("decision height") && text.contains("validators 4"), "{text}");
+
+    stop.cancel();
+    let _ = worker.await;
+    for v in validators {
+        v.running.shutdown().await;
+    }
 }
