@@ -46,8 +46,10 @@ use crate::wal::Wal;
 const QUEUE: usize = 4096;
 /// Envelopes kept from before the first height starts, or proposals for heights not started.
 const EARLY: usize = 1024;
-/// Heights of score vectors kept at once.
+/// Heights of score vectors kept at once: the current one, the one before, and two ahead.
 const VECTOR_HEIGHTS: usize = 4;
+/// Values kept per height (the core itself caps proposals per round).
+const MAX_VALUES: usize = 64;
 
 /// How a node runs.
 #[derive(Clone, Debug)]
@@ -775,7 +777,10 @@ impl Node {
             };
             self.io.host.evidence(&evidence).await;
         }
-        self.io.values.insert(proposal.value.id(), proposal.value.clone());
+        // Only the round's proposer gets here, but it may send many values: keep a bounded few.
+        if self.io.values.len() < MAX_VALUES {
+            self.io.values.insert(proposal.value.id(), proposal.value.clone());
+        }
         let pv = ProposedValue {
             height,
             round: proposal.round,
@@ -790,7 +795,9 @@ impl Node {
 
     async fn on_vector(&mut self, v: SignedScoreVector) {
         let h = v.vector.height;
-        if self.current_height().is_some_and(|c| h < c) {
+        // Past heights are done; far future ones would only evict the heights that matter.
+        let ahead = (VECTOR_HEIGHTS as u64).saturating_sub(2);
+        if self.current_height().is_some_and(|c| h < c || h.0 > c.0.saturating_add(ahead)) {
             return;
         }
         if !v.verify(&self.io.verifier) || v.vector.weights.len() > value::MAX_UIDS {
@@ -810,8 +817,12 @@ impl Node {
         if held.len() < crate::stake::MAX_VALIDATORS {
             held.entry(v.vector.validator).or_insert(v);
         }
+        if let Some(current) = self.current_height() {
+            self.io.vectors.retain(|h, _| h.0.saturating_add(1) >= current.0);
+        }
+        // Over the bound, the furthest future goes: the heights in progress are what matter.
         while self.io.vectors.len() > VECTOR_HEIGHTS {
-            self.io.vectors.pop_first();
+            self.io.vectors.pop_last();
         }
     }
 
@@ -828,6 +839,8 @@ impl Node {
         };
         let signed = SignedScoreVector::sign(&self.io.signer, vector);
         self.io.send(MessageKind::ScoreVector, &signed);
+        // Heights before the previous one are over: make room for this one.
+        self.io.vectors.retain(|h, _| h.0.saturating_add(1) >= epoch.height.0);
         self.keep_vector(signed);
         self.io.status.validators = epoch.validators.validators().len();
         let height = epoch.height;
