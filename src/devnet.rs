@@ -40,7 +40,9 @@ use veribench_coordinator::{CoordinatorConfig, Running};
 use veribench_kernels::{
     Backend, BackendError, BackendKind, CpuBackend, DeviceInfo, Execution, RowSource,
 };
-use veribench_protocol::{Challenge, DeviceKey, Mode, PublicKey, UnixMillis, leaf_hash};
+use veribench_protocol::{
+    Challenge, DeviceKey, DeviceSeed, Mode, PublicKey, UnixMillis, leaf_hash,
+};
 use veribench_wallet::{BITTENSOR_SS58_PREFIX, Keypair, Wallet, ss58_encode};
 use veribench_worker::daemon::{
     DiscoveryConfig, WorkerConfig, WorkerIdentity, run_worker_with_token,
@@ -131,12 +133,13 @@ impl Backend for DevnetBackend {
         self.inner.devices()
     }
 
-    fn execute(
+    fn execute_seeded(
         &self,
         device: &DeviceKey,
         challenge: &Challenge,
+        seed: DeviceSeed,
     ) -> Result<Execution, BackendError> {
-        let mut run = self.inner.execute(device, challenge)?;
+        let mut run = self.inner.execute_seeded(device, challenge, seed)?;
         match self.behaviour {
             Behaviour::Honest => {}
             Behaviour::Slow => {
@@ -144,7 +147,6 @@ impl Backend for DevnetBackend {
                 std::thread::sleep(3 * (t.generate + t.gemm + t.hash) + Duration::from_millis(20));
             }
             Behaviour::Cheater => {
-                let seed = challenge.device_seed(device);
                 let product = ZeroOddRows(run.product);
                 for (row, leaf) in (0u32..).zip(run.leaves.iter_mut()).filter(|(r, _)| r % 2 == 1) {
                     *leaf = leaf_hash(&seed, row, &product.row_bytes(row)?);

@@ -35,7 +35,7 @@ pub use endpoint::{
 pub use error::ChainError;
 pub use local::{LocalChain, LocalNeuron, LocalSubnet};
 pub use network::{Network, NetworkParseError};
-pub use retry::{RetryPolicy, retry};
+pub use retry::{RetryPolicy, Transient, retry};
 pub use types::{Commitment, Metagraph, NetUid, Neuron, TxReceipt, WeightVector, WeightsPolicy};
 
 /// A Bittensor chain: reads of the subnet state and the extrinsics veribench submits.

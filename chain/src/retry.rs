@@ -33,17 +33,26 @@ impl RetryPolicy {
     }
 }
 
+/// An error that may go away if the call is made again (a node or server down, a timeout).
+pub trait Transient: std::fmt::Display {
+    /// Whether retrying can help.
+    fn is_transient(&self) -> bool;
+}
+
+impl Transient for ChainError {
+    fn is_transient(&self) -> bool {
+        ChainError::is_transient(self)
+    }
+}
+
 /// Runs `call` until it succeeds, fails with a final error, or `policy.attempts` are used up;
-/// transient errors ([`ChainError::is_transient`]) wait [`RetryPolicy::delay`] in between. The
-/// last error is returned.
-pub async fn retry<T, F, Fut>(
-    policy: &RetryPolicy,
-    what: &str,
-    mut call: F,
-) -> Result<T, ChainError>
+/// transient errors ([`Transient::is_transient`]) wait [`RetryPolicy::delay`] in between. The
+/// last error is returned. Every retry loop of the workspace is this one.
+pub async fn retry<T, E, F, Fut>(policy: &RetryPolicy, what: &str, mut call: F) -> Result<T, E>
 where
+    E: Transient,
     F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, ChainError>>,
+    Fut: Future<Output = Result<T, E>>,
 {
     let attempts = policy.attempts.max(1);
     let mut attempt = 0;
@@ -52,7 +61,7 @@ where
             Ok(v) => return Ok(v),
             Err(e) if e.is_transient() && attempt + 1 < attempts => {
                 let delay = policy.delay(attempt);
-                tracing::warn!(what, attempt = attempt + 1, ?delay, error = %e, "chain call failed; retrying");
+                tracing::warn!(what, attempt = attempt + 1, ?delay, error = %e, "call failed; retrying");
                 tokio::time::sleep(delay).await;
                 attempt += 1;
             }

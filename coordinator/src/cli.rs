@@ -51,6 +51,19 @@ pub enum Command {
     /// Administer the embedded file-backed chain (`--subtensor.network file:PATH`).
     #[command(subcommand)]
     LocalChain(LocalChainCommand),
+    /// The prover market: participants and the batch queue (the API is `[market] enabled`).
+    Market {
+        /// The coordinator's database (as `run --db`).
+        #[arg(
+            long,
+            env = "VERIBENCH_DB",
+            default_value = "sqlite://data/coordinator.db",
+            global = true
+        )]
+        db: String,
+        #[command(subcommand)]
+        command: MarketCommand,
+    },
     /// Circuit artifacts: fetch a miner's artifact into the cache (each attempt recorded in the
     /// database, served by `GET /api/v1/circuits`), or check a URL against the policy.
     Circuit {
@@ -64,6 +77,46 @@ pub enum Command {
         db: String,
         #[command(flatten)]
         args: veribench_circuit::cli::CoordinatorCircuitArgs,
+    },
+}
+
+/// `market …`.
+#[derive(Debug, Subcommand)]
+pub enum MarketCommand {
+    /// Register a participant; prints its fresh, unguessable id (give it to the participant).
+    AddParticipant {
+        /// A name for the operator's records.
+        name: String,
+    },
+    /// List participants.
+    List,
+    /// Queue matmul batches (`--count --m --k --n`), or every file of an external proof
+    /// system's directory (`--system NAME --dir DIR`).
+    AddBatches {
+        /// How many matmul batches.
+        #[arg(long, required_unless_present = "system")]
+        count: Option<u64>,
+        /// int8, fp16 or bf16.
+        #[arg(long, default_value = "int8")]
+        mode: veribench_protocol::Mode,
+        /// Rows of the product.
+        #[arg(long, required_unless_present = "system")]
+        m: Option<u32>,
+        /// The inner dimension.
+        #[arg(long, required_unless_present = "system")]
+        k: Option<u32>,
+        /// Columns of the product.
+        #[arg(long, required_unless_present = "system")]
+        n: Option<u32>,
+        /// An external proof system of `[[market.systems]]`: its batch files are queued.
+        #[arg(long, requires = "dir", conflicts_with_all = ["count", "m", "k", "n"])]
+        system: Option<String>,
+        /// The directory of the system's batch files (UTF-8 files of at most 1 MiB).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Operations one of the system's batches stands for.
+        #[arg(long, default_value_t = 0.0)]
+        ops: f64,
     },
 }
 
@@ -241,6 +294,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::LocalChain(cmd) => local_chain(cmd),
         Command::Circuit { db, args } => circuit(&db, args).await,
+        Command::Market { db, command } => market(&db, command).await,
     }
 }
 
@@ -318,6 +372,43 @@ async fn consensus_status(api: &str, limit: u32, json: bool) -> anyhow::Result<(
             e["detail"],
         );
     }
+    Ok(())
+}
+
+/// `market …` on the coordinator's database.
+async fn market(db: &str, command: MarketCommand) -> anyhow::Result<()> {
+    let store = crate::store::Store::connect(db).await?;
+    let now = UnixMillis::now();
+    match command {
+        MarketCommand::AddParticipant { name } => {
+            let id = crate::market::new_participant_id();
+            store.add_participant(&id, &name, now).await?;
+            println!("{id}");
+        }
+        MarketCommand::List => {
+            for p in store.participants().await? {
+                println!("{}\t{}\t{}", p.id, p.name, p.created_at.0);
+            }
+        }
+        MarketCommand::AddBatches { system: Some(system), dir: Some(dir), ops, .. } => {
+            let batches = crate::market::external::queue_dir(&system, &dir, ops)?;
+            let added = store.add_batches(&batches, now).await?;
+            println!(
+                "queued {added} {system} batches ({} queued in all)",
+                store.queued_batches().await?
+            );
+        }
+        MarketCommand::AddBatches { count, mode, m, k, n, .. } => {
+            let (Some(count), Some(m), Some(k), Some(n)) = (count, m, k, n) else {
+                anyhow::bail!("matmul batches need --count, --m, --k and --n");
+            };
+            let spec = crate::market::BatchSpec { mode, m, k, n };
+            let batches = spec.new_batches(count)?;
+            let added = store.add_batches(&batches, now).await?;
+            println!("queued {added} batches ({} queued in all)", store.queued_batches().await?);
+        }
+    }
+    store.close().await?;
     Ok(())
 }
 

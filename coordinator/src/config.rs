@@ -63,6 +63,8 @@ pub struct CoordinatorConfig {
     pub announce: crate::announce::AnnounceConfig,
     /// Agreement on each epoch's weights with the other validators (off by default).
     pub consensus: crate::consensus::ConsensusConfig,
+    /// The prover-market job API (off by default).
+    pub market: crate::market::MarketConfig,
 }
 
 impl Default for CoordinatorConfig {
@@ -88,6 +90,7 @@ impl Default for CoordinatorConfig {
             circuit: veribench_circuit::FetchConfig::default(),
             announce: crate::announce::AnnounceConfig::default(),
             consensus: crate::consensus::ConsensusConfig::default(),
+            market: crate::market::MarketConfig::default(),
         }
     }
 }
@@ -442,6 +445,7 @@ impl CoordinatorConfig {
     /// Checks ranges and combinations.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.consensus.validate()?;
+        self.market.validate()?;
         let s = &self.schedule;
         let bad = |what: &str| Err(ConfigError::Invalid(what.to_owned()));
         // Written as "not positive" so NaN is refused too.

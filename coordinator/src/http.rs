@@ -27,9 +27,11 @@ const MAX_LIMIT: u32 = 1000;
 /// Largest lease report body.
 const MAX_LEASE_BODY: usize = 16 << 10;
 
-/// The API's routes.
+/// The API's routes (with the prover market's when `[market] enabled`).
 pub fn router(coordinator: Arc<Coordinator>) -> Router {
-    Router::new()
+    let market =
+        coordinator.config().market.enabled.then(|| crate::market::router(coordinator.clone()));
+    let api = Router::new()
         .route("/healthz", get(healthz))
         .route("/livez", get(livez))
         .route("/readyz", get(readyz))
@@ -45,7 +47,11 @@ pub fn router(coordinator: Arc<Coordinator>) -> Router {
             "/api/v1/leases",
             get(leases).post(post_lease).layer(DefaultBodyLimit::max(MAX_LEASE_BODY)),
         )
-        .with_state(coordinator)
+        .with_state(coordinator);
+    match market {
+        Some(market) => api.merge(market),
+        None => api,
+    }
 }
 
 type Shared = State<Arc<Coordinator>>;

@@ -18,6 +18,7 @@ pub mod epoch;
 pub mod failure;
 pub mod http;
 pub mod leases;
+pub mod market;
 pub mod metrics;
 pub mod ratelimit;
 pub mod refusal_kind;

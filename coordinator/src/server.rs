@@ -189,6 +189,10 @@ pub async fn start(
         sessions.clone(),
         closing.clone(),
     )));
+    if coordinator.config().market.enabled && coordinator.config().market.keep_queued > 0 {
+        tasks
+            .push(tokio::spawn(crate::market::keep_queued(coordinator.clone(), accepting.clone())));
+    }
     let router = crate::http::router(coordinator.clone());
     let stop = accepting.clone();
     tasks.push(tokio::spawn(async move {

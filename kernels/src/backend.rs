@@ -5,7 +5,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use thiserror::Error;
-use veribench_protocol::{Challenge, DeviceKey, Leaf, ProtocolError};
+use veribench_protocol::{Challenge, DeviceKey, DeviceSeed, Leaf, ProtocolError};
 
 /// Where a GPU backend hashes the rows of C to their leaves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -150,8 +150,22 @@ pub trait Backend: Send + Sync {
 
     /// Runs `challenge` on `device`: generates A and B from the device's seed, multiplies them in
     /// the challenge's mode and hashes every row of the product to its leaf.
-    fn execute(&self, device: &DeviceKey, challenge: &Challenge)
-    -> Result<Execution, BackendError>;
+    fn execute(
+        &self,
+        device: &DeviceKey,
+        challenge: &Challenge,
+    ) -> Result<Execution, BackendError> {
+        self.execute_seeded(device, challenge, challenge.device_seed(device))
+    }
+
+    /// [`Backend::execute`] with the matrices of `seed` rather than of the device's own key: a
+    /// prover-market batch names its own device key (SPEC §7.4), which no device here has.
+    fn execute_seeded(
+        &self,
+        device: &DeviceKey,
+        challenge: &Challenge,
+        seed: DeviceSeed,
+    ) -> Result<Execution, BackendError>;
 }
 
 /// Allocates a zeroed vector of plain numbers, or reports how much memory was missing instead of

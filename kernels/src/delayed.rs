@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use veribench_protocol::{Challenge, DeviceKey};
+use veribench_protocol::{Challenge, DeviceKey, DeviceSeed};
 
 use crate::backend::{Backend, BackendError, BackendKind, DeviceInfo, Execution};
 
@@ -31,12 +31,13 @@ impl<B: Backend> Backend for Delayed<B> {
         self.inner.devices()
     }
 
-    fn execute(
+    fn execute_seeded(
         &self,
         device: &DeviceKey,
         challenge: &Challenge,
+        seed: DeviceSeed,
     ) -> Result<Execution, BackendError> {
-        let run = self.inner.execute(device, challenge)?;
+        let run = self.inner.execute_seeded(device, challenge, seed)?;
         std::thread::sleep(self.delay);
         Ok(run)
     }

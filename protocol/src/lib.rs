@@ -6,6 +6,7 @@
 //!
 //! The data path, top to bottom: [`challenge`] → [`generator`] → (a backend multiplies) →
 //! [`commitment`] → [`sampling`] → [`verify`], with [`wire`] carrying it between processes.
+//! [`market`] checks whole products for the prover market's batches.
 
 pub mod bounded;
 pub mod challenge;
@@ -15,6 +16,7 @@ pub mod error_code;
 pub mod freivalds;
 pub mod generator;
 pub mod ids;
+pub mod market;
 pub mod sampling;
 pub mod verify;
 pub mod wire;
@@ -27,6 +29,10 @@ pub use error::{Bounded, ProtocolError};
 pub use error_code::{ErrorClass, ErrorCode};
 pub use generator::{Generator, Matrix};
 pub use ids::{ChallengeId, DeviceKey, DeviceSeed, Leaf, PublicKey, Root, Seed, Signature};
+pub use market::{
+    BATCH_FORMAT, BatchError, MAX_BATCH_JSON_BYTES, MAX_PROOF_BYTES, MatmulBatch, ProofRefusal,
+    check_product,
+};
 pub use sampling::{
     DEFAULT_FP32_SAMPLED_ROWS, DEFAULT_SAMPLED_ROWS, default_sampled_rows, sample_rows,
 };

@@ -327,6 +327,15 @@ pub fn row_entries(bytes: &[u8], mode: Mode) -> impl Iterator<Item = f64> + '_ {
 /// per `K_STEP` rows of B instead of once per row.
 const K_STEP: usize = 4;
 
+/// Rows `rows` of an exact-mode product as exact integers, row-major `rows.len() × n`; `None`
+/// for fp32. The prover market's reference product (`crate::market`).
+pub(crate) fn exact_rows(generator: &Generator, shape: Shape, rows: &[u32]) -> Option<Vec<i32>> {
+    match reference_rows(generator, shape, rows) {
+        Reference::Exact(rows) => Some(rows),
+        Reference::Float(_) => None,
+    }
+}
+
 /// Recomputes rows `rows` of C = A·B, regenerating B in column chunks on all cores.
 fn reference_rows(generator: &Generator, shape: Shape, rows: &[u32]) -> Reference {
     if generator.mode().is_exact() {

@@ -1,6 +1,7 @@
 //! Reads the test vectors of `SPEC.md` §10 and checks each one against the implementation, so
-//! the document and the code cannot drift apart: the product vectors of the ```vectors block,
-//! and every annotated frame of §10.2, byte for byte, with its signatures and digests.
+//! the document and the code cannot drift apart: the product vectors of §10.1,
+//! every annotated frame of §10.2, byte for byte, with its signatures and digests, and the
+//! prover market batches of §10.4.
 
 #[path = "frames/mod.rs"]
 mod frames;
@@ -15,23 +16,107 @@ use veribench_protocol::{
 
 const SPEC: &str = include_str!("../SPEC.md");
 
-/// The `key = value` lines of every ```vectors block.
-fn vectors() -> Vec<(String, String)> {
+/// The `key = value` lines of each ```vectors block, in document order.
+fn vector_blocks() -> Vec<Vec<(String, String)>> {
     let blocks: Vec<&str> = SPEC
         .split("```vectors\n")
         .skip(1)
         .map(|rest| rest.split("```").next().expect("a closing fence"))
         .collect();
-    assert_eq!(blocks.len(), 2, "SPEC.md §10.1 and §10.2 each have a ```vectors block");
+    assert_eq!(blocks.len(), 3, "SPEC.md §10.1, §10.2 and §10.4 each have a ```vectors block");
     blocks
         .iter()
-        .flat_map(|block| block.lines())
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| {
-            let (k, v) = l.split_once(" = ").expect("every vector line is `key = value`");
-            (k.trim().to_owned(), v.trim().to_owned())
+        .map(|block| {
+            block
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(|l| {
+                    let (k, v) = l.split_once(" = ").expect("every vector line is `key = value`");
+                    (k.trim().to_owned(), v.trim().to_owned())
+                })
+                .collect()
         })
         .collect()
+}
+
+/// The `key = value` lines of the product and frame vectors (§10.1, §10.2).
+fn vectors() -> Vec<(String, String)> {
+    vector_blocks().into_iter().take(2).flatten().collect()
+}
+
+/// RFC 4648 base64, standard alphabet, padded: written out here so the §10.4 vectors are checked
+/// against an encoding independent of any crate.
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let word =
+            chunk.iter().enumerate().fold(0u32, |w, (i, &b)| w | u32::from(b) << (16 - 8 * i));
+        for i in 0..4 {
+            let c = if i <= chunk.len() {
+                ALPHABET[(word >> (18 - 6 * i) & 63) as usize]
+            } else {
+                b'='
+            };
+            out.push(c as char);
+        }
+    }
+    out
+}
+
+/// SPEC §7.4 and its §10.4 vectors: each descriptor parses and writes back identically, its
+/// product (computed here element by element, and by the crate) has the stated bytes, length,
+/// base64 and BLAKE3 hash, the check accepts it and refuses it with any one bit flipped.
+#[test]
+fn batch_vectors_match_the_market() {
+    use veribench_protocol::{MatmulBatch, ProofRefusal, check_product};
+    let block = vector_blocks().pop().expect("the §10.4 block");
+    let get: HashMap<_, _> = block.iter().cloned().collect();
+    let names: Vec<&str> = block.iter().filter_map(|(k, _)| k.strip_suffix(" json")).collect();
+    assert_eq!(names.len(), 3, "§10.4 has an int8, an fp16 and a bf16 batch");
+    let mut rng = rand::rng();
+    for name in names {
+        let field = |f: &str| get[&format!("{name} {f}")].as_str();
+        let json = field("json");
+        let batch = MatmulBatch::parse(json.as_bytes()).expect("a valid descriptor");
+        assert_eq!(batch.to_json(), json, "{name}: written back identically");
+        // The key names the batch: `batch <mode> <m>x<k>x<n>`.
+        let words: Vec<&str> = name.split(' ').collect();
+        assert_eq!(words[1].parse::<Mode>().ok(), Some(batch.mode), "{name}");
+        assert_eq!(parse_shape(words[2]), Some(batch.shape()), "{name}");
+
+        let proof = hex::decode(field("proof")).expect("hex");
+        let len: usize = field("proof_len").parse().expect("a length");
+        assert_eq!((proof.len(), batch.proof_len()), (len, len), "{name}");
+        let seed = derive_device_seed(&batch.seed, &batch.device_key);
+        let g = Generator::new(&seed, batch.mode);
+        let independent: Vec<u8> = (0..batch.m)
+            .flat_map(|r| {
+                frames::canonical_bytes(&frames::product_row(&g, batch.shape(), r), batch.mode)
+            })
+            .collect();
+        assert_eq!(independent, proof, "{name}: the rows of C = A·B, row 0 first");
+        assert_eq!(batch.reference_product(), proof, "{name}");
+        assert_eq!(blake3::hash(&proof).to_hex().as_str(), field("proof_blake3"), "{name}");
+        assert_eq!(base64(&proof), field("proof_data"), "{name}");
+        assert_eq!(field("proof_data").len(), batch.max_proof_base64_len(), "{name}");
+
+        assert_eq!(check_product(&batch, &proof, &mut rng), Ok(()), "{name}");
+        for bit in 0..proof.len() * 8 {
+            let mut bad = proof.clone();
+            bad[bit / 8] ^= 1 << (bit % 8);
+            let row = (bit / 8 / (batch.n as usize * 4)) as u32;
+            assert_eq!(
+                check_product(&batch, &bad, &mut rng),
+                Err(ProofRefusal::Row { row }),
+                "{name}: bit {bit} flipped"
+            );
+        }
+        assert!(matches!(
+            check_product(&batch, &proof[4..], &mut rng),
+            Err(ProofRefusal::WrongLength { .. })
+        ));
+    }
 }
 
 /// The ```frame NAME blocks: name and listing.

@@ -7,4 +7,5 @@
 
 pub mod bench;
 pub mod daemon;
+pub mod market;
 pub mod select;

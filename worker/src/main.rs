@@ -75,6 +75,31 @@ enum Command {
     /// Manage worker keys and miner delegations (btcli wallet layout).
     #[command(subcommand)]
     Wallet(WalletCommand),
+    /// Prover market participant: pull a batch (`GET /get_batch/`), compute its product on the
+    /// backend, submit it (`POST /submit_proof/`) with its proving time; until no batch is left.
+    Market {
+        /// The market server, e.g. http://host:7800.
+        #[arg(long)]
+        server: String,
+        /// The participant id the operator gave you.
+        #[arg(long = "participant-id", env = "VERIBENCH_PARTICIPANT_ID")]
+        participant_id: String,
+        /// What proving one batch costs you, in US cents.
+        #[arg(long = "cost-cents", default_value_t = 0)]
+        cost_cents: u64,
+        /// The lowest price you accept per batch, in US cents.
+        #[arg(long = "price-cents", default_value_t = 0)]
+        price_cents: u64,
+        /// Your deployment's name or version, recorded with every submission.
+        #[arg(long, default_value = "veribench-worker")]
+        deployment: String,
+        /// Stop after one batch.
+        #[arg(long)]
+        once: bool,
+        /// Compute backend.
+        #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
+        backend: BackendChoice,
+    },
     /// Circuit artifacts (miner): publish to S3/R2 and commit the hash on chain, or write
     /// presigned URLs for a coordinator (only while the local artifact matches the commitment).
     Circuit(veribench_circuit::cli::WorkerCircuitArgs),
@@ -245,6 +270,31 @@ fn main() -> anyhow::Result<()> {
         Command::Run(args) => run(args),
         Command::Wallet(command) => wallet(command),
         Command::Circuit(args) => circuit(args),
+        Command::Market {
+            server,
+            participant_id,
+            cost_cents,
+            price_cents,
+            deployment,
+            once,
+            backend,
+        } => {
+            let backend: std::sync::Arc<dyn veribench_kernels::Backend> =
+                open_backend(backend).context("cannot open the backend")?.into();
+            let client = veribench_worker::market::MarketClient {
+                server,
+                participant_id,
+                cost_cents,
+                price_cents,
+                deployment,
+                once,
+                retry: veribench_chain::RetryPolicy::default(),
+            };
+            let worker = veribench_worker::market::MarketWorker { client, backend };
+            let report = tokio::runtime::Runtime::new()?.block_on(worker.run())?;
+            println!("accepted {} refused {}", report.accepted, report.refused);
+            Ok(())
+        }
     }
 }
 

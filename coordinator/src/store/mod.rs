@@ -304,6 +304,14 @@ pub enum StoreError {
         /// The value.
         value: u64,
     },
+    /// A measurement that must be a finite, non-negative number (a batch's operation count).
+    #[error("{column} {value} is not a finite non-negative number")]
+    InvalidMeasure {
+        /// Column name.
+        column: &'static str,
+        /// The value.
+        value: f64,
+    },
     /// A weight set refers to a score run that is not stored.
     #[error("no score run {0}")]
     UnknownScoreRun(i64),
@@ -344,6 +352,7 @@ mod claims;
 mod decisions;
 mod health;
 mod liveness;
+mod market;
 mod nonces;
 mod queries;
 mod rejections;
@@ -353,6 +362,10 @@ mod scoring;
 pub use claims::HeldDevice;
 pub use decisions::{DecisionRecord, EvidenceKind, EvidenceRecord, MAX_CONSENSUS_LISTING};
 pub use health::{HealthReport, StoreHealth, is_outage};
+pub use market::{
+    BatchRow, BatchState, MAX_SUBMISSION_LISTING, MAX_SUMMARY_SUBMISSIONS, NewBatch, Participant,
+    SubmissionRecord, SubmissionRow, SummaryRow, Verdict,
+};
 pub use scoring::{
     BUCKET_MS, LeaseRow, MinerScoreRecord, NewLease, ScoreRun, ScoreRunRow, WeightEntry,
     WeightSetRow, WeightSetStatus, WeightSetUpdate, WorkerScoreRecord, bucket_of,

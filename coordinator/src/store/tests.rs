@@ -180,6 +180,12 @@ on_both_databases!(
     proposed_vectors_are_never_submitted,
     agreed_weights_supersede_and_carry_their_decision,
     weight_sets_survive_the_consensus_migration,
+    market_participants_round_trip,
+    market_batches_are_assigned_oldest_first_one_at_a_time,
+    market_concurrent_assignments_never_share_a_batch,
+    market_open_requests_and_replays,
+    market_values_round_trip_and_are_checked,
+    market_summary_medians,
 );
 
 // ----------------------------------------------------------------------------- helpers
@@ -1868,5 +1874,388 @@ async fn weight_sets_survive_the_consensus_migration(backend: Backend) -> TestRe
         .execute(&store.pool)
         .await
         .expect_err("entries still reference weight sets");
+    store.close().await
+}
+
+// ----------------------------------------------------------------------------- market
+
+fn new_batch(request_id: u64) -> super::NewBatch {
+    super::NewBatch {
+        request_id,
+        token: format!("tok-{request_id}"),
+        system: "matmul".to_owned(),
+        descriptor: format!("{{\"request_id\":{request_id}}}"),
+        ops: 2e12,
+    }
+}
+
+/// An accepted submission of `participant` for `request_id`.
+fn submission(
+    participant: &str,
+    request_id: u64,
+    batch_id: Option<i64>,
+) -> super::SubmissionRecord {
+    super::SubmissionRecord {
+        participant_id: participant.to_owned(),
+        request_id,
+        batch_id,
+        verdict: super::Verdict::Accepted,
+        reason: None,
+        proving_time_ms: 1_500,
+        cost_cents: 12,
+        price_cents: 30,
+        deployment_version: "3".to_owned(),
+        extra: "{}".to_owned(),
+        server_ms: Some(1_700),
+        ops: 2e12,
+        submitted_at: UnixMillis(5_000),
+    }
+}
+
+/// Answers `batch` for its holder.
+async fn answer(store: &Store, batch: &super::BatchRow) -> Result<bool, StoreError> {
+    let holder = batch.participant_id.as_deref().expect("assigned");
+    store
+        .record_submission(&submission(holder, batch.request_id, Some(batch.id)), Some(batch.id))
+        .await
+}
+
+async fn market_participants_round_trip(backend: Backend) -> TestResult {
+    let db = TestDb::new(backend).await;
+    let store = db.open().await;
+    assert!(store.participants().await?.is_empty());
+    store.add_participant("secret-b", "Bob's 'prover'", UnixMillis(2_000)).await?;
+    store.add_participant("secret-a", "Alice ✓", UnixMillis(1_000)).await?;
+    assert!(store.add_participant("secret-a", "again", UnixMillis(3_000)).await.is_err());
+    let alice = super::Participant {
+        id: "secret-a".to_owned(),
+        name: "Alice ✓".to_owned(),
+        created_at: UnixMillis(1_000),
+    };
+    assert_eq!(store.participant("secret-a").await?, Some(alice.clone()));
+    assert_eq!(store.participant("nobody").await?, None);
+    let all = store.participants().await?;
+    assert_eq!(all.iter().map(|p| p.id.as_str()).collect::<Vec<_>>(), ["secret-a", "secret-b"]);
+    assert_eq!(all[0], alice);
+    assert_eq!(all[1].name, "Bob's 'prover'");
+
+    sqlx::query("UPDATE market_participants SET created_at = -1 WHERE id = 'secret-b'")
+        .execute(&store.pool)
+        .await?;
+    assert_eq!(
+        corrupt_column(store.participant("secret-b").await),
+        Some(("created_at", "-1".to_owned()))
+    );
+    store.close().await
+}
+
+async fn market_batches_are_assigned_oldest_first_one_at_a_time(backend: Backend) -> TestResult {
+    use super::BatchState::{Answered, Assigned, Queued};
+    let db = TestDb::new(backend).await;
+    let store = db.open().await;
+    assert_eq!(store.assign_batch("p", UnixMillis(1)).await?, None, "nothing queued");
+    assert_eq!(store.add_batches(&[], UnixMillis(1)).await?, 0);
+    assert_eq!(store.add_batches(&[new_batch(30), new_batch(10)], UnixMillis(100)).await?, 2);
+    assert_eq!(store.add_batches(&[new_batch(20)], UnixMillis(200)).await?, 1);
+    assert_eq!(store.queued_batches().await?, 3);
+    // One duplicate refuses the whole call.
+    assert!(store.add_batches(&[new_batch(40), new_batch(10)], UnixMillis(300)).await.is_err());
+    assert_eq!(store.queued_batches().await?, 3);
+
+    let queued = store.batch_by_token("tok-30").await?.expect("stored");
+    assert_eq!(
+        (queued.state, queued.participant_id.as_deref(), queued.assigned_at, queued.created_at),
+        (Queued, None, None, UnixMillis(100))
+    );
+    assert_eq!(store.batch_by_token("tok-99").await?, None);
+
+    // Oldest queued first (insertion order, not request id), and the same one again until it
+    // is answered.
+    let first = store.assign_batch("p", UnixMillis(1_000)).await?.expect("queued");
+    assert_eq!((first.request_id, first.state), (30, Assigned));
+    assert_eq!(
+        (first.participant_id.as_deref(), first.assigned_at),
+        (Some("p"), Some(UnixMillis(1_000)))
+    );
+    assert_eq!(store.queued_batches().await?, 2);
+    let again = store.assign_batch("p", UnixMillis(2_000)).await?.expect("outstanding");
+    assert_eq!(again, first, "the outstanding batch, assigned_at unchanged");
+    assert_eq!(store.queued_batches().await?, 2);
+
+    // A rejected proof keeps it assigned.
+    let mut rejected = submission("p", 30, Some(first.id));
+    rejected.verdict = super::Verdict::Rejected;
+    rejected.reason = Some("invalid_proof".to_owned());
+    assert!(store.record_submission(&rejected, Some(first.id)).await?);
+    assert_eq!(store.assign_batch("p", UnixMillis(3_000)).await?, Some(first.clone()));
+
+    // An accepted one answers it; the next assignment is the next oldest.
+    assert!(answer(&store, &first).await?);
+    let answered = store.batch_by_token("tok-30").await?.expect("stored");
+    assert_eq!(
+        (answered.state, answered.answered_at, answered.participant_id.as_deref()),
+        (Answered, Some(UnixMillis(5_000)), Some("p"))
+    );
+    let second = store.assign_batch("p", UnixMillis(6_000)).await?.expect("queued");
+    assert_eq!((second.request_id, second.state), (10, Assigned));
+    let other = store.assign_batch("q", UnixMillis(6_001)).await?.expect("queued");
+    assert_eq!(other.request_id, 20);
+    assert_eq!(store.queued_batches().await?, 0);
+    assert_eq!(store.assign_batch("r", UnixMillis(6_002)).await?, None);
+    assert!(answer(&store, &second).await?);
+    assert_eq!(store.assign_batch("p", UnixMillis(7_000)).await?, None, "p holds nothing now");
+    // The database itself refuses a second outstanding batch.
+    store.add_batches(&[new_batch(50)], UnixMillis(8_000)).await?;
+    assert!(
+        sqlx::query(
+            "UPDATE market_batches SET state = 'assigned', participant_id = 'q' \
+             WHERE request_id = 50"
+        )
+        .execute(&store.pool)
+        .await
+        .is_err()
+    );
+    store.close().await
+}
+
+async fn market_concurrent_assignments_never_share_a_batch(backend: Backend) -> TestResult {
+    use futures_util::future::join_all;
+    let db = TestDb::new(backend).await;
+    let store = db.open().await;
+    let batches: Vec<super::NewBatch> = (1..=24).map(new_batch).collect();
+    store.add_batches(&batches, UnixMillis(1)).await?;
+
+    // Each participant takes and answers batches until none is left, both at once; several
+    // calls of one participant at once all get its one outstanding batch.
+    let take_all = |who: &'static str| {
+        let store = store.clone();
+        async move {
+            let mut taken = Vec::new();
+            loop {
+                let calls = (0..4).map(|i| store.assign_batch(who, UnixMillis(10 + i)));
+                let got = join_all(calls).await.into_iter().collect::<Result<Vec<_>, _>>()?;
+                let Some(batch) = got[0].clone() else {
+                    assert!(got.iter().all(Option::is_none));
+                    return Ok::<_, StoreError>(taken);
+                };
+                assert!(got.iter().all(|b| b.as_ref().map(|b| b.id) == Some(batch.id)), "{who}");
+                assert_eq!(batch.participant_id.as_deref(), Some(who));
+                assert!(answer(&store, &batch).await?);
+                taken.push(batch.request_id);
+            }
+        }
+    };
+    let (a, b) = tokio::join!(take_all("alice"), take_all("bob"));
+    let (a, b) = (a?, b?);
+    let mut all: Vec<u64> = a.iter().chain(&b).copied().collect();
+    all.sort_unstable();
+    assert_eq!(all, (1..=24).collect::<Vec<_>>(), "every batch exactly once: {a:?} {b:?}");
+    assert_eq!(store.queued_batches().await?, 0);
+    store.close().await
+}
+
+async fn market_open_requests_and_replays(backend: Backend) -> TestResult {
+    let db = TestDb::new(backend).await;
+    let store = db.open().await;
+    store.add_batches(&[new_batch(7), new_batch(8)], UnixMillis(1)).await?;
+    let mine = store.assign_batch("p", UnixMillis(2)).await?.expect("queued");
+    let theirs = store.assign_batch("q", UnixMillis(3)).await?.expect("queued");
+    assert_eq!(store.open_request("p", 7).await?, Some(mine.clone()));
+    assert_eq!(store.open_request("p", 8).await?, None, "someone else's");
+    assert_eq!(store.open_request("p", 9).await?, None, "unknown");
+    assert_eq!(store.open_request("p", u64::MAX).await?, None, "unstorable");
+
+    // Answering someone else's batch writes nothing.
+    let stolen = submission("p", 8, Some(theirs.id));
+    assert!(!store.record_submission(&stolen, Some(theirs.id)).await?);
+    assert_eq!(count(&store, "market_submissions").await, 0);
+    assert_eq!(store.open_request("q", 8).await?, Some(theirs));
+
+    assert!(answer(&store, &mine).await?);
+    assert_eq!(store.open_request("p", 7).await?, None, "answered");
+    // The replay is refused and writes nothing.
+    assert!(!answer(&store, &mine).await?);
+    assert_eq!(count(&store, "market_submissions").await, 1);
+    let answered = store.batch_by_token("tok-7").await?.expect("stored");
+    assert_eq!(answered.answered_at, Some(UnixMillis(5_000)));
+
+    // A submission naming no batch is recorded as it is.
+    let mut unknown = submission("p", 1234, None);
+    unknown.verdict = super::Verdict::Rejected;
+    unknown.reason = Some("unknown_request".to_owned());
+    unknown.server_ms = None;
+    unknown.ops = 0.0;
+    assert!(store.record_submission(&unknown, None).await?);
+    let rows = store.submissions(Some("p"), 10).await?;
+    assert_eq!(rows.len(), 2);
+    assert_eq!(
+        (rows[0].request_id, rows[0].batch_id, rows[0].reason.as_deref(), rows[0].server_ms),
+        (1234, None, Some("unknown_request"), None)
+    );
+    assert_eq!((rows[1].batch_id, rows[1].verdict), (Some(mine.id), super::Verdict::Accepted));
+    assert!(store.submissions(Some("q"), 10).await?.is_empty());
+    store.close().await
+}
+
+async fn market_values_round_trip_and_are_checked(backend: Backend) -> TestResult {
+    let db = TestDb::new(backend).await;
+    let store = db.open().await;
+    let mut big = new_batch(i64::MAX as u64);
+    big.ops = 0.1 + 0.2;
+    big.descriptor = "{\"name\":\"Zoë's \\\"batch\\\"\"}".to_owned();
+    store.add_batches(&[big.clone()], UnixMillis(1)).await?;
+    let row = store.batch_by_token(&big.token).await?.expect("stored");
+    assert_eq!(
+        (row.request_id, row.descriptor.as_str()),
+        (big.request_id, big.descriptor.as_str())
+    );
+    assert_eq!(row.ops.to_bits(), big.ops.to_bits(), "bit-exact f64");
+
+    assert!(matches!(
+        store.add_batches(&[new_batch(1), new_batch(1 << 63)], UnixMillis(1)).await,
+        Err(StoreError::OutOfRange { column: "request_id", value }) if value == 1 << 63
+    ));
+    for ops in [f64::NAN, f64::INFINITY, -1.0] {
+        let bad = super::NewBatch { ops, ..new_batch(2) };
+        assert!(matches!(
+            store.add_batches(&[bad], UnixMillis(1)).await,
+            Err(StoreError::InvalidMeasure { column: "ops", .. })
+        ));
+    }
+    assert_eq!(store.queued_batches().await?, 1, "refused calls write nothing");
+
+    // The deployment version is kept as the JSON text it was sent as.
+    let mut number = submission("p", 1, None);
+    number.extra = "{\"gpu\":\"H100\",\"n\":[1,2]}".to_owned();
+    let string = super::SubmissionRecord {
+        deployment_version: "\"3\"".to_owned(),
+        proving_time_ms: i64::MAX as u64,
+        server_ms: Some(u64::MAX),
+        submitted_at: UnixMillis(6_000),
+        ..submission("p", 2, None)
+    };
+    assert!(store.record_submission(&number, None).await?);
+    assert!(store.record_submission(&string, None).await?);
+    let rows = store.submissions(None, 10).await?;
+    assert_eq!(rows.len(), 2);
+    let back = |r: &super::SubmissionRow| super::SubmissionRecord {
+        participant_id: r.participant_id.clone(),
+        request_id: r.request_id,
+        batch_id: r.batch_id,
+        verdict: r.verdict,
+        reason: r.reason.clone(),
+        proving_time_ms: r.proving_time_ms,
+        cost_cents: r.cost_cents,
+        price_cents: r.price_cents,
+        deployment_version: r.deployment_version.clone(),
+        extra: r.extra.clone(),
+        server_ms: r.server_ms,
+        ops: r.ops,
+        submitted_at: r.submitted_at,
+    };
+    assert_eq!(back(&rows[1]), number);
+    assert_eq!(rows[0].deployment_version, "\"3\"");
+    assert_eq!(rows[0].server_ms, Some(i64::MAX as u64), "the server's time saturates");
+    assert_eq!(
+        back(&rows[0]),
+        super::SubmissionRecord { server_ms: Some(i64::MAX as u64), ..string }
+    );
+    assert!(rows[0].id > rows[1].id);
+    assert_eq!(store.submissions(None, 1).await?.len(), 1);
+
+    // The peer's numbers are refused rather than saturated.
+    for (column, s) in [
+        (
+            "request_id",
+            super::SubmissionRecord { request_id: u64::MAX, ..submission("p", 3, None) },
+        ),
+        ("cost_cents", super::SubmissionRecord { cost_cents: 1 << 63, ..submission("p", 3, None) }),
+        (
+            "price_cents",
+            super::SubmissionRecord { price_cents: 1 << 63, ..submission("p", 3, None) },
+        ),
+    ] {
+        assert!(matches!(
+            store.record_submission(&s, None).await,
+            Err(StoreError::OutOfRange { column: c, .. }) if c == column
+        ));
+    }
+    let nan = super::SubmissionRecord { ops: f64::NAN, ..submission("p", 3, None) };
+    assert!(matches!(
+        store.record_submission(&nan, None).await,
+        Err(StoreError::InvalidMeasure { column: "ops", .. })
+    ));
+    assert_eq!(count(&store, "market_submissions").await, 2);
+    store.close().await
+}
+
+async fn market_summary_medians(backend: Backend) -> TestResult {
+    let db = TestDb::new(backend).await;
+    let store = db.open().await;
+    assert!(store.market_summary().await?.is_empty());
+    let record =
+        |participant: &str,
+         version: &str,
+         verdict: super::Verdict,
+         (proving_time_ms, cost_cents, price_cents, ops): (u64, u64, u64, f64)| {
+            super::SubmissionRecord {
+                deployment_version: version.to_owned(),
+                verdict,
+                proving_time_ms,
+                cost_cents,
+                price_cents,
+                ops,
+                ..submission(participant, 1, None)
+            }
+        };
+    use super::Verdict::{Accepted, Rejected};
+    for s in [
+        // p1, version 3: per tera-op costs 5, 10, 9 and prices 15, 15, 36.
+        record("p1", "3", Accepted, (100, 10, 30, 2e12)),
+        record("p1", "3", Accepted, (300, 40, 60, 4e12)),
+        record("p1", "3", Accepted, (200, 9, 36, 1e12)),
+        record("p1", "3", Rejected, (999, 1_000, 1_000, 1e12)),
+        // p1, version "3": one without operations (no per tera-op figures), one costing 0.
+        record("p1", "\"3\"", Accepted, (50, 7, 7, 0.0)),
+        record("p1", "\"3\"", Accepted, (70, 0, 5, 1e12)),
+        // p2: rejected only.
+        record("p2", "1", Rejected, (10, 1, 1, 1e12)),
+    ] {
+        assert!(store.record_submission(&s, None).await?);
+    }
+    let summary = store.market_summary().await?;
+    let expected = [
+        super::SummaryRow {
+            participant_id: "p1".to_owned(),
+            deployment_version: "\"3\"".to_owned(),
+            accepted: 2,
+            rejected: 0,
+            median_proving_time_ms: Some(60.0),
+            median_cost_per_tops_cents: Some(0.0),
+            median_price_per_tops_cents: Some(5.0),
+            price_over_cost: None,
+        },
+        super::SummaryRow {
+            participant_id: "p1".to_owned(),
+            deployment_version: "3".to_owned(),
+            accepted: 3,
+            rejected: 1,
+            median_proving_time_ms: Some(200.0),
+            median_cost_per_tops_cents: Some(9.0),
+            median_price_per_tops_cents: Some(15.0),
+            price_over_cost: Some(15.0 / 9.0),
+        },
+        super::SummaryRow {
+            participant_id: "p2".to_owned(),
+            deployment_version: "1".to_owned(),
+            accepted: 0,
+            rejected: 1,
+            median_proving_time_ms: None,
+            median_cost_per_tops_cents: None,
+            median_price_per_tops_cents: None,
+            price_over_cost: None,
+        },
+    ];
+    assert_eq!(summary, expected);
     store.close().await
 }

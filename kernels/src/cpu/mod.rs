@@ -20,7 +20,7 @@ pub mod int8;
 use std::time::Instant;
 
 use rayon::prelude::*;
-use veribench_protocol::{Challenge, DeviceKey, Generator, MAX_DIM, Matrix, Mode};
+use veribench_protocol::{Challenge, DeviceKey, DeviceSeed, Generator, MAX_DIM, Matrix, Mode};
 
 use crate::backend::{
     Backend, BackendError, BackendKind, DeviceInfo, Execution, PhaseTimings, try_zeroed,
@@ -221,10 +221,11 @@ impl Backend for CpuBackend {
         &self.devices
     }
 
-    fn execute(
+    fn execute_seeded(
         &self,
         device: &DeviceKey,
         challenge: &Challenge,
+        seed: DeviceSeed,
     ) -> Result<Execution, BackendError> {
         if !self.devices.iter().any(|d| &d.key == device) {
             return Err(BackendError::UnknownDevice(device.clone()));
@@ -232,7 +233,6 @@ impl Backend for CpuBackend {
         let shape = challenge.shape;
         shape.validate(MAX_DIM)?;
         let (m, k, n) = (shape.m as usize, shape.k as usize, shape.n as usize);
-        let seed = challenge.device_seed(device);
         let generator = Generator::new(&seed, challenge.mode);
         let mut timings = PhaseTimings::default();
 

@@ -1015,13 +1015,14 @@ impl Backend for CudaBackend {
         &self.devices
     }
 
-    fn execute(
+    fn execute_seeded(
         &self,
         device: &DeviceKey,
         challenge: &Challenge,
+        seed: DeviceSeed,
     ) -> Result<Execution, BackendError> {
         let gpu = self.gpu(device)?;
         challenge.shape.validate(MAX_DIM)?;
-        gpu.execute(challenge, challenge.device_seed(device))
+        gpu.execute(challenge, seed)
     }
 }

@@ -518,10 +518,11 @@ impl Backend for WgpuBackend {
         &self.devices
     }
 
-    fn execute(
+    fn execute_seeded(
         &self,
         device: &DeviceKey,
         challenge: &Challenge,
+        seed: DeviceSeed,
     ) -> Result<Execution, BackendError> {
         let gpu = self.gpu(device)?;
         let (mode, shape) = (challenge.mode, challenge.shape);
@@ -529,7 +530,6 @@ impl Backend for WgpuBackend {
         Self::check_fits(gpu, mode, shape)?;
         let pipeline = gpu.pipeline_for(mode);
         gpu.check_grid(pipeline, shape)?;
-        let seed = challenge.device_seed(device);
         let path = gpu.leaf_path;
         // Allocated before the work starts, so a host short of memory fails fast.
         let mut words = match path {
