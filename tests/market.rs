@@ -194,7 +194,7 @@ async fn participants_prove_concurrently_with_the_worker_client(db: Db) {
     }
     assert_eq!(accepted, 9, "every batch proved once");
     let all = h.coordinator.store().submissions(None, 100).await.expect("rows");
-    let mut requests: Vec<u64> = all.iter().map(|s| s.request_id).collect();
+    let mut requests: Vec<u64> = all.iter().map(|s| s.record.request_id).collect();
     requests.sort_unstable();
     requests.dedup();
     assert_eq!(requests.len(), 9, "no batch went to two participants");
@@ -255,7 +255,7 @@ async fn external_verifiers_decide_by_exit_status_and_are_killed_at_their_timeou
     assert_eq!((status, text.as_str()), (422, "invalid proof"));
     assert!(started.elapsed() < std::time::Duration::from_secs(10), "the verifier was killed");
     let rows = store.submissions(Some(&id), 10).await.expect("rows");
-    let reasons: Vec<Option<&str>> = rows.iter().map(|r| r.reason.as_deref()).collect();
+    let reasons: Vec<Option<&str>> = rows.iter().map(|r| r.record.reason.as_deref()).collect();
     assert_eq!(reasons, [Some("verifier_timeout"), None, Some("verifier_refused")]);
     h.shutdown().await;
 }

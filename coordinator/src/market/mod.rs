@@ -412,13 +412,14 @@ async fn submissions(State(c): Shared, Query(q): Query<SubmissionsQuery>) -> Res
         Ok(rows) => {
             let rows: Vec<_> = rows
                 .iter()
-                .map(|r| {
+                .map(|row| {
+                    let r = &row.record;
                     let deployment: serde_json::Value =
                         serde_json::from_str(&r.deployment_version).unwrap_or_default();
                     let extra: serde_json::Value =
                         serde_json::from_str(&r.extra).unwrap_or_default();
                     serde_json::json!({
-                        "id": r.id,
+                        "id": row.id,
                         "participant_id": r.participant_id,
                         "request_id": r.request_id,
                         "batch_id": r.batch_id,

@@ -174,37 +174,13 @@ pub struct SubmissionRecord {
     pub submitted_at: UnixMillis,
 }
 
-/// A stored submission.
+/// A stored submission: what was recorded, and its row id.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SubmissionRow {
     /// Assigned by the database, never reused.
     pub id: i64,
-    /// Who submitted.
-    pub participant_id: String,
-    /// The request id it named.
-    pub request_id: u64,
-    /// The batch it answers.
-    pub batch_id: Option<i64>,
-    /// How it was judged.
-    pub verdict: Verdict,
-    /// Why it was rejected.
-    pub reason: Option<String>,
-    /// The participant's proving time.
-    pub proving_time_ms: u64,
-    /// What proving cost them.
-    pub cost_cents: u64,
-    /// What they charge.
-    pub price_cents: u64,
-    /// JSON text as sent.
-    pub deployment_version: String,
-    /// JSON object text.
-    pub extra: String,
-    /// The coordinator's own time.
-    pub server_ms: Option<u64>,
-    /// The batch's operations.
-    pub ops: f64,
-    /// When it arrived.
-    pub submitted_at: UnixMillis,
+    /// The submission as recorded.
+    pub record: SubmissionRecord,
 }
 
 /// The market per (participant, deployment version).
@@ -279,8 +255,7 @@ fn batch_row(r: &AnyRow) -> Result<BatchRow, StoreError> {
 /// Decodes one row selected with [`SUBMISSION_COLUMNS`].
 fn submission_row(r: &AnyRow) -> Result<SubmissionRow, StoreError> {
     let verdict = row::text(r, "verdict")?;
-    Ok(SubmissionRow {
-        id: row::int(r, "id")?,
+    let record = SubmissionRecord {
         participant_id: row::text(r, "participant_id")?,
         request_id: row::small(r, "request_id")?,
         batch_id: row::opt_int(r, "batch_id")?,
@@ -294,7 +269,8 @@ fn submission_row(r: &AnyRow) -> Result<SubmissionRow, StoreError> {
         server_ms: opt_unsigned(r, "server_ms")?,
         ops: row::float(r, "ops")?,
         submitted_at: row::time(r, "submitted_at")?,
-    })
+    };
+    Ok(SubmissionRow { id: row::int(r, "id")?, record })
 }
 
 /// The median, `None` of nothing.

@@ -2089,10 +2089,16 @@ async fn market_open_requests_and_replays(backend: Backend) -> TestResult {
     let rows = store.submissions(Some("p"), 10).await?;
     assert_eq!(rows.len(), 2);
     assert_eq!(
-        (rows[0].request_id, rows[0].batch_id, rows[0].reason.as_deref(), rows[0].server_ms),
+        {
+            let r = &rows[0].record;
+            (r.request_id, r.batch_id, r.reason.as_deref(), r.server_ms)
+        },
         (1234, None, Some("unknown_request"), None)
     );
-    assert_eq!((rows[1].batch_id, rows[1].verdict), (Some(mine.id), super::Verdict::Accepted));
+    assert_eq!(
+        (rows[1].record.batch_id, rows[1].record.verdict),
+        (Some(mine.id), super::Verdict::Accepted)
+    );
     assert!(store.submissions(Some("q"), 10).await?.is_empty());
     store.close().await
 }
@@ -2138,26 +2144,11 @@ async fn market_values_round_trip_and_are_checked(backend: Backend) -> TestResul
     assert!(store.record_submission(&string, None).await?);
     let rows = store.submissions(None, 10).await?;
     assert_eq!(rows.len(), 2);
-    let back = |r: &super::SubmissionRow| super::SubmissionRecord {
-        participant_id: r.participant_id.clone(),
-        request_id: r.request_id,
-        batch_id: r.batch_id,
-        verdict: r.verdict,
-        reason: r.reason.clone(),
-        proving_time_ms: r.proving_time_ms,
-        cost_cents: r.cost_cents,
-        price_cents: r.price_cents,
-        deployment_version: r.deployment_version.clone(),
-        extra: r.extra.clone(),
-        server_ms: r.server_ms,
-        ops: r.ops,
-        submitted_at: r.submitted_at,
-    };
-    assert_eq!(back(&rows[1]), number);
-    assert_eq!(rows[0].deployment_version, "\"3\"");
-    assert_eq!(rows[0].server_ms, Some(i64::MAX as u64), "the server's time saturates");
+    assert_eq!(rows[1].record, number);
+    assert_eq!(rows[0].record.deployment_version, "\"3\"");
+    assert_eq!(rows[0].record.server_ms, Some(i64::MAX as u64), "the server's time saturates");
     assert_eq!(
-        back(&rows[0]),
+        rows[0].record,
         super::SubmissionRecord { server_ms: Some(i64::MAX as u64), ..string }
     );
     assert!(rows[0].id > rows[1].id);
