@@ -6,34 +6,14 @@
 // `OpSDot` when the device has packed integer dot products (VK_KHR_shader_integer_dot_product)
 // and an exact bit-extract polyfill otherwise. C is m × n row-major i32. Any m, k, n.
 //
-// Tiling is that of gemm_f32.wgsl (see there), with TILE_K counted in K elements (a multiple of
-// 4; TILE_K / 4 packed words per stage). Partial quads at the end of K are zero-padded by the
+// Tiling is that of gemm_prelude.wgsl (prepended to this file), with TILE_K counted in K
+// elements (a multiple of 4; TILE_K / 4 packed words per stage). Partial quads at the end of K are zero-padded by the
 // generator, so they add nothing. i32 sums of at most 65536 products of magnitude ≤ 2^14 cannot
 // overflow (SPEC §1), so the result is the same in any summation order.
 
-override WG_X: u32 = 16u;
-override WG_Y: u32 = 16u;
-override TILE_K: u32 = 16u;
-const TM: u32 = 4u; // @tile TM
-const TN: u32 = 4u; // @tile TN
-
-override BM: u32 = WG_Y * TM;
-override BN: u32 = WG_X * TN;
-// A's tile is stored transposed (k-major) with one word of padding per k so the transposing
-// stores of the cooperative load do not all hit one memory bank.
-override A_STRIDE: u32 = BM + 1u;
 // Packed words per K tile.
 override TILE_KW: u32 = TILE_K / 4u;
 
-struct GemmParams {
-    m: u32,
-    k: u32,
-    n: u32,
-    // Test-only fault injection (Rust `Fault`): 1 = skip the last K tile. 0 in production.
-    fault: u32,
-}
-
-@group(0) @binding(0) var<uniform> p: GemmParams;
 @group(0) @binding(1) var<storage, read> a: array<u32>;
 @group(0) @binding(2) var<storage, read> b: array<u32>;
 @group(0) @binding(3) var<storage, read_write> c: array<i32>;

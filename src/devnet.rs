@@ -38,11 +38,9 @@ use veribench_coordinator::epoch::SubmitOutcome;
 use veribench_coordinator::store::WeightSetStatus;
 use veribench_coordinator::{CoordinatorConfig, Running};
 use veribench_kernels::{
-    Backend, BackendError, BackendKind, CpuBackend, DeviceInfo, Execution, RowSource,
+    Backend, BackendError, BackendKind, CpuBackend, DeviceInfo, Execution, Job, RowSource,
 };
-use veribench_protocol::{
-    Challenge, DeviceKey, DeviceSeed, Mode, PublicKey, UnixMillis, leaf_hash,
-};
+use veribench_protocol::{DeviceKey, Mode, PublicKey, UnixMillis, leaf_hash};
 use veribench_wallet::{BITTENSOR_SS58_PREFIX, Keypair, Wallet, ss58_encode};
 use veribench_worker::daemon::{
     DiscoveryConfig, WorkerConfig, WorkerIdentity, run_worker_with_token,
@@ -133,13 +131,8 @@ impl Backend for DevnetBackend {
         self.inner.devices()
     }
 
-    fn execute_seeded(
-        &self,
-        device: &DeviceKey,
-        challenge: &Challenge,
-        seed: DeviceSeed,
-    ) -> Result<Execution, BackendError> {
-        let mut run = self.inner.execute_seeded(device, challenge, seed)?;
+    fn execute_job(&self, device: &DeviceKey, job: &Job) -> Result<Execution, BackendError> {
+        let mut run = self.inner.execute_job(device, job)?;
         match self.behaviour {
             Behaviour::Honest => {}
             Behaviour::Slow => {
@@ -149,7 +142,7 @@ impl Backend for DevnetBackend {
             Behaviour::Cheater => {
                 let product = ZeroOddRows(run.product);
                 for (row, leaf) in (0u32..).zip(run.leaves.iter_mut()).filter(|(r, _)| r % 2 == 1) {
-                    *leaf = leaf_hash(&seed, row, &product.row_bytes(row)?);
+                    *leaf = leaf_hash(job.seed(), row, &product.row_bytes(row)?);
                 }
                 run.product = Box::new(product);
             }

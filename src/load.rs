@@ -23,19 +23,18 @@ use anyhow::{Context, anyhow, bail};
 use futures_util::{SinkExt, StreamExt};
 use rand::Rng;
 use serde::Serialize;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
 use tokio_util::sync::CancellationToken;
-use veribench_coordinator::config::redact_url;
 use veribench_protocol::wire;
 use veribench_protocol::{
     Delegation, DeviceKey, HardwareInfo, Heartbeat, Limits, Message, PublicKey, Register,
     Signature, UnixMillis,
 };
+use veribench_support::redact_url;
 use veribench_wallet::{Keypair, Wallet};
 
 /// Descriptors this process needs beyond one per worker (runtime, scrapes, log, stdio).
@@ -68,7 +67,8 @@ pub struct LoadArgs {
     /// temporary directory.
     #[arg(long)]
     db: Option<String>,
-    /// The coordinator binary; default: `veribench-coordinator` next to this executable.
+    /// A `veribench-coordinator` binary to run; default: this executable's `coordinator`
+    /// subcommand.
     #[arg(long)]
     coordinator_bin: Option<PathBuf>,
     /// Connection attempts (WebSocket upgrade and registration) in flight at once.
@@ -189,28 +189,9 @@ fn check_args(args: &LoadArgs) -> anyhow::Result<()> {
 /// Raises the soft RLIMIT_NOFILE to the hard limit and checks that `needed` descriptors fit.
 /// The coordinator, started afterwards, inherits the raised limit.
 fn raise_fd_limit(needed: u64) -> anyhow::Result<u64> {
-    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: getrlimit only writes the struct passed by reference.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
-        bail!("getrlimit(RLIMIT_NOFILE) failed: {}", std::io::Error::last_os_error());
-    }
-    if limit.rlim_cur < limit.rlim_max {
-        // An unlimited hard limit cannot be the soft one: Linux caps descriptors at nr_open.
-        let target = if limit.rlim_max == libc::RLIM_INFINITY {
-            std::fs::read_to_string("/proc/sys/fs/nr_open")
-                .ok()
-                .and_then(|s| s.trim().parse::<libc::rlim_t>().ok())
-                .unwrap_or(1 << 20)
-        } else {
-            limit.rlim_max
-        };
-        let wanted = libc::rlimit { rlim_cur: target, rlim_max: limit.rlim_max };
-        // SAFETY: setrlimit only reads the struct passed by reference.
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &wanted) } == 0 {
-            limit.rlim_cur = target;
-        }
-    }
-    let soft = limit.rlim_cur;
+    let limit = veribench_support::fd_limit::raise_fd_limit()
+        .context("cannot read the open-file limit (getrlimit)")?;
+    let soft = limit.soft;
     if soft < needed {
         bail!(
             "the open-file limit is {soft} (hard limit {}), but {} descriptors are needed: one per \
@@ -218,7 +199,7 @@ fn raise_fd_limit(needed: u64) -> anyhow::Result<u64> {
              inherits the limit. Raise the hard limit (e.g. `ulimit -Hn {needed}` as root, \
              LimitNOFILE= in a systemd unit, or nofile in /etc/security/limits.conf) or run \
              fewer --workers",
-            limit.rlim_max,
+            limit.hard,
             needed
         );
     }
@@ -314,7 +295,7 @@ struct Child {
 
 impl Child {
     async fn start(
-        bin: &Path,
+        bin: &CoordinatorBin,
         dir: &Path,
         db: &str,
         keys: &Keys,
@@ -367,8 +348,9 @@ impl Child {
         std::fs::write(&config_path, config).context("cannot write the coordinator config")?;
         let log = dir.join("coordinator.log");
         let out = std::fs::File::create(&log).context("cannot create the coordinator log")?;
-        let mut command = tokio::process::Command::new(bin);
+        let mut command = tokio::process::Command::new(&bin.program);
         command
+            .args(bin.prefix)
             .arg("run")
             .arg("--config")
             .arg(&config_path)
@@ -390,7 +372,7 @@ impl Child {
         }
         let mut child = command
             .spawn()
-            .with_context(|| format!("cannot start the coordinator {}", bin.display()))?;
+            .with_context(|| format!("cannot start the coordinator {}", bin.program.display()))?;
         let pid = child.id().ok_or_else(|| anyhow!("the coordinator exited at once"))?;
 
         let started = Instant::now();
@@ -435,22 +417,24 @@ impl Child {
     }
 }
 
-fn coordinator_bin(args: &LoadArgs) -> anyhow::Result<PathBuf> {
-    let bin = match &args.coordinator_bin {
-        Some(p) => p.clone(),
-        None => {
-            let exe = std::env::current_exe().context("cannot locate the current executable")?;
-            exe.with_file_name(format!("veribench-coordinator{}", std::env::consts::EXE_SUFFIX))
-        }
-    };
-    if !bin.is_file() {
-        bail!(
-            "coordinator binary {} not found; build it (`cargo build --release -p \
-             veribench-coordinator`) or pass --coordinator-bin",
-            bin.display()
-        );
+/// How to start the coordinator: a program and the arguments before `run`.
+#[derive(Debug)]
+struct CoordinatorBin {
+    program: PathBuf,
+    prefix: &'static [&'static str],
+}
+
+/// `--coordinator-bin` if given (a `veribench-coordinator`), else this executable's
+/// `coordinator` subcommand (the umbrella binary carries the coordinator).
+fn coordinator_bin(args: &LoadArgs) -> anyhow::Result<CoordinatorBin> {
+    match &args.coordinator_bin {
+        Some(p) if !p.is_file() => bail!("coordinator binary {} not found", p.display()),
+        Some(p) => Ok(CoordinatorBin { program: p.clone(), prefix: &[] }),
+        None => Ok(CoordinatorBin {
+            program: std::env::current_exe().context("cannot locate the current executable")?,
+            prefix: &["coordinator"],
+        }),
     }
-    Ok(bin)
 }
 
 /// Two free loopback ports (there is a small window for another process to take them).
@@ -468,62 +452,35 @@ fn log_tail(path: &Path) -> String {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Tiny HTTP/1.1 client.
+// HTTP.
+
+/// The client of every request to the coordinator's HTTP listener (plain http on loopback).
+fn http_client() -> anyhow::Result<&'static reqwest::Client> {
+    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    if let Some(client) = CLIENT.get() {
+        return Ok(client);
+    }
+    // reqwest (rustls without a bundled provider) panics when it builds a client before a
+    // provider is installed, even for plain http.
+    veribench_support::tls::install_crypto_provider();
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .no_proxy()
+        .build()
+        .context("cannot build the HTTP client")?;
+    Ok(CLIENT.get_or_init(|| client))
+}
 
 /// `GET path` on `addr`; the status code and body.
 async fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
-    let exchange = async {
-        let mut stream = TcpStream::connect(addr).await?;
-        let request = format!(
-            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAccept: */*\r\n\r\n"
-        );
-        stream.write_all(request.as_bytes()).await?;
-        let mut raw = Vec::new();
-        stream.read_to_end(&mut raw).await?;
-        anyhow::Ok(raw)
-    };
-    let raw = timeout(Duration::from_secs(5), exchange)
+    let response = http_client()?
+        .get(format!("http://{addr}{path}"))
+        .send()
         .await
-        .map_err(|_| anyhow!("GET {path}: timed out"))??;
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| anyhow!("GET {path}: truncated response"))?;
-    let head = std::str::from_utf8(&raw[..split])?;
-    let mut body = raw[split + 4..].to_vec();
-    let mut lines = head.split("\r\n");
-    let status = lines
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|c| c.parse::<u16>().ok())
-        .ok_or_else(|| anyhow!("GET {path}: bad status line"))?;
-    for line in lines {
-        let Some((name, value)) = line.split_once(':') else { continue };
-        let (name, value) = (name.trim().to_ascii_lowercase(), value.trim());
-        if name == "transfer-encoding" && value.eq_ignore_ascii_case("chunked") {
-            body = dechunk(&body).ok_or_else(|| anyhow!("GET {path}: bad chunked body"))?;
-        } else if name == "content-length"
-            && let Ok(n) = value.parse::<usize>()
-        {
-            body.truncate(n);
-        }
-    }
-    Ok((status, String::from_utf8_lossy(&body).into_owned()))
-}
-
-fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
-    let mut out = Vec::new();
-    loop {
-        let eol = data.windows(2).position(|w| w == b"\r\n")?;
-        let size_text = std::str::from_utf8(&data[..eol]).ok()?;
-        let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
-        data = &data[eol + 2..];
-        if size == 0 {
-            return Some(out);
-        }
-        out.extend_from_slice(data.get(..size)?);
-        data = data.get(size + 2..)?;
-    }
+        .with_context(|| format!("GET {path}"))?;
+    let status = response.status().as_u16();
+    let body = response.text().await.with_context(|| format!("GET {path}: body"))?;
+    Ok((status, body))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1287,12 +1244,33 @@ mod tests {
         assert_eq!(s.rejections.get("rate_limited"), Some(&3.0));
     }
 
-    #[test]
-    fn chunked_bodies_are_decoded() {
-        assert_eq!(
-            dechunk(b"3\r\nabc\r\n2;x=y\r\nde\r\n0\r\n\r\n").as_deref(),
-            Some(&b"abcde"[..])
-        );
-        assert_eq!(dechunk(b"5\r\nab"), None);
+    /// The reqwest client against a real listener answering with a chunked body.
+    #[tokio::test]
+    async fn http_get_reads_status_and_chunked_body() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let server = tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.expect("accept");
+            let mut request = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = stream.read(&mut buf).await.expect("read");
+                assert!(n > 0, "request ended early");
+                request.extend_from_slice(&buf[..n]);
+            }
+            stream
+                .write_all(
+                    b"HTTP/1.1 503 Service Unavailable\r\nTransfer-Encoding: chunked\r\n\
+                      Connection: close\r\n\r\n3\r\nabc\r\n2;x=y\r\nde\r\n0\r\n\r\n",
+                )
+                .await
+                .expect("write");
+            String::from_utf8_lossy(&request).into_owned()
+        });
+        let (status, body) = http_get(addr, "/healthz").await.expect("GET");
+        assert_eq!((status, body.as_str()), (503, "abcde"));
+        let request = server.await.expect("server");
+        assert!(request.starts_with("GET /healthz HTTP/1.1\r\n"), "{request}");
     }
 }

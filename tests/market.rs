@@ -6,11 +6,11 @@ mod common;
 
 use base64::Engine;
 use common::{Db, Harness, http_get, http_post};
-use veribench_chain::RetryPolicy;
 use veribench_coordinator::CoordinatorConfig;
 use veribench_coordinator::market::BatchSpec;
 use veribench_protocol::market::MatmulBatch;
 use veribench_protocol::{Mode, UnixMillis};
+use veribench_support::RetryPolicy;
 use veribench_worker::market::{MarketClient, MarketWorker};
 
 const SPEC: BatchSpec = BatchSpec { mode: Mode::Int8, m: 16, k: 24, n: 8 };

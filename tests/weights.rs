@@ -15,14 +15,15 @@ use common::{
     http_post, keypair,
 };
 use veribench_chain::{
-    Chain, ChainError, Commitment, Metagraph, NetUid, RetryPolicy, TxReceipt, WeightReveal,
-    WeightVector, WeightsPolicy,
+    Chain, ChainError, Commitment, Metagraph, NetUid, TxReceipt, WeightReveal, WeightVector,
+    WeightsPolicy,
 };
 use veribench_coordinator::CoordinatorConfig;
 use veribench_coordinator::epoch::{EpochError, SubmitOutcome};
 use veribench_coordinator::leases::{SIGNATURE_HEADER, SIGNER_HEADER, signed_message};
 use veribench_coordinator::store::{ChallengeStatus, WeightSetStatus};
 use veribench_protocol::{PublicKey, UnixMillis};
+use veribench_support::RetryPolicy;
 use veribench_wallet::Keypair;
 
 /// Scoring for short tests: one 5-minute bucket is full availability, 3 verified results full

@@ -64,3 +64,9 @@ impl ChainError {
         )
     }
 }
+
+impl veribench_support::Transient for ChainError {
+    fn is_transient(&self) -> bool {
+        ChainError::is_transient(self)
+    }
+}

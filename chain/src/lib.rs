@@ -11,7 +11,8 @@
 //!   generated from the vendored runtime metadata. subxt stays in that crate.
 //!
 //! [`Network`] parses btcli's `--subtensor.network` values; [`commit_hash`] is subtensor's
-//! commit-reveal hash; [`retry`] is the backoff loop every chain call goes through.
+//! commit-reveal hash. Every chain call goes through the workspace's one retry loop,
+//! `veribench_support::retry`, which [`ChainError`]'s `Transient` implementation steers.
 //! [`Endpoint`] is a coordinator's announcement of where it listens, encoded to fit one
 //! commitment and never mistaken for a miner's 32-byte circuit commitment.
 
@@ -20,7 +21,6 @@ pub mod endpoint;
 mod error;
 mod local;
 mod network;
-mod retry;
 mod types;
 
 use async_trait::async_trait;
@@ -35,12 +35,11 @@ pub use endpoint::{
 pub use error::ChainError;
 pub use local::{LocalChain, LocalNeuron, LocalSubnet};
 pub use network::{Network, NetworkParseError};
-pub use retry::{RetryPolicy, Transient, retry};
 pub use types::{Commitment, Metagraph, NetUid, Neuron, TxReceipt, WeightVector, WeightsPolicy};
 
 /// A Bittensor chain: reads of the subnet state and the extrinsics veribench submits.
 ///
-/// Every method returns a [`ChainError`]; [`ChainError::is_transient`] tells [`retry`] which
+/// Every method returns a [`ChainError`]; [`ChainError::is_transient`] tells the retry loop which
 /// failures are worth trying again (unreachable node, rate limit, a local state file that does not
 /// parse) and which are final (not registered, no validator permit, rejected call).
 #[async_trait]

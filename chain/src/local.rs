@@ -6,7 +6,9 @@
 //! finney. Every change takes
 //! an exclusive lock on `<file>.lock`, reads the state, applies the change and replaces the file
 //! atomically (write to a temp file, fsync, rename), so a coordinator and a worker can share one
-//! state file and a crash mid-write leaves the previous state intact.
+//! state file and a crash mid-write leaves the previous state intact. The [`Chain`] methods do
+//! that file work on tokio's blocking pool, so a coordinator's runtime threads never wait on a
+//! lock or an fsync. A state file's missing parent directories are created.
 //!
 //! Blocks advance with wall time (`block_ms` per block, 12 s like subtensor), plus any
 //! [`LocalChain::advance_blocks`] a test or demo asks for.
@@ -36,10 +38,10 @@ const MAX_COMMITMENT_BYTES: usize = 128;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LocalNeuron {
     /// Registered hotkey.
-    #[serde(with = "hex_key")]
+    #[serde(with = "veribench_protocol::ids::hex32")]
     pub hotkey: PublicKey,
     /// Owning coldkey.
-    #[serde(with = "hex_key")]
+    #[serde(with = "veribench_protocol::ids::hex32")]
     pub coldkey: PublicKey,
     /// Stake in rao.
     pub stake: u64,
@@ -234,16 +236,26 @@ impl LocalChain {
         ChainError::Io { path: self.path.display().to_string(), source }
     }
 
-    /// Takes the lock file, shared or exclusive; released when the handle drops.
+    /// Takes the lock file, shared or exclusive; released when the handle drops. The lock file
+    /// is the first file a call creates, so a missing parent directory (`data/chain.json` in a
+    /// fresh checkout) is created here.
     fn lock(&self, exclusive: bool) -> Result<File, ChainError> {
         let mut lock_path = self.path.clone().into_os_string();
         lock_path.push(".lock");
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|e| self.io(e))?;
+        let open = || OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path);
+        let file = match open() {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                match self.path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                    Some(parent) => {
+                        std::fs::create_dir_all(parent).map_err(|e| self.io(e))?;
+                        open()
+                    }
+                    None => Err(e),
+                }
+            }
+            other => other,
+        }
+        .map_err(|e| self.io(e))?;
         if exclusive { file.lock() } else { file.lock_shared() }.map_err(|e| self.io(e))?;
         Ok(file)
     }
@@ -283,6 +295,36 @@ impl LocalChain {
         file.write_all(&json).and_then(|()| file.sync_all()).map_err(|e| self.io(e))?;
         std::fs::rename(&tmp, &self.path).map_err(|e| self.io(e))?;
         Ok(out)
+    }
+
+    /// Runs `f` (file work: lock, read, write, fsync) on tokio's blocking pool, so an async
+    /// caller's runtime thread does not block on it. A panic in `f` resumes on the caller.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Self) -> Result<T, ChainError> + Send + 'static,
+    ) -> Result<T, ChainError> {
+        let chain = self.clone();
+        match tokio::task::spawn_blocking(move || f(&chain)).await {
+            Ok(out) => out,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(e) => Err(self.io(std::io::Error::other(e))),
+        }
+    }
+
+    /// [`Self::read`] on the blocking pool.
+    async fn read_async<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&State) -> Result<T, ChainError> + Send + 'static,
+    ) -> Result<T, ChainError> {
+        self.blocking(move |c| c.read(f)).await
+    }
+
+    /// [`Self::update`] on the blocking pool.
+    async fn update_async<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut State) -> Result<T, ChainError> + Send + 'static,
+    ) -> Result<T, ChainError> {
+        self.blocking(move |c| c.update(f)).await
     }
 
     /// Creates subnet `netuid` with `params` (its neurons included) if it does not exist yet;
@@ -368,11 +410,11 @@ impl Chain for LocalChain {
     }
 
     async fn current_block(&self) -> Result<u64, ChainError> {
-        self.read(|s| Ok(s.block()))
+        self.read_async(move |s| Ok(s.block())).await
     }
 
     async fn metagraph(&self, netuid: NetUid) -> Result<Metagraph, ChainError> {
-        self.read(|s| {
+        self.read_async(move |s| {
             let neurons = s
                 .subnet(netuid)?
                 .neurons
@@ -389,10 +431,11 @@ impl Chain for LocalChain {
                 .collect();
             Ok(Metagraph { netuid, block: s.block(), neurons })
         })
+        .await
     }
 
     async fn weights_policy(&self, netuid: NetUid) -> Result<WeightsPolicy, ChainError> {
-        self.read(|s| Ok(s.subnet(netuid)?.policy()))
+        self.read_async(move |s| Ok(s.subnet(netuid)?.policy())).await
     }
 
     async fn set_weights(
@@ -403,7 +446,8 @@ impl Chain for LocalChain {
         version_key: u64,
     ) -> Result<TxReceipt, ChainError> {
         let who = signer.public();
-        self.update(|s| {
+        let weights = weights.clone();
+        self.update_async(move |s| {
             let block = s.block();
             let subnet = s.subnet_mut(netuid)?;
             if subnet.commit_reveal_enabled {
@@ -414,9 +458,10 @@ impl Chain for LocalChain {
                 ));
             }
             let uid = subnet.validator_uid(&who, netuid)?;
-            subnet.apply_weights(uid, weights, version_key, block)?;
+            subnet.apply_weights(uid, &weights, version_key, block)?;
             Ok(s.receipt("set_weights", block))
         })
+        .await
     }
 
     async fn commit_weights(
@@ -426,7 +471,7 @@ impl Chain for LocalChain {
         hash: [u8; 32],
     ) -> Result<TxReceipt, ChainError> {
         let who = signer.public();
-        self.update(|s| {
+        self.update_async(move |s| {
             let block = s.block();
             let subnet = s.subnet_mut(netuid)?;
             if !subnet.commit_reveal_enabled {
@@ -436,6 +481,7 @@ impl Chain for LocalChain {
             subnet.commits.push(PendingCommit { uid, hash: hex::encode(hash), block });
             Ok(s.receipt("commit_weights", block))
         })
+        .await
     }
 
     async fn reveal_weights(
@@ -446,7 +492,8 @@ impl Chain for LocalChain {
     ) -> Result<TxReceipt, ChainError> {
         let who = signer.public();
         let hash = hex::encode(commit_hash(&who, netuid, reveal));
-        self.update(|s| {
+        let (weights, version_key) = (reveal.weights.clone(), reveal.version_key);
+        self.update_async(move |s| {
             let block = s.block();
             let subnet = s.subnet_mut(netuid)?;
             if !subnet.commit_reveal_enabled {
@@ -472,10 +519,11 @@ impl Chain for LocalChain {
                 subnet.commits.remove(i);
                 return Err(ChainError::Rejected("ExpiredWeightCommit".into()));
             }
-            subnet.apply_weights(uid, &reveal.weights, reveal.version_key, block)?;
+            subnet.apply_weights(uid, &weights, version_key, block)?;
             subnet.commits.remove(i);
             Ok(s.receipt("reveal_weights", block))
         })
+        .await
     }
 
     async fn set_commitment(
@@ -491,7 +539,8 @@ impl Chain for LocalChain {
                 data.len()
             )));
         }
-        self.update(|s| {
+        let data = data.to_vec();
+        self.update_async(move |s| {
             let block = s.block();
             let subnet = s.subnet_mut(netuid)?;
             subnet.uid_of(&who).ok_or(ChainError::NotRegistered(who.to_string(), netuid.0))?;
@@ -502,9 +551,10 @@ impl Chain for LocalChain {
                     return Err(ChainError::RateLimited { blocks_left: limit - since });
                 }
             }
-            subnet.commitments.insert(who.to_string(), Commitment { block, data: data.to_vec() });
+            subnet.commitments.insert(who.to_string(), Commitment { block, data });
             Ok(s.receipt("set_commitment", block))
         })
+        .await
     }
 
     async fn commitment(
@@ -512,7 +562,8 @@ impl Chain for LocalChain {
         netuid: NetUid,
         hotkey: &PublicKey,
     ) -> Result<Option<Commitment>, ChainError> {
-        self.read(|s| Ok(s.subnet(netuid)?.commitments.get(&hotkey.to_string()).cloned()))
+        let hotkey = hotkey.to_string();
+        self.read_async(move |s| Ok(s.subnet(netuid)?.commitments.get(&hotkey).cloned())).await
     }
 
     /// One read of the state: the commitments of the registered neurons, in uid order.
@@ -520,7 +571,7 @@ impl Chain for LocalChain {
         &self,
         netuid: NetUid,
     ) -> Result<Vec<(PublicKey, Commitment)>, ChainError> {
-        self.read(|s| {
+        self.read_async(move |s| {
             let subnet = s.subnet(netuid)?;
             Ok(subnet
                 .neurons
@@ -531,20 +582,7 @@ impl Chain for LocalChain {
                 })
                 .collect())
         })
-    }
-}
-
-mod hex_key {
-    use serde::{Deserialize, Deserializer, Serializer};
-    use veribench_protocol::PublicKey;
-
-    pub fn serialize<S: Serializer>(key: &PublicKey, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(key)
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<PublicKey, D::Error> {
-        let text = String::deserialize(d)?;
-        PublicKey::from_hex(&text).ok_or_else(|| serde::de::Error::custom("expected 64 hex digits"))
+        .await
     }
 }
 

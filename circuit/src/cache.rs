@@ -49,7 +49,7 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CacheError + '_ {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CacheEntry {
     /// The hotkey whose fetch brought it in.
-    #[serde(with = "hex_key")]
+    #[serde(with = "veribench_protocol::ids::hex32")]
     pub miner: PublicKey,
     /// `file → bytes`.
     pub files: BTreeMap<String, u64>,
@@ -65,7 +65,7 @@ pub struct CacheEntry {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Claim {
     /// The claiming hotkey.
-    #[serde(with = "hex_key")]
+    #[serde(with = "veribench_protocol::ids::hex32")]
     pub miner: PublicKey,
     /// The block of its chain commitment.
     pub block: u64,
@@ -273,20 +273,6 @@ fn claim(index: &mut Index, hash: &ArtifactHash, miner: &PublicKey, block: u64) 
     let keep = index.claims.get(hash).is_some_and(|c| c.miner != *miner && c.block <= block);
     if !keep {
         index.claims.insert(*hash, Claim { miner: *miner, block });
-    }
-}
-
-pub(crate) mod hex_key {
-    use serde::{Deserialize, Deserializer, Serializer};
-    use veribench_protocol::PublicKey;
-
-    pub fn serialize<S: Serializer>(key: &PublicKey, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(key)
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<PublicKey, D::Error> {
-        let text = String::deserialize(d)?;
-        PublicKey::from_hex(&text).ok_or_else(|| serde::de::Error::custom("expected 64 hex digits"))
     }
 }
 

@@ -29,18 +29,18 @@ use sha2::{Digest, Sha256};
 use url::Url;
 use veribench_chain::{Chain, ChainError, NetUid};
 use veribench_protocol::{PublicKey, UnixMillis};
+use veribench_support::retry::{Transient, retry};
 
 use crate::cache::{Cache, CacheError, ClaimCheck};
 use crate::offer::CircuitOffer;
 use crate::policy::{UrlPolicy, UrlRefusal};
-use crate::publish::detail;
-use crate::redact::redact_url;
 use crate::settings::SettingsError;
 use crate::transfer::{
-    ClientError, TransferConfig, describe, http_client, presigned_expiry_ms, progress_bar,
-    s3_error, status_is_transient,
+    ClientError, Progress, TransferConfig, describe, detail, file_progress, http_client,
+    presigned_expiry_ms, read_bounded, s3_error, status_is_transient,
 };
 use crate::{ArtifactHash, HashParseError, RequiredFiles};
+use veribench_support::redact_url;
 
 const GIB: u64 = 1024 * 1024 * 1024;
 
@@ -231,6 +231,19 @@ pub enum FetchError {
     Client(#[from] ClientError),
 }
 
+impl Transient for FetchError {
+    /// Whether another attempt may succeed unchanged.
+    fn is_transient(&self) -> bool {
+        match self {
+            Self::Truncated { .. } | Self::Network { .. } => true,
+            Self::HttpStatus { status, .. } => {
+                reqwest::StatusCode::from_u16(*status).is_ok_and(status_is_transient)
+            }
+            _ => false,
+        }
+    }
+}
+
 impl FetchError {
     /// The stable outcome code recorded for this failure.
     pub fn code(&self) -> &'static str {
@@ -255,24 +268,13 @@ impl FetchError {
             Self::Cache(_) | Self::Client(_) => "local_error",
         }
     }
-
-    /// Whether another attempt may succeed unchanged.
-    pub fn is_transient(&self) -> bool {
-        match self {
-            Self::Truncated { .. } | Self::Network { .. } => true,
-            Self::HttpStatus { status, .. } => {
-                reqwest::StatusCode::from_u16(*status).is_ok_and(status_is_transient)
-            }
-            _ => false,
-        }
-    }
 }
 
 /// One fetch attempt, as persisted (`circuit_fetches`) and served by `GET /api/v1/circuits`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FetchRecord {
     /// The miner's hotkey (hex).
-    #[serde(with = "crate::cache::hex_key")]
+    #[serde(with = "veribench_protocol::ids::hex32")]
     pub miner: PublicKey,
     /// The offered hash.
     pub hash: ArtifactHash,
@@ -409,7 +411,7 @@ pub struct Fetcher {
     netuid: NetUid,
     cache: Cache,
     log: Option<Arc<dyn FetchLog>>,
-    progress: bool,
+    progress: Option<Arc<dyn Progress>>,
 }
 
 /// One URL after the offer checks.
@@ -428,7 +430,7 @@ impl Fetcher {
         cfg.url_policy.validate().map_err(FetchError::Config)?;
         let cache = Cache::open(&cfg.cache_dir, cfg.cache_max_bytes)?;
         let client = http_client(&cfg.transfer)?;
-        Ok(Self { cfg, client, chain, netuid, cache, log: None, progress: false })
+        Ok(Self { cfg, client, chain, netuid, cache, log: None, progress: None })
     }
 
     /// Sends every record to `log`.
@@ -437,9 +439,9 @@ impl Fetcher {
         self
     }
 
-    /// Draws progress bars on stderr (when it is a terminal).
-    pub fn with_progress(mut self, on: bool) -> Self {
-        self.progress = on;
+    /// Reports download progress to `progress`.
+    pub fn with_progress(mut self, progress: Arc<dyn Progress>) -> Self {
+        self.progress = Some(progress);
         self
     }
 
@@ -606,31 +608,19 @@ impl Fetcher {
         total_before: u64,
         bytes: &AtomicU64,
     ) -> Result<(u64, ArtifactHash), FetchError> {
-        let retry = &self.cfg.transfer.retry;
-        let attempts = retry.attempts.max(1);
-        let mut attempt = 0;
-        loop {
+        let transfer = &self.cfg.transfer;
+        let what = format!("download of {}", p.name);
+        retry(&transfer.retry, &what, || async {
             let once = self.download_once(p, dest, total_before, bytes);
-            let result = match tokio::time::timeout(self.cfg.transfer.file_timeout(), once).await {
+            match tokio::time::timeout(transfer.file_timeout(), once).await {
                 Ok(r) => r,
                 Err(_) => Err(FetchError::Network {
                     file: p.name.clone(),
-                    message: format!(
-                        "no completion within {} s",
-                        self.cfg.transfer.file_timeout_secs
-                    ),
+                    message: format!("no completion within {} s", transfer.file_timeout_secs),
                 }),
-            };
-            match result {
-                Err(e) if e.is_transient() && attempt + 1 < attempts => {
-                    let delay = retry.delay(attempt);
-                    tracing::warn!(file = %p.name, attempt = attempt + 1, ?delay, error = %e, "download failed; retrying");
-                    tokio::time::sleep(delay).await;
-                    attempt += 1;
-                }
-                other => return other,
             }
-        }
+        })
+        .await
     }
 
     /// One GET, following redirects by hand, streaming into `dest` (truncated first).
@@ -714,7 +704,7 @@ impl Fetcher {
             .map_err(|source| CacheError::Io { path: dest.display().to_string(), source })?;
         let mut hasher = Sha256::new();
         let mut got = 0u64;
-        let bar = progress_bar(self.progress, "fetch", name, announced);
+        let bar = file_progress(self.progress.as_ref(), "fetch", name, announced);
         let outcome = loop {
             match response.chunk().await {
                 Ok(Some(chunk)) => {
@@ -729,7 +719,7 @@ impl Fetcher {
                             CacheError::Io { path: dest.display().to_string(), source }.into()
                         );
                     }
-                    bar.inc(chunk.len() as u64);
+                    bar.advance(chunk.len() as u64);
                 }
                 Ok(None) => break Ok(()),
                 Err(e) => {
@@ -742,7 +732,7 @@ impl Fetcher {
                 }
             }
         };
-        bar.finish_and_clear();
+        bar.finish();
         outcome?;
         if let Some(expected) = announced
             && got != expected
@@ -753,45 +743,4 @@ impl Fetcher {
             .map_err(|source| CacheError::Io { path: dest.display().to_string(), source })?;
         Ok((got, ArtifactHash::from_hasher(hasher)))
     }
-}
-
-/// At most `limit` bytes of a response body (error bodies: never trust their size).
-pub(crate) async fn read_bounded(mut response: reqwest::Response, limit: usize) -> Vec<u8> {
-    let mut out = Vec::new();
-    while out.len() < limit {
-        match response.chunk().await {
-            Ok(Some(chunk)) => out.extend_from_slice(&chunk[..chunk.len().min(limit - out.len())]),
-            _ => break,
-        }
-    }
-    out
-}
-
-/// Compile-time checks: the futures can be spawned on a multi-threaded runtime, and the
-/// fetcher shared between tasks.
-#[allow(dead_code)]
-fn _futures_are_send(
-    f: &Fetcher,
-    miner: &PublicKey,
-    offer: &CircuitOffer,
-    storage: &crate::Storage,
-    chain: &dyn Chain,
-    signer: &veribench_wallet::Keypair,
-) {
-    fn send<T: Send>(_: T) {}
-    fn sync<T: Send + Sync>() {}
-    sync::<Fetcher>();
-    send(f.fetch(miner, offer));
-    let files = RequiredFiles::default();
-    let opts = crate::PublishOptions::default();
-    send(crate::publish(Path::new("."), &files, storage, chain, signer, NetUid(0), &opts));
-    send(crate::offer_urls(
-        Path::new("."),
-        &files,
-        storage,
-        chain,
-        NetUid(0),
-        miner,
-        std::time::Duration::from_secs(1),
-    ));
 }

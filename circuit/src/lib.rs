@@ -18,23 +18,26 @@
 //!    the artifact into a content-addressed, size-limited LRU [`Cache`]. Each attempt yields a
 //!    [`FetchRecord`] for the [`FetchLog`].
 //!
-//! The `cli` module holds the `circuit …` subcommands of `veribench-worker` and
-//! `veribench-coordinator`; everything else returns `thiserror` errors.
+//! The command lines (`veribench-worker circuit …`, `veribench-coordinator circuit …`) live in
+//! those binaries; this crate holds the library they call and the configuration files they read
+//! ([`config`]). Every function returns a `thiserror` error; [`Error`] gathers them.
 
 pub mod cache;
-pub mod cli;
+pub mod config;
+mod error;
 pub mod fetch;
 pub mod files;
 mod hash;
 pub mod offer;
 pub mod policy;
 pub mod publish;
-pub mod redact;
 pub mod settings;
 pub mod storage;
 pub mod transfer;
 
 pub use cache::{Cache, CacheEntry, CacheError, Claim};
+pub use config::MinerCircuitConfig;
+pub use error::Error;
 pub use fetch::{
     FetchAttempt, FetchConfig, FetchError, FetchLog, FetchRecord, Fetched, Fetcher, MemoryLog,
 };
@@ -43,6 +46,27 @@ pub use hash::{ArtifactHash, HashParseError};
 pub use offer::{CircuitOffer, OfferError, offer_urls};
 pub use policy::{UrlPolicy, UrlRefusal};
 pub use publish::{PublishError, PublishOptions, PublishReport, publish};
-pub use redact::redact_url;
 pub use storage::{Provider, Secret, Storage, StorageConfig, StorageError};
-pub use transfer::TransferConfig;
+pub use transfer::{FileProgress, Progress, TransferConfig};
+
+/// Compile-time checks: the futures can be spawned on a multi-threaded runtime, and the
+/// fetcher shared between tasks.
+#[allow(dead_code)]
+fn _futures_are_send(
+    f: &Fetcher,
+    miner: &veribench_protocol::PublicKey,
+    offer: &CircuitOffer,
+    storage: &Storage,
+    chain: &dyn veribench_chain::Chain,
+    signer: &veribench_wallet::Keypair,
+) {
+    fn send<T: Send>(_: T) {}
+    fn sync<T: Send + Sync>() {}
+    sync::<Fetcher>();
+    send(f.fetch(miner, offer));
+    let files = RequiredFiles::default();
+    let opts = PublishOptions::default();
+    let (dir, net) = (std::path::Path::new("."), veribench_chain::NetUid(0));
+    send(publish(dir, &files, storage, chain, signer, net, &opts));
+    send(offer_urls(dir, &files, storage, chain, net, miner, std::time::Duration::from_secs(1)));
+}

@@ -8,19 +8,22 @@
 //! uploads without it), so memory use does not grow with the proving key's size.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::TryStreamExt;
-use veribench_chain::{Chain, ChainError, NetUid, RetryPolicy, TxReceipt, retry};
+use veribench_chain::{Chain, ChainError, NetUid, TxReceipt};
+use veribench_support::retry::{RetryPolicy, Transient, retry};
 use veribench_wallet::Keypair;
 
 use crate::offer::{ArtifactError, LocalArtifact, LocalFile, local_artifact};
-use crate::redact::redact_url;
 use crate::storage::Storage;
 use crate::transfer::{
-    TransferConfig, describe, http_client, progress_bar, s3_error, status_is_transient,
+    Progress, TransferConfig, describe, detail, file_progress, http_client, read_bounded, s3_error,
+    status_is_transient,
 };
 use crate::{ArtifactHash, RequiredFiles};
+use veribench_support::redact_url;
 
 /// Largest single PUT S3 and R2 accept (5 GiB); larger files would need multipart uploads.
 pub const MAX_SINGLE_PUT: u64 = 5 * 1024 * 1024 * 1024;
@@ -70,16 +73,7 @@ pub enum PublishError {
     Chain(#[from] ChainError),
 }
 
-pub(crate) fn detail(code: &Option<String>, message: &Option<String>) -> String {
-    match (code, message) {
-        (Some(c), Some(m)) => format!(" ({c}: {m})"),
-        (Some(c), None) => format!(" ({c})"),
-        (None, Some(m)) => format!(" ({m})"),
-        (None, None) => String::new(),
-    }
-}
-
-impl PublishError {
+impl Transient for PublishError {
     fn is_transient(&self) -> bool {
         match self {
             Self::Network { .. } => true,
@@ -109,8 +103,8 @@ pub struct PublishOptions {
     pub transfer: TransferConfig,
     /// Retries of the chain calls.
     pub chain_retry: RetryPolicy,
-    /// Draw progress bars on stderr (only when it is a terminal).
-    pub progress: bool,
+    /// Where upload progress is reported (none by default).
+    pub progress: Option<Arc<dyn Progress>>,
 }
 
 /// Checks `dir`, uploads its files to `storage` and commits the hash with `signer` on `netuid`.
@@ -149,6 +143,8 @@ pub async fn publish(
     Ok(PublishReport { hash, uploaded, receipt: Some(receipt) })
 }
 
+/// One file's upload, retried by the workspace's retry loop on transient failures; each attempt
+/// has the whole-file deadline.
 async fn upload_with_retries(
     client: &reqwest::Client,
     storage: &Storage,
@@ -156,28 +152,22 @@ async fn upload_with_retries(
     file: &LocalFile,
     opts: &PublishOptions,
 ) -> Result<(), PublishError> {
-    let attempts = opts.transfer.retry.attempts.max(1);
-    let mut attempt = 0;
-    loop {
-        let once = upload_once(client, storage, hash, file, opts);
-        let result = match tokio::time::timeout(opts.transfer.file_timeout(), once).await {
+    let what = format!("upload of {}", file.name);
+    retry(&opts.transfer.retry, &what, || async {
+        match tokio::time::timeout(
+            opts.transfer.file_timeout(),
+            upload_once(client, storage, hash, file, opts),
+        )
+        .await
+        {
             Ok(r) => r,
             Err(_) => Err(PublishError::Network {
                 file: file.name.clone(),
                 message: format!("no completion within {} s", opts.transfer.file_timeout_secs),
             }),
-        };
-        match result {
-            Ok(()) => return Ok(()),
-            Err(e) if e.is_transient() && attempt + 1 < attempts => {
-                let delay = opts.transfer.retry.delay(attempt);
-                tracing::warn!(file = %file.name, attempt = attempt + 1, ?delay, error = %e, "upload failed; retrying");
-                tokio::time::sleep(delay).await;
-                attempt += 1;
-            }
-            Err(e) => return Err(e),
         }
-    }
+    })
+    .await
 }
 
 async fn upload_once(
@@ -191,10 +181,10 @@ async fn upload_once(
     let handle = tokio::fs::File::open(&file.path)
         .await
         .map_err(|e| net(format!("cannot open {}: {e}", file.path.display())))?;
-    let bar = progress_bar(opts.progress, "upload", &file.name, Some(file.len));
+    let bar = file_progress(opts.progress.as_ref(), "upload", &file.name, Some(file.len));
     let progress = bar.clone();
     let stream = tokio_util::io::ReaderStream::with_capacity(handle, 256 * 1024)
-        .inspect_ok(move |chunk| progress.inc(chunk.len() as u64));
+        .inspect_ok(move |chunk| progress.advance(chunk.len() as u64));
     let url = storage.presign_put(hash, &file.name, PUT_URL_EXPIRY);
     let response = client
         .put(url)
@@ -203,14 +193,14 @@ async fn upload_once(
         .send()
         .await
         .map_err(|e| net(describe(&e)));
-    bar.finish_and_clear();
+    bar.finish();
     let response = response?;
     let status = response.status();
     if status.is_success() {
         tracing::info!(file = %file.name, bytes = file.len, "uploaded");
         return Ok(());
     }
-    let body = crate::fetch::read_bounded(response, 4096).await;
+    let body = read_bounded(response, 4096).await;
     let (code, message) = s3_error(&body);
     Err(PublishError::Status { file: file.name.clone(), status: status.as_u16(), code, message })
 }

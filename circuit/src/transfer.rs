@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use url::Url;
-use veribench_chain::RetryPolicy;
+use veribench_support::retry::RetryPolicy;
 
 /// Timeouts and retries of one kind of transfer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -76,6 +76,28 @@ pub fn http_client(cfg: &TransferConfig) -> Result<reqwest::Client, ClientError>
         .user_agent(concat!("veribench-circuit/", env!("CARGO_PKG_VERSION")))
         .build()
         .map_err(|e| ClientError(e.to_string()))
+}
+
+/// ` (code: message)` of an S3 error body, for error messages; empty when it had neither.
+pub(crate) fn detail(code: &Option<String>, message: &Option<String>) -> String {
+    match (code, message) {
+        (Some(c), Some(m)) => format!(" ({c}: {m})"),
+        (Some(c), None) => format!(" ({c})"),
+        (None, Some(m)) => format!(" ({m})"),
+        (None, None) => String::new(),
+    }
+}
+
+/// At most `limit` bytes of a response body (error bodies: never trust their size).
+pub(crate) async fn read_bounded(mut response: reqwest::Response, limit: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    while out.len() < limit {
+        match response.chunk().await {
+            Ok(Some(chunk)) => out.extend_from_slice(&chunk[..chunk.len().min(limit - out.len())]),
+            _ => break,
+        }
+    }
+    out
 }
 
 /// Whether an HTTP status is worth retrying.
@@ -190,35 +212,39 @@ fn parse_amz_date(s: &str) -> Option<u64> {
     u64::try_from(secs).ok()?.checked_mul(1000)
 }
 
-/// Whether stderr is a terminal (progress bars are drawn only then).
-pub(crate) fn stderr_is_terminal() -> bool {
-    use std::io::IsTerminal;
-    std::io::stderr().is_terminal()
+/// Progress of file transfers, for a binary to draw (the library draws nothing itself, so it
+/// carries no terminal dependency).
+pub trait Progress: Send + Sync + std::fmt::Debug {
+    /// A transfer of `name` starts; `verb` is `upload` or `fetch`, `len` the size when known.
+    fn start(&self, verb: &str, name: &str, len: Option<u64>) -> Arc<dyn FileProgress>;
 }
 
-/// A progress bar for one file, drawn on stderr when `enabled` and stderr is a terminal,
-/// hidden otherwise.
-pub(crate) fn progress_bar(
-    enabled: bool,
+/// One file's transfer, as reported to a [`Progress`].
+pub trait FileProgress: Send + Sync {
+    /// `bytes` more were transferred.
+    fn advance(&self, bytes: u64);
+    /// The transfer ended (successfully or not).
+    fn finish(&self);
+}
+
+struct NoProgress;
+
+impl FileProgress for NoProgress {
+    fn advance(&self, _: u64) {}
+    fn finish(&self) {}
+}
+
+/// The file progress of one transfer: `progress`'s, or one that reports nowhere.
+pub(crate) fn file_progress(
+    progress: Option<&Arc<dyn Progress>>,
     verb: &str,
     name: &str,
     len: Option<u64>,
-) -> indicatif::ProgressBar {
-    if !enabled || !stderr_is_terminal() {
-        return indicatif::ProgressBar::hidden();
+) -> Arc<dyn FileProgress> {
+    match progress {
+        Some(p) => p.start(verb, name, len),
+        None => Arc::new(NoProgress),
     }
-    let bar = match len {
-        Some(n) => indicatif::ProgressBar::new(n),
-        None => indicatif::ProgressBar::no_length(),
-    };
-    let style = indicatif::ProgressStyle::with_template(
-        "{msg:24} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-    )
-    .map(|s| s.progress_chars("=> "))
-    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
-    bar.set_style(style);
-    bar.set_message(format!("{verb} {name}"));
-    bar
 }
 
 #[cfg(test)]

@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use common::*;
 use veribench_chain::{Chain, LocalChain};
-use veribench_circuit::cli::{CoordinatorCircuitCommand, run_coordinator_circuit};
 use veribench_circuit::{
     ArtifactHash, CircuitOffer, FetchConfig, FetchError, Fetcher, MemoryLog, UrlPolicy, UrlRefusal,
 };
@@ -340,23 +339,6 @@ async fn cancelling_mid_download_removes_partial_files() {
     assert_eq!(records[0].outcome, "cancelled");
     assert!(records[0].bytes > 0);
     assert!(fetcher.cache().entries().is_empty());
-}
-
-#[tokio::test]
-async fn check_url_command_exit_status() {
-    let chain: Arc<dyn Chain> = Arc::new(chain(tempfile::tempdir().unwrap().path()));
-    let run = |url: &str| {
-        let cmd = CoordinatorCircuitCommand::CheckUrl { url: url.to_owned(), config: None };
-        run_coordinator_circuit(cmd, chain.clone(), NET, None, None)
-    };
-    run("https://acc.r2.cloudflarestorage.com/b/h/vk.key?X-Amz-Signature=1").await.unwrap();
-    let err = run("https://r2.cloudflarestorage.com.evil.com/").await.unwrap_err();
-    assert_eq!(
-        err.to_string(),
-        "refused (host_not_allowed): host r2.cloudflarestorage.com.evil.com is not in the allowlist"
-    );
-    let err = run("https://r2.cloudflarestorage.com@evil.com/").await.unwrap_err();
-    assert!(err.to_string().contains("userinfo"), "{err}");
 }
 
 #[tokio::test]

@@ -34,9 +34,9 @@ pub enum CodecError {
     NotLogged(&'static str),
 }
 
-/// Encodes `value` (postcard cannot fail on these types).
+/// Encodes `value` ([`veribench_protocol::canonical::encode`]: a failure is a bug, and fatal).
 pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
-    postcard::to_stdvec(value).unwrap_or_default()
+    veribench_protocol::canonical::encode(value)
 }
 
 /// Decodes exactly one `T` from `bytes`.

@@ -31,8 +31,7 @@ pub enum Domain {
 
 /// The bytes a signature covers: `postcard((domain, network, message))`.
 pub fn signing_bytes<T: Serialize>(domain: Domain, network: u32, message: &T) -> Vec<u8> {
-    // postcard cannot fail on these types: no maps with non-string keys, no unsized sequences.
-    postcard::to_stdvec(&(domain, network, message)).unwrap_or_default()
+    veribench_protocol::canonical::encode(&(domain, network, message))
 }
 
 /// An sr25519 signature with the ordering Malachite's types need.

@@ -85,10 +85,7 @@ impl Value for EpochValue {
     type Id = ValueId;
 
     fn id(&self) -> ValueId {
-        let bytes = postcard::to_stdvec(self).unwrap_or_default();
-        let mut hasher = blake3::Hasher::new_derive_key("veribench consensus value v1");
-        hasher.update(&bytes);
-        ValueId(*hasher.finalize().as_bytes())
+        ValueId(veribench_protocol::canonical::digest("veribench consensus value v1", self))
     }
 }
 

@@ -19,9 +19,10 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use veribench_chain::{
     ANNOUNCEMENT_REFRESH_BLOCKS, CertFingerprint, Chain, ChainError, Commitment, Endpoint,
-    EndpointError, FingerprintParseError, NetUid, RetryPolicy, TxReceipt, UrlError, WssUrl, retry,
+    EndpointError, FingerprintParseError, NetUid, TxReceipt, UrlError, WssUrl,
 };
 use veribench_protocol::wire::PROTOCOL_VERSION;
+use veribench_support::{RetryPolicy, retry};
 use veribench_wallet::Keypair;
 
 use crate::config::secs;

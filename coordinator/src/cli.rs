@@ -13,6 +13,8 @@ use veribench_chain::{Chain, LocalChain, NetUid, Network};
 use veribench_protocol::UnixMillis;
 use veribench_wallet::{Keypair, WalletConfig};
 
+pub mod circuit;
+
 use crate::CoordinatorConfig;
 use crate::leases::{LeaseRequest, SIGNATURE_HEADER, SIGNER_HEADER, signed_message};
 
@@ -76,7 +78,7 @@ pub enum Command {
         )]
         db: String,
         #[command(flatten)]
-        args: veribench_circuit::cli::CoordinatorCircuitArgs,
+        args: circuit::CoordinatorCircuitArgs,
     },
 }
 
@@ -293,7 +295,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
             consensus_status(&api, limit, json).await
         }
         Command::LocalChain(cmd) => local_chain(cmd),
-        Command::Circuit { db, args } => circuit(&db, args).await,
+        Command::Circuit { db, args } => circuit::run(&db, args).await,
         Command::Market { db, command } => market(&db, command).await,
     }
 }
@@ -302,7 +304,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
 async fn consensus_status(api: &str, limit: u32, json: bool) -> anyhow::Result<()> {
     let url = format!("{}/api/v1/consensus?limit={limit}", api.trim_end_matches('/'));
     // reqwest brings no TLS provider of its own here (for an https:// API): ring, as `lease`.
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    veribench_support::tls::install_crypto_provider();
     let response = reqwest::get(&url).await.with_context(|| format!("cannot reach {url}"))?;
     let status = response.status();
     let bytes = response.bytes().await.with_context(|| format!("cannot read {url}"))?;
@@ -412,48 +414,6 @@ async fn market(db: &str, command: MarketCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn circuit(
-    db: &str,
-    args: veribench_circuit::cli::CoordinatorCircuitArgs,
-) -> anyhow::Result<()> {
-    use veribench_circuit::cli::CoordinatorCircuitCommand;
-    let chain = open_chain(&args.chain.network()?).await?;
-    let netuid = args.chain.netuid();
-    if !matches!(args.command, CoordinatorCircuitCommand::Fetch { .. }) {
-        return veribench_circuit::cli::run_coordinator_circuit(
-            args.command,
-            chain,
-            netuid,
-            None,
-            None,
-        )
-        .await;
-    }
-    let store = crate::store::Store::connect(db).await?;
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<veribench_circuit::FetchRecord>();
-    let writer = {
-        let store = store.clone();
-        tokio::spawn(async move {
-            while let Some(record) = rx.recv().await {
-                if let Err(e) = store.record_fetch(&record).await {
-                    tracing::error!(error = %e, "cannot record a fetch attempt");
-                }
-            }
-        })
-    };
-    let result = veribench_circuit::cli::run_coordinator_circuit(
-        args.command,
-        chain,
-        netuid,
-        None,
-        Some(Arc::new(tx)),
-    )
-    .await;
-    let _ = writer.await;
-    store.close().await?;
-    result
-}
-
 /// `announce`: prints the endpoint and its encoding, then writes it unless `dry_run`.
 async fn announce(args: RunArgs, dry_run: bool) -> anyhow::Result<()> {
     let config = args.config()?;
@@ -523,7 +483,7 @@ async fn lease(args: LeaseArgs) -> anyhow::Result<()> {
     };
     let body = serde_json::to_vec(&request)?;
     let url = format!("{}/api/v1/leases", args.api.trim_end_matches('/'));
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    veribench_support::tls::install_crypto_provider();
     let mut post =
         reqwest::Client::new().post(&url).header(reqwest::header::CONTENT_TYPE, "application/json");
     post = match &args.token {
@@ -592,20 +552,14 @@ async fn shutdown_signal() {
 /// Lifts the soft open-file limit to the hard limit: every worker is a socket, and the common
 /// default soft limit (1024) would cap a coordinator at about a thousand workers.
 fn raise_fd_limit() {
-    #[cfg(unix)]
-    {
-        let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-        // SAFETY: getrlimit/setrlimit only read and write the struct passed by reference.
-        let raised = unsafe {
-            libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && {
-                let wanted = libc::rlimit { rlim_cur: limit.rlim_max, rlim_max: limit.rlim_max };
-                limit.rlim_cur >= limit.rlim_max
-                    || libc::setrlimit(libc::RLIMIT_NOFILE, &wanted) == 0
-            }
-        };
-        if !raised {
-            tracing::warn!("cannot raise the open-file limit; large worker counts may be refused");
-        }
+    match veribench_support::fd_limit::raise_fd_limit() {
+        Ok(limit) if limit.soft < limit.hard => tracing::warn!(
+            soft = limit.soft,
+            hard = limit.hard,
+            "cannot raise the open-file limit; large worker counts may be refused"
+        ),
+        Ok(limit) => tracing::debug!(soft = limit.soft, "open-file limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot read the open-file limit"),
     }
 }
 

@@ -6,14 +6,15 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use veribench_chain::{Network, RetryPolicy};
-/// The one URL redaction (database URLs here), shared with the worker.
-pub use veribench_circuit::redact_url;
+use veribench_chain::Network;
 use veribench_protocol::wire::{self, Limits};
 use veribench_protocol::{
     DEFAULT_CPU_SHAPE, DEFAULT_FP32_SAMPLED_ROWS, DEFAULT_GPU_SHAPE, DEFAULT_SAMPLED_ROWS, MAX_DIM,
     Mode, PublicKey, Shape,
 };
+use veribench_support::RetryPolicy;
+/// The one URL redaction (database URLs here), shared with the worker.
+pub use veribench_support::redact_url;
 pub use veribench_wallet::WalletConfig;
 
 use crate::scoring::ScoringConfig;
@@ -57,14 +58,14 @@ pub struct CoordinatorConfig {
     pub leases: LeaseConfig,
     /// How long refused peer inputs are kept, and how many.
     pub refusals: RefusalsConfig,
-    /// Circuit artifact fetching: cache, URL policy, size caps, timeouts and retries.
-    pub circuit: veribench_circuit::FetchConfig,
     /// The endpoint published on chain for workers to find (`announce`).
     pub announce: crate::announce::AnnounceConfig,
     /// Agreement on each epoch's weights with the other validators (off by default).
     pub consensus: crate::consensus::ConsensusConfig,
     /// The prover-market job API (off by default).
     pub market: crate::market::MarketConfig,
+    /// The HTTP listener's status pages.
+    pub http: HttpConfig,
 }
 
 impl Default for CoordinatorConfig {
@@ -87,12 +88,21 @@ impl Default for CoordinatorConfig {
             weights: WeightsConfig::default(),
             leases: LeaseConfig::default(),
             refusals: RefusalsConfig::default(),
-            circuit: veribench_circuit::FetchConfig::default(),
             announce: crate::announce::AnnounceConfig::default(),
             consensus: crate::consensus::ConsensusConfig::default(),
             market: crate::market::MarketConfig::default(),
+            http: HttpConfig::default(),
         }
     }
+}
+
+/// The status pages served at `/` by the HTTP listener.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// When set, the status pages require `Authorization: Bearer <token>` (read-only access;
+    /// the JSON API is unaffected); redacted in logs.
+    pub status_token: Option<String>,
 }
 
 /// The chain the coordinator reads its metagraph from and sets weights on.
@@ -421,6 +431,22 @@ pub enum ConfigError {
     /// A value out of range or inconsistent with another.
     #[error("invalid configuration: {0}")]
     Invalid(String),
+    /// A number that must be positive is 0, negative or not finite (the key, e.g.
+    /// `scoring.top_workers`).
+    #[error("{0} must be a positive number")]
+    NotPositive(&'static str),
+    /// A factor outside `[0, 1]` (or not finite).
+    #[error("{0} must be within [0, 1], got {1}")]
+    OutOfRange(&'static str, f64),
+    /// `scoring.lease_weight + scoring.challenge_weight` is not 1.
+    #[error("scoring.lease_weight + scoring.challenge_weight must be 1, got {0}")]
+    WeightSum(f64),
+    /// A list names a value twice (a typo for another one, most likely): (key, value).
+    #[error("{0} lists {1} twice")]
+    Duplicate(&'static str, &'static str),
+    /// An entry of a list needs a non-empty name (`timing.gpus`: one would match every GPU).
+    #[error("{0} entries need a non-empty name")]
+    EmptyName(&'static str),
 }
 
 /// Seconds as a duration (negative and NaN become zero).
@@ -538,8 +564,8 @@ impl CoordinatorConfig {
         if !positive(r.retention_days) || r.max_rows == 0 || r.max_buffered == 0 {
             return bad("refusals.retention_days, max_rows and max_buffered must be positive");
         }
-        self.scoring.validate().map_err(|e| ConfigError::Invalid(e.to_string()))?;
-        self.timing.validate().map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        self.scoring.validate()?;
+        self.timing.validate()?;
         let l = &self.limits;
         if l.max_register_bytes < 4096
             || l.max_unregistered == 0
@@ -564,6 +590,7 @@ impl CoordinatorConfig {
         let mut shown = self.clone();
         shown.db = redact_url(&self.db);
         shown.leases.tokens = self.leases.tokens.iter().map(|_| "***".to_owned()).collect();
+        shown.http.status_token = self.http.status_token.as_ref().map(|_| "***".to_owned());
         toml::to_string(&shown).unwrap_or_else(|e| format!("<unprintable config: {e}>"))
     }
 }
@@ -683,8 +710,9 @@ mod tests {
     fn lease_tokens_are_redacted() {
         let mut c = CoordinatorConfig::default();
         c.leases.tokens = vec!["s3cret-token".into()];
+        c.http.status_token = Some("st4tus-token".into());
         let shown = c.redacted();
-        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(!shown.contains("s3cret") && !shown.contains("st4tus"), "{shown}");
         assert!(shown.contains("***"));
     }
 

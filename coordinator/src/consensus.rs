@@ -28,6 +28,7 @@ use veribench_consensus::{
 use veribench_protocol::{PublicKey, UnixMillis};
 
 use crate::config::{ConfigError, secs};
+use crate::epoch::EpochError;
 use crate::service::Coordinator;
 use crate::store::{DecisionRecord, EvidenceKind, EvidenceRecord, WeightEntry, WeightSetStatus};
 
@@ -367,7 +368,7 @@ async fn propose_epoch(
     node: &NodeClient,
     host: &StoreHost,
     height: u64,
-) -> Result<(), EpochOfferError> {
+) -> Result<(), EpochError> {
     let mg = coordinator.refresh_metagraph().await?;
     let stakes: Vec<Stake> = mg
         .neurons
@@ -405,18 +406,4 @@ async fn propose_epoch(
 /// The hotkeys of `config.peers` (checked by [`ConsensusConfig::validate`]).
 pub fn peer_keys(config: &ConsensusConfig) -> Vec<PublicKey> {
     config.peers.iter().filter_map(|p| veribench_wallet::parse_public_key(&p.hotkey).ok()).collect()
-}
-
-/// Why an epoch's vector could not be offered.
-#[derive(Debug, thiserror::Error)]
-pub enum EpochOfferError {
-    /// The metagraph could not be read.
-    #[error(transparent)]
-    Chain(#[from] veribench_chain::ChainError),
-    /// Scoring failed.
-    #[error(transparent)]
-    Epoch(#[from] crate::epoch::EpochError),
-    /// No validator set, or the node stopped.
-    #[error(transparent)]
-    Consensus(#[from] veribench_consensus::ConsensusError),
 }

@@ -11,10 +11,9 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
-use veribench_chain::{
-    ChainError, Metagraph, NetUid, WeightReveal, WeightVector, commit_hash, retry,
-};
+use veribench_chain::{ChainError, Metagraph, NetUid, WeightReveal, WeightVector, commit_hash};
 use veribench_protocol::{PublicKey, UnixMillis};
+use veribench_support::retry;
 
 use crate::config::secs;
 use crate::scoring::{
@@ -42,6 +41,9 @@ pub enum EpochError {
     /// A stored commit-reveal state that does not parse.
     #[error("stored reveal of weight set {0} is corrupt: {1}")]
     CorruptReveal(i64, String),
+    /// Offering the epoch's vector to consensus failed: no validator set, or the node stopped.
+    #[error(transparent)]
+    Consensus(#[from] veribench_consensus::ConsensusError),
 }
 
 /// What a score run produced.

@@ -31,6 +31,7 @@ const MAX_LEASE_BODY: usize = 16 << 10;
 pub fn router(coordinator: Arc<Coordinator>) -> Router {
     let market =
         coordinator.config().market.enabled.then(|| crate::market::router(coordinator.clone()));
+    let coordinator_for_status = coordinator.clone();
     let api = Router::new()
         .route("/healthz", get(healthz))
         .route("/livez", get(livez))
@@ -48,6 +49,8 @@ pub fn router(coordinator: Arc<Coordinator>) -> Router {
             get(leases).post(post_lease).layer(DefaultBodyLimit::max(MAX_LEASE_BODY)),
         )
         .with_state(coordinator);
+    // The status pages for operators (HTML at `/`), see [`crate::status`].
+    let api = api.merge(crate::status::router(coordinator_for_status));
     match market {
         Some(market) => api.merge(market),
         None => api,

@@ -10,6 +10,8 @@
 
 pub mod admission;
 pub mod announce;
+#[cfg(test)]
+mod browser;
 pub mod cli;
 pub mod config;
 pub mod consensus;
@@ -27,6 +29,7 @@ pub mod scoring;
 pub mod server;
 pub mod service;
 pub mod session;
+pub mod status;
 pub mod store;
 pub mod timing;
 

@@ -16,6 +16,8 @@ use serde::{Deserialize, Serialize};
 use veribench_protocol::Mode;
 use veribench_protocol::wire::HardwareInfo;
 
+use crate::config::ConfigError;
+
 /// Round trips remembered per connection.
 pub const RTT_SAMPLES: usize = 16;
 
@@ -110,17 +112,6 @@ impl Default for TimingConfig {
     }
 }
 
-/// Why a [`TimingConfig`] was refused.
-#[derive(Clone, Debug, PartialEq, thiserror::Error)]
-pub enum TimingConfigError {
-    /// A value that must be a positive number is not.
-    #[error("timing.{0} must be a positive number")]
-    NotPositive(&'static str),
-    /// A GPU entry without a name would match every GPU.
-    #[error("timing.gpus entries need a non-empty name")]
-    EmptyGpuName,
-}
-
 impl TimingConfig {
     /// The largest round trip credited.
     pub fn max_rtt_credit(&self) -> Duration {
@@ -128,30 +119,32 @@ impl TimingConfig {
     }
 
     /// Checks that every bound is a positive number (`max_rtt_credit_ms` may be 0: no credit).
-    pub fn validate(&self) -> Result<(), TimingConfigError> {
+    pub fn validate(&self) -> Result<(), ConfigError> {
         let positive = |x: f64| x > 0.0 && x.is_finite();
         if !(self.max_rtt_credit_ms >= 0.0 && self.max_rtt_credit_ms.is_finite()) {
-            return Err(TimingConfigError::NotPositive("max_rtt_credit_ms"));
+            return Err(ConfigError::NotPositive("timing.max_rtt_credit_ms"));
         }
         if !positive(self.plausibility_factor) {
-            return Err(TimingConfigError::NotPositive("plausibility_factor"));
+            return Err(ConfigError::NotPositive("timing.plausibility_factor"));
         }
         if self.max_cpu_cores == 0 {
-            return Err(TimingConfigError::NotPositive("max_cpu_cores"));
+            return Err(ConfigError::NotPositive("timing.max_cpu_cores"));
         }
-        let tables =
-            [("cpu_core_peak", &self.cpu_core_peak), ("unknown_gpu_peak", &self.unknown_gpu_peak)];
+        let tables = [
+            ("timing.cpu_core_peak", &self.cpu_core_peak),
+            ("timing.unknown_gpu_peak", &self.unknown_gpu_peak),
+        ];
         for (name, rates) in tables {
             if !rates.all().into_iter().all(positive) {
-                return Err(TimingConfigError::NotPositive(name));
+                return Err(ConfigError::NotPositive(name));
             }
         }
         for g in &self.gpus {
             if g.name.trim().is_empty() {
-                return Err(TimingConfigError::EmptyGpuName);
+                return Err(ConfigError::EmptyName("timing.gpus"));
             }
             if !g.peak.all().into_iter().all(positive) {
-                return Err(TimingConfigError::NotPositive("gpus.peak"));
+                return Err(ConfigError::NotPositive("timing.gpus.peak"));
             }
         }
         Ok(())
@@ -437,14 +430,17 @@ mod tests {
 
     #[test]
     fn invalid_bounds_are_refused() {
-        assert_eq!(TimingConfig::default().validate(), Ok(()));
+        assert!(TimingConfig::default().validate().is_ok());
         let c = TimingConfig { plausibility_factor: f64::NAN, ..TimingConfig::default() };
-        assert_eq!(c.validate(), Err(TimingConfigError::NotPositive("plausibility_factor")));
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::NotPositive("timing.plausibility_factor"))
+        ));
         let c = TimingConfig { max_rtt_credit_ms: -1.0, ..TimingConfig::default() };
         assert!(c.validate().is_err());
         let mut c = TimingConfig::default();
         c.gpus.push(GpuPeak { name: " ".into(), peak: c.unknown_gpu_peak });
-        assert_eq!(c.validate(), Err(TimingConfigError::EmptyGpuName));
+        assert!(matches!(c.validate(), Err(ConfigError::EmptyName("timing.gpus"))));
     }
 
     #[test]

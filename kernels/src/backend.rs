@@ -5,7 +5,9 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use thiserror::Error;
-use veribench_protocol::{Challenge, DeviceKey, DeviceSeed, Leaf, ProtocolError};
+use veribench_protocol::{
+    Challenge, DeviceKey, DeviceSeed, Leaf, MAX_DIM, Mode, ProtocolError, Shape,
+};
 
 /// Where a GPU backend hashes the rows of C to their leaves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,6 +41,16 @@ impl BackendKind {
             BackendKind::Wgpu => "wgpu",
         }
     }
+
+    /// Whether this build has the family's backend: the CPU always, CUDA and wgpu with their
+    /// cargo features.
+    pub fn is_compiled(self) -> bool {
+        match self {
+            BackendKind::Cpu => true,
+            BackendKind::Cuda => cfg!(feature = "cuda"),
+            BackendKind::Wgpu => cfg!(feature = "wgpu"),
+        }
+    }
 }
 
 impl fmt::Display for BackendKind {
@@ -62,9 +74,12 @@ impl FromStr for BackendKind {
 /// carries on.
 #[derive(Debug, Error)]
 pub enum BackendError {
-    /// The backend cannot run on this machine (no driver, no device, not compiled in).
+    /// The backend cannot run on this machine (no driver, no device).
     #[error("backend unavailable: {0}")]
     Unavailable(String),
+    /// This build was made without the backend's cargo feature.
+    #[error("the {0} backend is not compiled into this build (enable the cargo feature `{0}`)")]
+    NotCompiled(BackendKind),
     /// The challenge names a device this backend does not own.
     #[error("device {0} is not served by this backend")]
     UnknownDevice(DeviceKey),
@@ -140,6 +155,44 @@ impl fmt::Debug for Execution {
     }
 }
 
+/// A challenge as a backend runs it: its shape checked against the protocol's limits and the
+/// seed of its matrices derived, once, before any backend sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Job {
+    mode: Mode,
+    shape: Shape,
+    seed: DeviceSeed,
+}
+
+impl Job {
+    /// `challenge` computed from the matrices of `seed`, refused if its shape is outside the
+    /// protocol's limits.
+    pub fn new(challenge: &Challenge, seed: DeviceSeed) -> Result<Self, BackendError> {
+        challenge.shape.validate(MAX_DIM)?;
+        Ok(Self { mode: challenge.mode, shape: challenge.shape, seed })
+    }
+
+    /// `challenge` on `device`, from the device's own seed.
+    pub fn for_device(challenge: &Challenge, device: &DeviceKey) -> Result<Self, BackendError> {
+        Self::new(challenge, challenge.device_seed(device))
+    }
+
+    /// The arithmetic mode.
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// The product's shape, within the protocol's limits.
+    pub fn shape(&self) -> Shape {
+        self.shape
+    }
+
+    /// The seed A and B are generated from, and the leaves are keyed with.
+    pub fn seed(&self) -> &DeviceSeed {
+        &self.seed
+    }
+}
+
 /// A compute backend: generate, multiply, hash, keep.
 pub trait Backend: Send + Sync {
     /// The device family.
@@ -148,14 +201,18 @@ pub trait Backend: Send + Sync {
     /// The devices this backend computes on; a challenge names one of them.
     fn devices(&self) -> &[DeviceInfo];
 
-    /// Runs `challenge` on `device`: generates A and B from the device's seed, multiplies them in
-    /// the challenge's mode and hashes every row of the product to its leaf.
+    /// Runs `job` on `device`: generates A and B from the job's seed, multiplies them in its
+    /// mode and hashes every row of the product to its leaf. The one method a backend
+    /// implements; the shape is already checked and the seed derived.
+    fn execute_job(&self, device: &DeviceKey, job: &Job) -> Result<Execution, BackendError>;
+
+    /// Runs `challenge` on `device`, from the device's seed.
     fn execute(
         &self,
         device: &DeviceKey,
         challenge: &Challenge,
     ) -> Result<Execution, BackendError> {
-        self.execute_seeded(device, challenge, challenge.device_seed(device))
+        self.execute_job(device, &Job::for_device(challenge, device)?)
     }
 
     /// [`Backend::execute`] with the matrices of `seed` rather than of the device's own key: a
@@ -165,7 +222,9 @@ pub trait Backend: Send + Sync {
         device: &DeviceKey,
         challenge: &Challenge,
         seed: DeviceSeed,
-    ) -> Result<Execution, BackendError>;
+    ) -> Result<Execution, BackendError> {
+        self.execute_job(device, &Job::new(challenge, seed)?)
+    }
 }
 
 /// Allocates a zeroed vector of plain numbers, or reports how much memory was missing instead of

@@ -4,9 +4,9 @@
 
 use std::time::Duration;
 
-use veribench_protocol::{Challenge, DeviceKey, DeviceSeed};
+use veribench_protocol::DeviceKey;
 
-use crate::backend::{Backend, BackendError, BackendKind, DeviceInfo, Execution};
+use crate::backend::{Backend, BackendError, BackendKind, DeviceInfo, Execution, Job};
 
 /// `inner`, holding the device `delay` longer per challenge.
 #[derive(Debug)]
@@ -31,13 +31,8 @@ impl<B: Backend> Backend for Delayed<B> {
         self.inner.devices()
     }
 
-    fn execute_seeded(
-        &self,
-        device: &DeviceKey,
-        challenge: &Challenge,
-        seed: DeviceSeed,
-    ) -> Result<Execution, BackendError> {
-        let run = self.inner.execute_seeded(device, challenge, seed)?;
+    fn execute_job(&self, device: &DeviceKey, job: &Job) -> Result<Execution, BackendError> {
+        let run = self.inner.execute_job(device, job)?;
         std::thread::sleep(self.delay);
         Ok(run)
     }

@@ -296,39 +296,3 @@ fn gpu_devices_run_concurrently() {
         }
     });
 }
-
-/// Operator benchmark (GPU boxes only, not run by default): for each mode, the bare cuBLAS GEMM
-/// against a whole challenge (generate + GEMM + copy-out + hashing) at
-/// `VERIBENCH_CUDA_BENCH_N` (default 16384) on the first GPU.
-///
-/// `cargo test --release -p veribench-kernels --test cuda_backend cuda_challenge_vs_bare --
-/// --ignored --nocapture`
-#[test]
-#[ignore = "benchmark for GPU boxes"]
-fn cuda_challenge_vs_bare() {
-    let Some(cuda) = gpu_backend() else { return };
-    let n: u32 =
-        std::env::var("VERIBENCH_CUDA_BENCH_N").ok().and_then(|v| v.parse().ok()).unwrap_or(16384);
-    let device = &cuda.devices()[0];
-    eprintln!("{} n={n}", device.name);
-    eprintln!("mode   bare(ms)  TOPS   | generate  gemm   hash-tail  total(ms) | total/bare");
-    for mode in Mode::ALL {
-        let bare = cuda.bare_gemm(&device.key, mode, Shape::square(n), 5).expect("bare gemm");
-        let ch = challenge(mode, Shape::square(n));
-        let started = std::time::Instant::now();
-        let exec = cuda.execute(&device.key, &ch).expect("execute");
-        let total = started.elapsed();
-        let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
-        eprintln!(
-            "{:<6} {:>8.1} {:>6.1} | {:>8.1} {:>6.1} {:>9.1} {:>10.1} | {:>6.2}x",
-            mode.as_str(),
-            ms(bare.best),
-            bare.ops_per_second() / 1e12,
-            ms(exec.timings.generate),
-            ms(exec.timings.gemm),
-            ms(exec.timings.hash),
-            ms(total),
-            total.as_secs_f64() / bare.best.as_secs_f64()
-        );
-    }
-}

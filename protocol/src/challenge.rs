@@ -198,11 +198,7 @@ impl Challenge {
 
     /// The exact bytes a coordinator signs: a domain-separated hash of the canonical encoding.
     pub fn signing_payload(&self) -> [u8; 32] {
-        let mut hasher = blake3::Hasher::new_derive_key(CHALLENGE_SIGNING_CONTEXT);
-        // postcard of a plain struct of integers and arrays cannot fail.
-        let body = postcard::to_stdvec(self).unwrap_or_default();
-        hasher.update(&body);
-        *hasher.finalize().as_bytes()
+        crate::canonical::digest(CHALLENGE_SIGNING_CONTEXT, self)
     }
 }
 

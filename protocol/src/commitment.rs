@@ -75,13 +75,19 @@ impl std::fmt::Debug for Commitment {
     }
 }
 
+/// The number of rows of a commitment to `leaves` leaves: at least one, at most `u32::MAX`.
+fn row_count(leaves: usize) -> Result<u32, ProtocolError> {
+    match u32::try_from(leaves) {
+        Ok(0) => Err(ProtocolError::NoLeaves),
+        Ok(rows) => Ok(rows),
+        Err(_) => Err(ProtocolError::TooManyLeaves { leaves }),
+    }
+}
+
 impl Commitment {
     /// Builds the tree over one leaf per row of the product.
     pub fn from_leaves(leaves: &[Leaf]) -> Result<Self, ProtocolError> {
-        let rows = u32::try_from(leaves.len()).map_err(|_| ProtocolError::NoLeaves)?;
-        if rows == 0 {
-            return Err(ProtocolError::NoLeaves);
-        }
+        let rows = row_count(leaves.len())?;
         let raw: Vec<[u8; 32]> = leaves.iter().map(|l| l.0).collect();
         Ok(Self { tree: MerkleTree::from_leaves(&raw), rows })
     }
@@ -155,6 +161,18 @@ mod tests {
 
     fn leaves(n: u32) -> Vec<Leaf> {
         (0..n).map(|r| leaf_hash(&DeviceSeed([1; 32]), r, &r.to_le_bytes())).collect()
+    }
+
+    #[test]
+    fn row_counts_name_what_is_wrong() {
+        assert_eq!(row_count(0), Err(ProtocolError::NoLeaves));
+        assert_eq!(Commitment::from_leaves(&[]).err(), Some(ProtocolError::NoLeaves));
+        assert_eq!(row_count(1), Ok(1));
+        assert_eq!(row_count(u32::MAX as usize), Ok(u32::MAX));
+        // Not NoLeaves: too many rows is its own error (a slice this long cannot be allocated
+        // here, so the count is checked on its own).
+        let over = u32::MAX as usize + 1;
+        assert_eq!(row_count(over), Err(ProtocolError::TooManyLeaves { leaves: over }));
     }
 
     #[test]

@@ -27,6 +27,12 @@ pub enum ProtocolError {
     /// A Merkle tree needs at least one leaf.
     #[error("cannot commit to an empty product")]
     NoLeaves,
+    /// Rows are indexed by `u32`: a product with more rows cannot be committed to.
+    #[error("cannot commit to {leaves} rows: at most 2^32 - 1")]
+    TooManyLeaves {
+        /// Leaves given.
+        leaves: usize,
+    },
     /// Rows to open must exist and be listed once each.
     #[error(
         "row {row} cannot be opened from a commitment of {rows} rows (out of range or repeated)"
@@ -151,7 +157,8 @@ impl ProtocolError {
             ProtocolError::BadRowIndex { .. } => ErrorCode::RowsOutOfRange,
             ProtocolError::UnknownMode(_)
             | ProtocolError::NotIntegerMode(_)
-            | ProtocolError::NoLeaves => ErrorCode::Internal,
+            | ProtocolError::NoLeaves
+            | ProtocolError::TooManyLeaves { .. } => ErrorCode::Internal,
         }
     }
 }

@@ -62,8 +62,40 @@ macro_rules! bytes32_newtype {
             }
         }
 
+        impl hex32::Hex32 for $name {
+            fn from_hex(s: &str) -> Option<Self> {
+                Self::from_hex(s)
+            }
+        }
+
         hex_fmt!($name);
     };
+}
+
+/// `#[serde(with = "veribench_protocol::ids::hex32")]`: a 32-byte id as its 64 hex digits, the
+/// form for files people read and edit (JSON, TOML). The derived encoding is a byte array, which
+/// is what the wire format (postcard) wants.
+pub mod hex32 {
+    use std::fmt::Display;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// A 32-byte id that prints and parses as 64 hex digits.
+    pub trait Hex32: Display + Sized {
+        /// Parses 64 hex digits.
+        fn from_hex(s: &str) -> Option<Self>;
+    }
+
+    /// Writes the id's 64 hex digits.
+    pub fn serialize<T: Hex32, S: Serializer>(id: &T, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(id)
+    }
+
+    /// Reads 64 hex digits; anything else is a serde error naming what was expected.
+    pub fn deserialize<'de, T: Hex32, D: Deserializer<'de>>(d: D) -> Result<T, D::Error> {
+        let text = String::deserialize(d)?;
+        T::from_hex(&text).ok_or_else(|| serde::de::Error::custom("expected 64 hex digits"))
+    }
 }
 
 bytes32_newtype!(
@@ -162,6 +194,24 @@ impl fmt::Debug for DeviceKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hex32_fields_are_64_hex_digits_in_json_and_refuse_anything_else() {
+        #[derive(Debug, PartialEq, Serialize, Deserialize)]
+        struct Entry {
+            #[serde(with = "hex32")]
+            key: PublicKey,
+        }
+        let entry = Entry { key: PublicKey([0xc4; 32]) };
+        let text = serde_json::to_string(&entry).expect("serialises");
+        assert_eq!(text, format!(r#"{{"key":"{}"}}"#, "c4".repeat(32)));
+        assert_eq!(serde_json::from_str::<Entry>(&text).expect("parses"), entry);
+        for bad in
+            [r#"{"key":"c4"}"#, r#"{"key":7}"#, &format!(r#"{{"key":"{}"}}"#, "zz".repeat(32))]
+        {
+            assert!(serde_json::from_str::<Entry>(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn hex_round_trips() {

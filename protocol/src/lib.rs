@@ -9,6 +9,7 @@
 //! [`market`] checks whole products for the prover market's batches.
 
 pub mod bounded;
+pub mod canonical;
 pub mod challenge;
 pub mod commitment;
 pub mod error;

@@ -139,11 +139,7 @@ impl Register {
             timestamp: self.timestamp,
             nonce: self.nonce,
         };
-        let mut hasher = blake3::Hasher::new_derive_key(REGISTER_SIGNING_CONTEXT);
-        // postcard fails only on sequences of unknown length or a full fixed buffer; neither
-        // can happen here, and the hasher's `Write` never fails.
-        let _ = postcard::to_io(&body, &mut hasher);
-        *hasher.finalize().as_bytes()
+        crate::canonical::digest(REGISTER_SIGNING_CONTEXT, &body)
     }
 }
 
@@ -454,9 +450,7 @@ pub fn encode(msg: &Message) -> Vec<u8> {
     let mut frame = Vec::with_capacity(64);
     frame.extend_from_slice(&MAGIC);
     frame.extend_from_slice(&PROTOCOL_VERSION.to_le_bytes());
-    // postcard fails only on sequences of unknown length or a full fixed buffer; neither can
-    // happen for a `Message` written into a `Vec`.
-    postcard::to_extend(msg, frame).unwrap_or_default()
+    crate::canonical::encode_into(msg, frame)
 }
 
 /// Parses and validates one frame.
@@ -524,7 +518,7 @@ pub fn version_refusal(got: u16, limits: &Limits) -> Vec<u8> {
         frame.extend_from_slice(&1u16.to_le_bytes());
         frame.extend_from_slice(&[V1_ERROR_VARIANT, V1_UNSUPPORTED]);
         // A string is a varint length and its bytes, as in every version.
-        return postcard::to_extend(text.as_str(), frame).unwrap_or_default();
+        return crate::canonical::encode_into(text.as_str(), frame);
     }
     let msg = ErrorMsg::new(ErrorCode::UnsupportedVersion, None, &text, limits.max_text_bytes);
     encode(&Message::Error(msg))
@@ -787,13 +781,28 @@ mod tests {
     #[test]
     fn huge_claimed_lengths_are_refused_cheaply() {
         let huge = [0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x10]; // varint 2^60
-        // OpenRequest (variant 4), challenge id 1, then 2^60 rows.
+        // An OpenRequest whose row list claims 2^60 rows: its own encoding with no rows
+        // (variant, challenge id 9, length 0), the length replaced, and a few bytes of rows.
+        let empty = encode(&open_request(vec![]));
+        assert_eq!(&empty[HEADER_LEN..], [5, 9, 0], "OpenRequest is variant 5");
+        let mut frame = empty[..empty.len() - 1].to_vec();
+        frame.extend_from_slice(&huge);
+        frame.resize(30, 7);
+        let err = decode(&frame, &limits()).expect_err("2^60 rows are refused");
+        // The claimed length buys no allocation: with fewer bytes left than it claims, the row
+        // list gets no size hint, reads the rows that are there and stops at the frame's end.
+        let end = postcard::Error::DeserializeUnexpectedEnd.to_string();
+        assert_eq!(err, ProtocolError::Malformed(end), "{err}");
+        // More rows than the cap, all present, are refused by the cap itself.
+        let rows: Vec<u32> = (0..=crate::bounded::MAX_ROWS as u32).collect();
+        let err = decode(&encode(&open_request(rows)), &limits()).expect_err("over the cap");
+        let cap = postcard::Error::SerdeDeCustom.to_string();
+        assert_eq!(err, ProtocolError::Malformed(cap), "{err}");
+        // A Commitment (variant 4) whose device key claims 2^60 bytes.
         let mut body = vec![4, 1];
         body.extend_from_slice(&huge);
         body.resize(26, 7);
-        let frame = framed(&body);
-        assert_eq!(frame.len(), 30);
-        assert!(matches!(decode(&frame, &limits()), Err(ProtocolError::Malformed(_))));
+        assert!(matches!(decode(&framed(&body), &limits()), Err(ProtocolError::Malformed(_))));
         // Register (variant 0) with a worker name of 2^60 bytes.
         let mut body = vec![0];
         body.extend_from_slice(&huge);

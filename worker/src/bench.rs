@@ -4,10 +4,7 @@
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use veribench_kernels::wgpu::GemmKernel;
-use veribench_kernels::{
-    Backend, BackendError, CudaBackend, TileConfig, WgpuBackend, run_challenge,
-};
+use veribench_kernels::{Backend, BackendError, run_challenge};
 use veribench_protocol::{
     Challenge, ChallengeId, Mode, Seed, Shape, UnixMillis, Verdict, sample_rows, verify_openings,
 };
@@ -171,13 +168,26 @@ impl BenchOutcome {
 }
 
 /// Runs the bench on CUDA and adds the bare cuBLAS comparison to the report.
+/// [`BackendError::NotCompiled`] in a build without the `cuda` feature.
+#[cfg(not(feature = "cuda"))]
 pub fn run_cuda_bench(
-    cuda: &CudaBackend,
+    _mode: Mode,
+    _shape: Shape,
+    _sampled: u32,
+    _warmup: u32,
+) -> Result<BenchOutcome, BackendError> {
+    Err(BackendError::NotCompiled(veribench_kernels::BackendKind::Cuda))
+}
+
+/// Runs the bench on CUDA and adds the bare cuBLAS comparison to the report.
+#[cfg(feature = "cuda")]
+pub fn run_cuda_bench(
     mode: Mode,
     shape: Shape,
     sampled: u32,
     warmup: u32,
 ) -> Result<BenchOutcome, BackendError> {
+    let cuda = &veribench_kernels::CudaBackend::new()?;
     let mut outcome = run_bench(cuda, mode, shape, sampled, warmup)?;
     let device = cuda
         .devices()
@@ -216,8 +226,21 @@ pub struct TuneReport {
     pub candidates: Vec<TunedTiles>,
 }
 
-/// Sweeps the wgpu GEMM's tile sizes at `n` in `mode` and ranks them.
-pub fn run_tune(wgpu: &WgpuBackend, mode: Mode, n: u32) -> Result<TuneReport, BackendError> {
+/// Sweeps the wgpu GEMM's tile sizes at `n` in `mode` and ranks them, on the wgpu backend as
+/// `--backend wgpu` opens it. [`BackendError::NotCompiled`] in a build without `wgpu`.
+#[cfg(not(feature = "wgpu"))]
+pub fn run_tune(_mode: Mode, _n: u32) -> Result<TuneReport, BackendError> {
+    Err(BackendError::NotCompiled(veribench_kernels::BackendKind::Wgpu))
+}
+
+/// Sweeps the wgpu GEMM's tile sizes at `n` in `mode` and ranks them, on the wgpu backend as
+/// `--backend wgpu` opens it.
+#[cfg(feature = "wgpu")]
+pub fn run_tune(mode: Mode, n: u32) -> Result<TuneReport, BackendError> {
+    use veribench_kernels::TileConfig;
+    use veribench_kernels::wgpu::GemmKernel;
+
+    let wgpu = crate::select::open_wgpu_explicit()?;
     let ranked = wgpu.tune(mode, n, &TileConfig::candidates(GemmKernel::for_mode(mode)))?;
     let candidates: Vec<TunedTiles> =
         ranked.iter().map(|(t, g)| TunedTiles { tiles: t.to_string(), gflops: *g }).collect();

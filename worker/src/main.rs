@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use clap::{Args, Parser, Subcommand, ValueEnum};
-use veribench_kernels::{BackendKind, CudaBackend};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
+use veribench_kernels::BackendKind;
 use veribench_protocol::{
     DEFAULT_CPU_SHAPE, DEFAULT_GPU_SHAPE, MAX_DIM, Mode, Shape, UnixMillis, default_sampled_rows,
 };
@@ -15,7 +15,7 @@ use veribench_worker::bench::{run_bench, run_cuda_bench, run_tune};
 use veribench_worker::daemon::{
     ConfigOverrides, DelegationSource, WorkerConfig, WorkerIdentity, run_worker, wallet_cmd,
 };
-use veribench_worker::select::{BackendChoice, open_backend, open_wgpu_explicit};
+use veribench_worker::select::{BackendChoice, open_backend};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -66,11 +66,9 @@ enum Command {
     /// --netuid): validators with a permit and at least --min-validator-stake, whose
     /// announcement is fresh and speaks this worker's protocol.
     ///
-    /// Settings come from --config (TOML), then VERIBENCH_* environment variables
-    /// (VERIBENCH_COORDINATOR, VERIBENCH_COORDINATOR_HOTKEY, VERIBENCH_WORKER_NAME,
-    /// VERIBENCH_HEARTBEAT_SECS, VERIBENCH_TLS_CA, VERIBENCH_BACKEND, VERIBENCH_WALLET_NAME,
-    /// VERIBENCH_WALLET_HOTKEY, VERIBENCH_WALLET_PATH, VERIBENCH_SUBTENSOR_NETWORK,
-    /// VERIBENCH_NETUID), then these flags.
+    /// Settings come from --config (TOML), overridden by these flags or their VERIBENCH_*
+    /// environment variables (shown with each flag; a flag beats its variable, and a variable
+    /// set to the empty string counts as unset).
     Run(RunArgs),
     /// Manage worker keys and miner delegations (btcli wallet layout).
     #[command(subcommand)]
@@ -102,7 +100,7 @@ enum Command {
     },
     /// Circuit artifacts (miner): publish to S3/R2 and commit the hash on chain, or write
     /// presigned URLs for a coordinator (only while the local artifact matches the commitment).
-    Circuit(veribench_circuit::cli::WorkerCircuitArgs),
+    Circuit(veribench_worker::circuit_cli::WorkerCircuitArgs),
 }
 
 #[derive(Debug, Args)]
@@ -111,17 +109,17 @@ struct RunArgs {
     #[arg(long)]
     config: Option<PathBuf>,
     /// One coordinator's URL, ws://host:port or wss://host:port (instead of discovery).
-    #[arg(long)]
+    #[arg(long, env = "VERIBENCH_COORDINATOR")]
     coordinator: Option<String>,
     /// The coordinator's key (ss58 or hex), required with --coordinator.
-    #[arg(long = "coordinator.hotkey")]
+    #[arg(long = "coordinator.hotkey", env = "VERIBENCH_COORDINATOR_HOTKEY")]
     coordinator_hotkey: Option<String>,
     /// Serve the validators of a subnet on this chain: finney, test, local, a ws(s):// node URL
     /// or file:PATH (instead of --coordinator).
-    #[arg(long = "subtensor.network")]
+    #[arg(long = "subtensor.network", env = "VERIBENCH_SUBTENSOR_NETWORK")]
     network: Option<String>,
     /// The subnet whose validators are served (with --subtensor.network).
-    #[arg(long)]
+    #[arg(long, env = "VERIBENCH_NETUID")]
     netuid: Option<u16>,
     /// Least stake, in rao, of a validator whose coordinator is served [default: 1000 TAO].
     #[arg(long)]
@@ -137,16 +135,16 @@ struct RunArgs {
     #[arg(long)]
     allow_private_endpoints: bool,
     /// Extra CA certificate(s), PEM, trusted for wss:// besides the webpki roots.
-    #[arg(long)]
+    #[arg(long, env = "VERIBENCH_TLS_CA")]
     tls_ca: Option<PathBuf>,
     /// Worker name shown by the coordinator.
-    #[arg(long)]
+    #[arg(long, env = "VERIBENCH_WORKER_NAME")]
     name: Option<String>,
     /// Heartbeat interval in seconds (default: the coordinator's, else 30).
-    #[arg(long)]
+    #[arg(long, env = "VERIBENCH_HEARTBEAT_SECS")]
     heartbeat_secs: Option<u64>,
     /// Compute backend.
-    #[arg(long, value_enum)]
+    #[arg(long, value_enum, env = "VERIBENCH_BACKEND")]
     backend: Option<BackendChoice>,
     #[command(flatten)]
     wallet: WalletFlags,
@@ -157,13 +155,13 @@ struct RunArgs {
 #[derive(Debug, Args)]
 struct WalletFlags {
     /// Wallet name.
-    #[arg(long = "wallet.name")]
+    #[arg(long = "wallet.name", env = "VERIBENCH_WALLET_NAME")]
     wallet_name: Option<String>,
     /// Hotkey name (the worker's own key for `run`).
-    #[arg(long = "wallet.hotkey")]
+    #[arg(long = "wallet.hotkey", env = "VERIBENCH_WALLET_HOTKEY")]
     wallet_hotkey: Option<String>,
     /// Wallets directory.
-    #[arg(long = "wallet.path")]
+    #[arg(long = "wallet.path", env = "VERIBENCH_WALLET_PATH")]
     wallet_path: Option<PathBuf>,
 }
 
@@ -224,7 +222,7 @@ fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    match Cli::parse().command {
+    match parse_cli().command {
         Command::Bench { backend, mode, shape, n, samples, json, tune, warmup } => {
             let shape = shape.or(n.map(Shape::square));
             if let Some(shape) = shape {
@@ -236,8 +234,7 @@ fn main() -> anyhow::Result<()> {
                 if backend != BackendChoice::Wgpu {
                     bail!("--tune sweeps the wgpu GEMM's tile sizes: use it with --backend wgpu");
                 }
-                let wgpu = open_wgpu_explicit().context("cannot open the wgpu backend")?;
-                let report = run_tune(&wgpu, mode, n).context("tile sweep failed")?;
+                let report = run_tune(mode, n).context("tile sweep failed")?;
                 if json {
                     println!("{}", serde_json::to_string(&report)?);
                 } else {
@@ -246,9 +243,8 @@ fn main() -> anyhow::Result<()> {
                 return Ok(());
             }
             let outcome = if backend == BackendChoice::Cuda {
-                let cuda = CudaBackend::new().context("cannot open the CUDA backend")?;
                 let shape = shape.unwrap_or(DEFAULT_GPU_SHAPE);
-                run_cuda_bench(&cuda, mode, shape, samples, warmup).context("bench failed")?
+                run_cuda_bench(mode, shape, samples, warmup).context("CUDA bench failed")?
             } else {
                 let backend = open_backend(backend).context("cannot open the compute backend")?;
                 let shape = shape.unwrap_or(match backend.kind() {
@@ -288,7 +284,7 @@ fn main() -> anyhow::Result<()> {
                 price_cents,
                 deployment,
                 once,
-                retry: veribench_chain::RetryPolicy::default(),
+                retry: veribench_support::RetryPolicy::default(),
             };
             let worker = veribench_worker::market::MarketWorker { client, backend };
             let report = tokio::runtime::Runtime::new()?.block_on(worker.run())?;
@@ -299,14 +295,14 @@ fn main() -> anyhow::Result<()> {
 }
 
 /// `circuit`: the miner's artifact commands, against the chain of `--subtensor.network`.
-fn circuit(args: veribench_circuit::cli::WorkerCircuitArgs) -> anyhow::Result<()> {
+fn circuit(args: veribench_worker::circuit_cli::WorkerCircuitArgs) -> anyhow::Result<()> {
     tokio::runtime::Runtime::new()?.block_on(async {
         let network = args.chain.network()?;
         let chain = veribench_subtensor::connect(&network)
             .await
             .with_context(|| format!("cannot open the chain {network}"))?;
         let keypair = args.wallet.load_hotkey()?;
-        veribench_circuit::cli::run_worker_circuit(
+        veribench_worker::circuit_cli::run_worker_circuit(
             args.command,
             chain,
             &keypair,
@@ -322,7 +318,6 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         Some(path) => WorkerConfig::from_file(path)?,
         None => WorkerConfig::default(),
     };
-    config.apply_env(|key| std::env::var(key).ok())?;
     config.apply(ConfigOverrides {
         coordinator: args.coordinator,
         coordinator_hotkey: args.coordinator_hotkey,
@@ -376,6 +371,20 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     runtime.shutdown_timeout(Duration::from_secs(1));
     result?;
     Ok(())
+}
+
+/// The command line, with every environment variable of a `run` flag that is set but empty
+/// treated as unset (clap would take the empty string as the value).
+fn parse_cli() -> Cli {
+    let command = Cli::command().mut_subcommand("run", |run| {
+        let empty: Vec<clap::Id> = run
+            .get_arguments()
+            .filter(|a| a.get_env().and_then(std::env::var_os).is_some_and(|v| v.is_empty()))
+            .map(|a| a.get_id().clone())
+            .collect();
+        empty.into_iter().fold(run, |run, id| run.mut_arg(id, |a| a.env(None::<&str>)))
+    });
+    Cli::from_arg_matches(&command.get_matches()).unwrap_or_else(|e| e.exit())
 }
 
 /// Completes on SIGINT (Ctrl-C) or SIGTERM.

@@ -6,11 +6,11 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use serde::Deserialize;
-use veribench_chain::{RetryPolicy, Transient, retry};
 use veribench_kernels::{Backend, BackendError};
 use veribench_protocol::challenge::derive_device_seed;
 use veribench_protocol::market::MatmulBatch;
 use veribench_protocol::{Challenge, ChallengeId, UnixMillis};
+use veribench_support::{RetryPolicy, Transient, retry};
 
 /// What the participant reports with each proof.
 #[derive(Clone, Debug)]
@@ -110,7 +110,7 @@ impl MarketWorker {
         let this = &self.client;
         // reqwest brings no TLS provider of its own here (for an https:// server): ring, the
         // workspace's. An error means one is installed already.
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        veribench_support::tls::install_crypto_provider();
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(600))
             .build()

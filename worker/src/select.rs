@@ -1,10 +1,13 @@
 //! Choosing a compute backend from the `--backend` flag.
+//!
+//! The GPU families are cargo features (`cuda`, `wgpu`, both default): asking for one this
+//! build lacks is [`BackendError::NotCompiled`], and `auto` skips it.
 
 use std::fmt;
 
-use veribench_kernels::{
-    Backend, BackendError, BackendKind, CpuBackend, CudaBackend, WgpuBackend, WgpuOptions,
-};
+use veribench_kernels::{Backend, BackendError, BackendKind, CpuBackend};
+#[cfg(feature = "wgpu")]
+use veribench_kernels::{WgpuBackend, WgpuOptions};
 
 /// The `--backend` flag: a device family, or `auto` for the fastest one present.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -34,6 +37,7 @@ impl fmt::Display for BackendChoice {
 
 /// The wgpu backend as `--backend wgpu` opens it: real GPUs first, a software adapter (lavapipe,
 /// WARP) as a last resort, with a warning, so the backend can be exercised without a GPU.
+#[cfg(feature = "wgpu")]
 pub fn open_wgpu_explicit() -> Result<WgpuBackend, BackendError> {
     let backend =
         WgpuBackend::new(WgpuOptions { allow_cpu_adapter: true, ..WgpuOptions::default() })?;
@@ -45,25 +49,55 @@ pub fn open_wgpu_explicit() -> Result<WgpuBackend, BackendError> {
     Ok(backend)
 }
 
-/// Builds the backend the flag asks for. An explicit choice that cannot run is an error with the
-/// reason; `auto` logs why it skipped each GPU family and falls back to the CPU.
+/// The CUDA backend, or why not.
+#[cfg(feature = "cuda")]
+fn open_cuda() -> Result<Box<dyn Backend>, BackendError> {
+    Ok(Box::new(veribench_kernels::CudaBackend::new()?))
+}
+
+/// This build has no CUDA backend.
+#[cfg(not(feature = "cuda"))]
+fn open_cuda() -> Result<Box<dyn Backend>, BackendError> {
+    Err(BackendError::NotCompiled(BackendKind::Cuda))
+}
+
+/// The wgpu backend, or why not: with `explicit`, as [`open_wgpu_explicit`]; otherwise real
+/// GPUs only (what `auto` accepts).
+#[cfg(feature = "wgpu")]
+fn open_wgpu(explicit: bool) -> Result<Box<dyn Backend>, BackendError> {
+    Ok(if explicit {
+        Box::new(open_wgpu_explicit()?)
+    } else {
+        Box::new(WgpuBackend::new(WgpuOptions::default())?)
+    })
+}
+
+/// This build has no wgpu backend.
+#[cfg(not(feature = "wgpu"))]
+fn open_wgpu(_explicit: bool) -> Result<Box<dyn Backend>, BackendError> {
+    Err(BackendError::NotCompiled(BackendKind::Wgpu))
+}
+
+/// Builds the backend the flag asks for. An explicit choice that cannot run (or is not compiled
+/// into this build) is an error with the reason; `auto` logs why it skipped each GPU family and
+/// falls back to the CPU.
 pub fn open_backend(choice: BackendChoice) -> Result<Box<dyn Backend>, BackendError> {
     match choice {
         BackendChoice::Cpu => Ok(Box::new(CpuBackend::new())),
-        BackendChoice::Cuda => Ok(Box::new(CudaBackend::new()?)),
-        BackendChoice::Wgpu => Ok(Box::new(open_wgpu_explicit()?)),
+        BackendChoice::Cuda => open_cuda(),
+        BackendChoice::Wgpu => open_wgpu(true),
         BackendChoice::Auto => {
-            match CudaBackend::new() {
+            match open_cuda() {
                 Ok(cuda) => {
                     tracing::info!(devices = cuda.devices().len(), "using the CUDA backend");
-                    return Ok(Box::new(cuda));
+                    return Ok(cuda);
                 }
                 Err(e) => tracing::info!(reason = %e, "skipping the CUDA backend"),
             }
-            match WgpuBackend::new(WgpuOptions::default()) {
+            match open_wgpu(false) {
                 Ok(wgpu) => {
                     tracing::info!(devices = wgpu.devices().len(), "using the wgpu backend");
-                    return Ok(Box::new(wgpu));
+                    return Ok(wgpu);
                 }
                 Err(e) => {
                     tracing::info!(reason = %e, "skipping the wgpu backend (auto uses real GPUs only)")
@@ -79,6 +113,7 @@ pub fn open_backend(choice: BackendChoice) -> Result<Box<dyn Backend>, BackendEr
 mod tests {
     use super::*;
 
+    #[cfg(feature = "cuda")]
     #[test]
     fn cuda_without_a_driver_is_a_clear_error_and_auto_falls_back() {
         if veribench_kernels::cuda::driver_available() {
@@ -88,5 +123,27 @@ mod tests {
         assert!(err.to_string().contains("libcuda"), "{err}");
         let auto = open_backend(BackendChoice::Auto).expect("auto always finds a backend");
         assert_ne!(auto.kind(), BackendKind::Cuda);
+    }
+
+    /// A backend this build lacks is a typed refusal naming it, and `auto` still finds one.
+    #[test]
+    fn a_backend_not_compiled_in_is_a_typed_error() {
+        for (choice, kind) in
+            [(BackendChoice::Cuda, BackendKind::Cuda), (BackendChoice::Wgpu, BackendKind::Wgpu)]
+        {
+            if kind.is_compiled() {
+                continue;
+            }
+            match open_backend(choice) {
+                Err(BackendError::NotCompiled(k)) => assert_eq!(k, kind),
+                Err(other) => panic!("{choice}: expected NotCompiled, got {other}"),
+                Ok(b) => panic!("{choice}: opened a {} backend that is not compiled in", b.kind()),
+            }
+            let auto = open_backend(BackendChoice::Auto).expect("auto always finds a backend");
+            assert_ne!(auto.kind(), kind);
+        }
+        assert!(BackendKind::Cpu.is_compiled());
+        let cpu = open_backend(BackendChoice::Cpu).expect("the CPU backend is always built");
+        assert_eq!(cpu.kind(), BackendKind::Cpu);
     }
 }

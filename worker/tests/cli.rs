@@ -105,6 +105,38 @@ fn run_refuses_a_bad_url() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("ws://"));
 }
 
+/// `run` with `env` set; its stderr, after checking it failed.
+fn run_failing_with(args: &[&str], env: &[(&str, &str)]) -> String {
+    let out =
+        Command::new(BIN).arg("run").args(args).envs(env.iter().copied()).output().expect("runs");
+    assert!(!out.status.success());
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn run_reads_its_flags_from_the_environment() {
+    // The variable is read: the file-less configuration gets its coordinator from it.
+    let bad_url = [("VERIBENCH_COORDINATOR", "http://127.0.0.1:1"), ("VERIBENCH_BACKEND", "cpu")];
+    assert!(run_failing_with(&[], &bad_url).contains("ws://"));
+    // A flag beats its variable: the URL is fine now, the missing pinned key is what fails.
+    let err = run_failing_with(&["--coordinator", "ws://127.0.0.1:1"], &bad_url);
+    assert!(
+        !err.contains("must start with ws://") && err.contains("--coordinator.hotkey"),
+        "{err}"
+    );
+    // Empty variables count as unset, even for numbers.
+    let mut empty = bad_url.to_vec();
+    empty.extend([
+        ("VERIBENCH_HEARTBEAT_SECS", ""),
+        ("VERIBENCH_NETUID", ""),
+        ("VERIBENCH_WORKER_NAME", ""),
+    ]);
+    assert!(run_failing_with(&[], &empty).contains("ws://"));
+    // A bad value is refused, naming the flag it stands for.
+    let err = run_failing_with(&[], &[("VERIBENCH_HEARTBEAT_SECS", "soon")]);
+    assert!(err.contains("--heartbeat-secs") && err.contains("soon"), "{err}");
+}
+
 fn sigterm(pid: u32) {
     let status = Command::new("kill").args(["-TERM", &pid.to_string()]).status().expect("kill");
     assert!(status.success());

@@ -241,3 +241,53 @@ async fn blocks_advance_with_time_and_on_request() {
     assert!(later >= start + 5, "{start} → {later}");
     assert!(chain.advance_blocks(1000).expect("advance") >= later + 1000);
 }
+
+#[tokio::test]
+async fn a_state_file_in_missing_directories_creates_them() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("fresh").join("data").join("chain.json");
+    let chain = LocalChain::open(&path).expect("open creates the parent directories");
+    chain.register(NET, key(1).public(), key(9).public(), 5, true).expect("register");
+    assert!(path.is_file(), "state written at {}", path.display());
+    let mg = LocalChain::open(&path).expect("reopen").metagraph(NET).await.expect("metagraph");
+    assert_eq!(mg.uid(&key(1).public()), Some(0));
+
+    // The async calls create them too (a chain handle made before the directory existed).
+    let other = dir.path().join("later").join("chain.json");
+    let handle = LocalChain { path: other.clone() };
+    assert!(matches!(handle.weights_policy(NET).await, Err(ChainError::NoSuchSubnet(7))));
+    assert!(other.parent().expect("parent").is_dir());
+}
+
+/// A call waiting for the state lock must not hold the runtime's thread: on this
+/// current-thread runtime, the main task still runs (and lets the lock go) while a spawned
+/// `current_block` waits for it.
+#[tokio::test]
+async fn a_call_waiting_for_the_lock_does_not_block_the_runtime() {
+    let (_dir, chain) = chain();
+    let mut lock_path = chain.path().as_os_str().to_owned();
+    lock_path.push(".lock");
+    let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let holder = std::thread::spawn(move || {
+        let file = OpenOptions::new().write(true).open(&lock_path).expect("lock file");
+        file.lock().expect("exclusive lock");
+        locked_tx.send(()).expect("signal");
+        // Released by the runtime's main task, or after this long if that task never runs.
+        let released_by_runtime =
+            release_rx.recv_timeout(std::time::Duration::from_secs(20)).is_ok();
+        drop(file);
+        released_by_runtime
+    });
+    locked_rx.recv().expect("holder locked");
+
+    let call = tokio::spawn({
+        let chain = chain.clone();
+        async move { chain.current_block().await }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    // Fails only if the holder gave up waiting, which the assertion below reports.
+    let _ = release_tx.send(());
+    call.await.expect("task").expect("block after the lock is free");
+    assert!(holder.join().expect("holder"), "the runtime ran while the call waited for the lock");
+}

@@ -14,11 +14,12 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
-use veribench_chain::{LocalChain, NetUid, RetryPolicy};
+use veribench_chain::{LocalChain, NetUid};
 use veribench_circuit::settings::EXAMPLE_SETTINGS;
 use veribench_circuit::{
     FetchConfig, RequiredFiles, Secret, StorageConfig, TransferConfig, UrlPolicy,
 };
+use veribench_support::RetryPolicy;
 use veribench_wallet::Keypair;
 
 pub const NET: NetUid = NetUid(1);

@@ -424,7 +424,7 @@ pub async fn serve(
     if let Some(tls) = tls {
         // rustls needs a process-wide crypto provider; ring is the workspace's. An error means
         // one is installed already, which is as good.
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        veribench_support::tls::install_crypto_provider();
         let mut config = ServerTlsConfig::new()
             .identity(Identity::from_pem(&tls.cert_pem, &tls.key_pem))
             .timeout(TLS_HANDSHAKE_TIMEOUT);

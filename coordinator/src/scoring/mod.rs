@@ -22,10 +22,12 @@ mod tests;
 
 use serde::{Deserialize, Serialize};
 
+use crate::config::ConfigError;
+
 pub use miner::{MinerInputs, MinerScore, miner_scores};
 pub use penalty::{RejectCode, penalised_rejections};
 pub use weights::{WEIGHT_MAX, to_weights};
-pub use window::{WorkerInputs, WorkerScore, verified_from_rows, worker_performance};
+pub use window::{WorkerInputs, WorkerScore, worker_performance};
 
 /// Every constant of the scoring model. `Default` gives the ByteLeap values.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -70,23 +72,6 @@ impl Default for ScoringConfig {
     }
 }
 
-/// Why a [`ScoringConfig`] was refused.
-#[derive(Clone, Debug, PartialEq, thiserror::Error)]
-pub enum ScoringConfigError {
-    /// A count or duration that must be positive is 0.
-    #[error("scoring.{0} must be greater than 0")]
-    Zero(&'static str),
-    /// A factor outside `[0, 1]` (or not finite).
-    #[error("scoring.{0} must be within [0, 1], got {1}")]
-    OutOfRange(&'static str, f64),
-    /// `lease_weight + challenge_weight` is not 1.
-    #[error("scoring.lease_weight + scoring.challenge_weight must be 1, got {0}")]
-    WeightSum(f64),
-    /// A reason listed twice in `penalised_reasons` (a typo for another one, most likely).
-    #[error("scoring.penalised_reasons lists {0} twice")]
-    DuplicateReason(&'static str),
-}
-
 impl ScoringConfig {
     /// The window in milliseconds.
     pub fn window_ms(&self) -> u64 {
@@ -94,36 +79,36 @@ impl ScoringConfig {
     }
 
     /// Checks the invariants the formulas rely on.
-    pub fn validate(&self) -> Result<(), ScoringConfigError> {
+    pub fn validate(&self) -> Result<(), ConfigError> {
         if self.window_minutes == 0 {
-            return Err(ScoringConfigError::Zero("window_minutes"));
+            return Err(ConfigError::NotPositive("scoring.window_minutes"));
         }
         if self.participation_baseline == 0 {
-            return Err(ScoringConfigError::Zero("participation_baseline"));
+            return Err(ConfigError::NotPositive("scoring.participation_baseline"));
         }
         if self.availability_buckets == 0 {
-            return Err(ScoringConfigError::Zero("availability_buckets"));
+            return Err(ConfigError::NotPositive("scoring.availability_buckets"));
         }
         if self.top_workers == 0 {
-            return Err(ScoringConfigError::Zero("top_workers"));
+            return Err(ConfigError::NotPositive("scoring.top_workers"));
         }
         for (name, v) in [
-            ("ip_change_factor", self.ip_change_factor),
-            ("min_availability", self.min_availability),
-            ("lease_weight", self.lease_weight),
-            ("challenge_weight", self.challenge_weight),
+            ("scoring.ip_change_factor", self.ip_change_factor),
+            ("scoring.min_availability", self.min_availability),
+            ("scoring.lease_weight", self.lease_weight),
+            ("scoring.challenge_weight", self.challenge_weight),
         ] {
             if !(0.0..=1.0).contains(&v) {
-                return Err(ScoringConfigError::OutOfRange(name, v));
+                return Err(ConfigError::OutOfRange(name, v));
             }
         }
         let sum = self.lease_weight + self.challenge_weight;
         if (sum - 1.0).abs() > 1e-9 {
-            return Err(ScoringConfigError::WeightSum(sum));
+            return Err(ConfigError::WeightSum(sum));
         }
         for (i, code) in self.penalised_reasons.iter().enumerate() {
             if self.penalised_reasons[..i].contains(code) {
-                return Err(ScoringConfigError::DuplicateReason(code.as_str()));
+                return Err(ConfigError::Duplicate("scoring.penalised_reasons", code.as_str()));
             }
         }
         Ok(())

@@ -3,9 +3,9 @@
 use veribench_protocol::UnixMillis;
 
 use super::{RejectCode, ScoringConfig, penalised_rejections, sanitize};
-use crate::store::{ChallengeRow, ChallengeStatus};
 
-/// What the scorer knows about one worker.
+/// What the scorer knows about one worker: scoring's own input, which the store fills from its
+/// rows (so this module depends on no database type).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct WorkerInputs {
     /// Verified, credited challenges: (finish time, measured GFLOP/s). Entries outside the window,
@@ -88,17 +88,4 @@ pub fn worker_performance(
     let performance =
         if penalised { 0.0 } else { sanitize(mean_gflops * participation * availability) };
     WorkerScore { mean_gflops, participation, availability, performance }
-}
-
-/// The `verified` list of [`WorkerInputs`] from stored challenge rows: rows that are
-/// [`ChallengeStatus::Verified`], credited, and have both a finish time and a rate. The caller
-/// selects the rows of one worker (by `worker_key`); the window is applied by
-/// [`worker_performance`].
-pub fn verified_from_rows<'a>(
-    rows: impl IntoIterator<Item = &'a ChallengeRow>,
-) -> Vec<(UnixMillis, f64)> {
-    rows.into_iter()
-        .filter(|r| r.status == ChallengeStatus::Verified && r.credited)
-        .filter_map(|r| Some((r.finished_at?, r.gflops?)))
-        .collect()
 }

@@ -8,9 +8,9 @@
 //! The intermediate transitions (committed, verifying) are written behind, best effort: the
 //! deciding write fills in a commitment they lost.
 
-use veribench_chain::RetryPolicy;
 use veribench_protocol::ErrorCode;
 use veribench_protocol::wire::VerdictMsg;
+use veribench_support::RetryPolicy;
 
 use super::*;
 use crate::store::{Credit, Withheld, is_outage};

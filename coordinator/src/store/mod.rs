@@ -358,6 +358,7 @@ mod queries;
 mod rejections;
 mod row;
 mod scoring;
+mod status;
 
 pub use claims::HeldDevice;
 pub use decisions::{DecisionRecord, EvidenceKind, EvidenceRecord, MAX_CONSENSUS_LISTING};
@@ -370,5 +371,6 @@ pub use scoring::{
     BUCKET_MS, LeaseRow, MinerScoreRecord, NewLease, ScoreRun, ScoreRunRow, WeightEntry,
     WeightSetRow, WeightSetStatus, WeightSetUpdate, WorkerScoreRecord, bucket_of,
 };
+pub use status::{IpChange, LeaseSummary, RateSample, Throughput};
 #[cfg(test)]
 mod tests;

@@ -118,7 +118,7 @@ fn sqlite_session_hook(
 
 /// The failure reasons never counted against a worker, as an SQL list (constants, not peer
 /// input).
-fn not_counted_failures() -> String {
+pub(super) fn not_counted_failures() -> String {
     let quoted: Vec<String> = Failure::NOT_COUNTED.iter().map(|r| format!("'{r}'")).collect();
     format!("({})", quoted.join(", "))
 }

@@ -8,7 +8,7 @@ use sqlx::any::AnyRow;
 use veribench_protocol::{PublicKey, UnixMillis};
 
 use super::row::{self, millis};
-use super::{Store, StoreError};
+use super::{ChallengeRow, ChallengeStatus, Store, StoreError};
 use crate::scoring::{RejectCode, WorkerScore};
 
 /// Length of an availability bucket: 5 minutes.
@@ -17,6 +17,19 @@ pub const BUCKET_MS: u64 = 300_000;
 /// The bucket holding `at`.
 pub fn bucket_of(at: UnixMillis) -> i64 {
     i64::try_from(at.0 / BUCKET_MS).unwrap_or(i64::MAX)
+}
+
+impl ChallengeRow {
+    /// This row's entry in the scorer's
+    /// [`WorkerInputs::verified`](crate::scoring::WorkerInputs::verified): `(finish, GFLOP/s)`
+    /// if it is [`ChallengeStatus::Verified`], credited, and has both; the rule of
+    /// [`Store::verified_since`] for a row already loaded. The window is the scorer's to apply.
+    pub fn verified_sample(&self) -> Option<(UnixMillis, f64)> {
+        if self.status != ChallengeStatus::Verified || !self.credited {
+            return None;
+        }
+        Some((self.finished_at?, self.gflops?))
+    }
 }
 
 /// A lease as reported through the API.

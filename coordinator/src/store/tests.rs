@@ -1320,6 +1320,13 @@ async fn verified_since_counts_credited_results_only(backend: Backend) -> TestRe
         .await?;
     let rows = store.verified_since(UnixMillis(0)).await?;
     assert_eq!(rows, vec![(key(1), key(9), UnixMillis(1_004), 100.0)]);
+    let samples: Vec<(UnixMillis, f64)> = store
+        .challenges(None, 100)
+        .await?
+        .iter()
+        .filter_map(ChallengeRow::verified_sample)
+        .collect();
+    assert_eq!(samples, [(UnixMillis(1_004), 100.0)], "a loaded row follows the same rule");
     assert!(store.verified_since(UnixMillis(1_005)).await?.is_empty(), "finish time filter");
     assert_eq!(status(&store, credited).await?, ChallengeStatus::Verified);
     Ok(())
@@ -2249,4 +2256,83 @@ async fn market_summary_medians(backend: Backend) -> TestResult {
     ];
     assert_eq!(summary, expected);
     store.close().await
+}
+
+/// The scorer's `verified` entries from loaded rows: verified, credited, finished and rated only.
+#[test]
+fn verified_samples_are_verified_credited_rows_only() {
+    let row = |status, credited, finished: Option<u64>, gflops| ChallengeRow {
+        id: ChallengeId(1),
+        miner_hotkey: key(1),
+        worker_key: key(2),
+        device: dev("GPU-a"),
+        mode: Mode::Fp16,
+        shape: Shape { m: 1024, k: 1024, n: 1024 },
+        seed: Seed([3; 32]),
+        status,
+        reason: None,
+        detail: None,
+        issued_at: UnixMillis(1),
+        deadline: UnixMillis(2),
+        sent_at: None,
+        committed_at: None,
+        finished_at: finished.map(UnixMillis),
+        root: None,
+        compute_ms: None,
+        rtt_ms: None,
+        gflops,
+        credited,
+    };
+    let rows = [
+        row(ChallengeStatus::Verified, true, Some(10), Some(900.0)),
+        row(ChallengeStatus::Verified, false, Some(11), Some(800.0)),
+        row(ChallengeStatus::Failed, true, Some(12), Some(700.0)),
+        row(ChallengeStatus::Verified, true, None, Some(600.0)),
+        row(ChallengeStatus::Verified, true, Some(13), None),
+        row(ChallengeStatus::Committed, true, None, None),
+    ];
+    let samples: Vec<_> = rows.iter().filter_map(ChallengeRow::verified_sample).collect();
+    assert_eq!(samples, [(UnixMillis(10), 900.0)]);
+}
+
+/// Sorted `(table, column)` pairs of a migrated database, sqlx's bookkeeping table left out.
+async fn schema_columns(url: &str, backend: Backend) -> Vec<(String, String)> {
+    let sql = match backend {
+        Backend::Sqlite => {
+            "SELECT m.name AS t, p.name AS c FROM sqlite_master m, pragma_table_info(m.name) p \
+             WHERE m.type = 'table' AND m.name NOT LIKE 'sqlite_%' \
+               AND m.name <> '_sqlx_migrations'"
+        }
+        Backend::Postgres => {
+            "SELECT table_name::text AS t, column_name::text AS c FROM information_schema.columns \
+             WHERE table_schema = 'public' AND table_name <> '_sqlx_migrations'"
+        }
+    };
+    let mut conn = AnyConnection::connect(url).await.expect("connect");
+    let rows = sqlx::query(sql).fetch_all(&mut conn).await.expect("schema query");
+    let _ = conn.close().await;
+    let mut columns: Vec<(String, String)> = rows
+        .iter()
+        .map(|r| (r.try_get("t").expect("table"), r.try_get("c").expect("column")))
+        .collect();
+    columns.sort();
+    columns
+}
+
+/// The two migration sets differ only in dialect: after each runs on a fresh database, both
+/// have the same tables with the same column names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_and_postgres_migrations_make_the_same_schema() {
+    let (sqlite, postgres) =
+        (TestDb::new(Backend::Sqlite).await, TestDb::new(Backend::Postgres).await);
+    drop((sqlite.open().await, postgres.open().await));
+    let lite = schema_columns(&sqlite.url, Backend::Sqlite).await;
+    let pg = schema_columns(&postgres.url, Backend::Postgres).await;
+    assert!(lite.iter().any(|(t, c)| t == "challenges" && c == "gflops"), "{lite:?}");
+    let only_lite: Vec<_> = lite.iter().filter(|c| !pg.contains(c)).collect();
+    let only_pg: Vec<_> = pg.iter().filter(|c| !lite.contains(c)).collect();
+    assert!(
+        only_lite.is_empty() && only_pg.is_empty(),
+        "only in SQLite: {only_lite:?}; only in PostgreSQL: {only_pg:?}"
+    );
 }

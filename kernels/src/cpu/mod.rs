@@ -20,10 +20,10 @@ pub mod int8;
 use std::time::Instant;
 
 use rayon::prelude::*;
-use veribench_protocol::{Challenge, DeviceKey, DeviceSeed, Generator, MAX_DIM, Matrix, Mode};
+use veribench_protocol::{DeviceKey, Generator, MAX_DIM, Matrix, Mode};
 
 use crate::backend::{
-    Backend, BackendError, BackendKind, DeviceInfo, Execution, PhaseTimings, try_zeroed,
+    Backend, BackendError, BackendKind, DeviceInfo, Execution, Job, PhaseTimings, try_zeroed,
 };
 use crate::host::{Entries, HostProduct};
 
@@ -101,7 +101,7 @@ impl CpuBackend {
             .filter(|s| !s.is_empty())
             .or_else(|| std::env::var("HOSTNAME").ok())
             .unwrap_or_else(|| "localhost".to_owned());
-        let key = DeviceKey::new(format!("cpu:{}", &id[..id.len().min(64)]))
+        let key = DeviceKey::new(format!("cpu:{}", truncate_at_char(&id, MAX_MACHINE_ID_BYTES)))
             .unwrap_or_else(|| DeviceKey::new("cpu:localhost").expect("constant key is valid"));
         Self::with_device_key(key)
     }
@@ -133,6 +133,16 @@ impl CpuBackend {
         self.half_gemm = half_gemm;
         self
     }
+}
+
+/// Bytes of the machine id kept in the CPU's device key.
+const MAX_MACHINE_ID_BYTES: usize = 64;
+
+/// The longest prefix of `s` of at most `max` bytes that ends on a character boundary: a
+/// hostname may hold multibyte characters, where a plain byte cut would panic.
+fn truncate_at_char(s: &str, max: usize) -> &str {
+    let end = (0..=max.min(s.len())).rev().find(|&i| s.is_char_boundary(i)).unwrap_or(0);
+    &s[..end]
 }
 
 impl Default for CpuBackend {
@@ -221,24 +231,18 @@ impl Backend for CpuBackend {
         &self.devices
     }
 
-    fn execute_seeded(
-        &self,
-        device: &DeviceKey,
-        challenge: &Challenge,
-        seed: DeviceSeed,
-    ) -> Result<Execution, BackendError> {
+    fn execute_job(&self, device: &DeviceKey, job: &Job) -> Result<Execution, BackendError> {
         if !self.devices.iter().any(|d| &d.key == device) {
             return Err(BackendError::UnknownDevice(device.clone()));
         }
-        let shape = challenge.shape;
-        shape.validate(MAX_DIM)?;
+        let (shape, seed) = (job.shape(), job.seed());
         let (m, k, n) = (shape.m as usize, shape.k as usize, shape.n as usize);
-        let generator = Generator::new(&seed, challenge.mode);
+        let generator = Generator::new(seed, job.mode());
         let mut timings = PhaseTimings::default();
 
         // fp16/bf16 elements are integers in [-16, 15]: i8 holds them, and k ≤ MAX_DIM = 2¹⁶
         // keeps every i32 sum within ±2²⁴, where the conversion to f32 is exact.
-        let integer_gemm = match challenge.mode {
+        let integer_gemm = match job.mode() {
             Mode::Int8 => Some(Entries::Canonical),
             Mode::Fp16 | Mode::Bf16 if self.half_gemm == HalfGemm::Int8 => {
                 Some(Entries::IntsAsFloat)
@@ -270,7 +274,7 @@ impl Backend for CpuBackend {
             self.scratch_i8.give([a, b]);
             // Int8 rows are the i32 sums; fp16/bf16 rows are their f32 values, converted as the
             // rows are hashed.
-            Ok(HostProduct::new(c, n, shape.m, entries).into_execution(&seed, timings))
+            Ok(HostProduct::new(c, n, shape.m, entries).into_execution(seed, timings))
         } else {
             let mut a = self.scratch_f32.take(m * k)?;
             let mut b = self.scratch_f32.take(k * n)?;
@@ -284,7 +288,25 @@ impl Backend for CpuBackend {
             self.scratch_f32.give([a, b]);
             // The `gemm` crate writes beta·(A·B) without a +0 accumulator start, so an entry
             // whose products are all -0 comes out -0: the hash pass rewrites it to +0.
-            Ok(HostProduct::new(c, n, shape.m, Entries::FloatBits).into_execution(&seed, timings))
+            Ok(HostProduct::new(c, n, shape.m, Entries::FloatBits).into_execution(seed, timings))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::truncate_at_char;
+
+    #[test]
+    fn machine_ids_are_cut_at_a_character_boundary() {
+        // 63 ASCII bytes, then 'é' (2 bytes) straddles byte 64: it is dropped, not split.
+        let host = format!("{}é-rest", "a".repeat(63));
+        assert_eq!(truncate_at_char(&host, 64), "a".repeat(63));
+        // A cut that lands on a boundary keeps exactly 64 bytes.
+        let kana = "ホ".repeat(30); // 3 bytes each: boundaries at multiples of 3
+        assert_eq!(truncate_at_char(&kana, 64), "ホ".repeat(21));
+        assert_eq!(truncate_at_char(&kana, 63).len(), 63);
+        assert_eq!(truncate_at_char("short", 64), "short");
+        assert_eq!(truncate_at_char("", 64), "");
     }
 }

@@ -77,12 +77,11 @@ use cudarc::driver::{
     LaunchConfig, PinnedHostSlice, PushKernelArg,
 };
 use rayon::prelude::*;
-use veribench_protocol::{
-    Challenge, DeviceKey, DeviceSeed, Leaf, MAX_DIM, Matrix, Mode, Shape, leaf_hash,
-};
+use veribench_protocol::{DeviceKey, DeviceSeed, Leaf, MAX_DIM, Matrix, Mode, Shape, leaf_hash};
 
 use crate::backend::{
-    Backend, BackendError, BackendKind, DeviceInfo, Execution, LeafPath, PhaseTimings, RowSource,
+    Backend, BackendError, BackendKind, DeviceInfo, Execution, Job, LeafPath, PhaseTimings,
+    RowSource,
 };
 use gemm::{GemmOperands, OUTPUT_BYTES, PAD, input_bytes};
 
@@ -567,8 +566,8 @@ impl Gpu {
     }
 
     /// One challenge: generate, chunked GEMM overlapped with copy-out and hashing.
-    fn execute(&self, challenge: &Challenge, seed: DeviceSeed) -> Result<Execution, BackendError> {
-        let (mode, shape) = (challenge.mode, challenge.shape);
+    fn execute(&self, job: &Job) -> Result<Execution, BackendError> {
+        let (mode, shape, seed) = (job.mode(), job.shape(), *job.seed());
         let mut state = self.lock()?;
         let mut timings = PhaseTimings::default();
 
@@ -1015,14 +1014,7 @@ impl Backend for CudaBackend {
         &self.devices
     }
 
-    fn execute_seeded(
-        &self,
-        device: &DeviceKey,
-        challenge: &Challenge,
-        seed: DeviceSeed,
-    ) -> Result<Execution, BackendError> {
-        let gpu = self.gpu(device)?;
-        challenge.shape.validate(MAX_DIM)?;
-        gpu.execute(challenge, seed)
+    fn execute_job(&self, device: &DeviceKey, job: &Job) -> Result<Execution, BackendError> {
+        self.gpu(device)?.execute(job)
     }
 }

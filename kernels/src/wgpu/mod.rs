@@ -36,15 +36,14 @@ mod tiles;
 
 use std::time::Instant;
 
-use veribench_protocol::{
-    Challenge, DeviceKey, DeviceSeed, Leaf, MAX_DIM, Mode, Shape, fp32_tolerance,
-};
+use veribench_protocol::{DeviceKey, DeviceSeed, Leaf, MAX_DIM, Mode, Shape, fp32_tolerance};
 
 use self::gpu::{Footprint, Gpu};
 use self::leaves::DeviceProduct;
 pub use self::tiles::{GemmKernel, TileConfig};
 use crate::backend::{
-    Backend, BackendError, BackendKind, DeviceInfo, Execution, LeafPath, PhaseTimings, try_zeroed,
+    Backend, BackendError, BackendKind, DeviceInfo, Execution, Job, LeafPath, PhaseTimings,
+    try_zeroed,
 };
 use crate::host::{Entries, HostProduct};
 
@@ -518,15 +517,9 @@ impl Backend for WgpuBackend {
         &self.devices
     }
 
-    fn execute_seeded(
-        &self,
-        device: &DeviceKey,
-        challenge: &Challenge,
-        seed: DeviceSeed,
-    ) -> Result<Execution, BackendError> {
+    fn execute_job(&self, device: &DeviceKey, job: &Job) -> Result<Execution, BackendError> {
         let gpu = self.gpu(device)?;
-        let (mode, shape) = (challenge.mode, challenge.shape);
-        shape.validate(MAX_DIM)?;
+        let (mode, shape, seed) = (job.mode(), job.shape(), job.seed());
         Self::check_fits(gpu, mode, shape)?;
         let pipeline = gpu.pipeline_for(mode);
         gpu.check_grid(pipeline, shape)?;
@@ -540,7 +533,7 @@ impl Backend for WgpuBackend {
 
         let (c, leaves, hash_started) = gpu.scoped(&format!("executing {shape} {mode}"), || {
             let started = Instant::now();
-            let (a, b) = gpu.generate(&seed, mode, shape)?;
+            let (a, b) = gpu.generate(seed, mode, shape)?;
             timings.generate = started.elapsed();
 
             let started = Instant::now();
@@ -555,7 +548,7 @@ impl Backend for WgpuBackend {
             // are hashed as they are; tests check the shader, not a fix-up, provides it.
             let started = Instant::now();
             let leaves = match path {
-                LeafPath::Device => gpu.hash_rows(&c, &seed, shape.n, shape.m, 0)?,
+                LeafPath::Device => gpu.hash_rows(&c, seed, shape.n, shape.m, 0)?,
                 LeafPath::Host => {
                     let c_bytes = u64::from(shape.m) * u64::from(shape.n) * 4;
                     gpu.read_words(&c, c_bytes, &mut words)?;
@@ -576,7 +569,7 @@ impl Backend for WgpuBackend {
                 timings.hash = hash_started.elapsed();
                 let product =
                     HostProduct::new(words, shape.n as usize, shape.m, Entries::Canonical);
-                Ok(product.into_execution(&seed, timings))
+                Ok(product.into_execution(seed, timings))
             }
         }
     }

@@ -35,11 +35,18 @@ impl GemmKernel {
         if mode == Mode::Int8 { GemmKernel::Int8 } else { GemmKernel::F32 }
     }
 
-    /// The WGSL source, before tile specialisation.
+    /// The WGSL source, before tile specialisation: the prelude both kernels share (tiling
+    /// parameters, uniform block), then the kernel's own text.
     fn source(self) -> &'static str {
         match self {
-            GemmKernel::F32 => include_str!("../../../shaders/gemm_f32.wgsl"),
-            GemmKernel::Int8 => include_str!("../../../shaders/gemm_int8.wgsl"),
+            GemmKernel::F32 => concat!(
+                include_str!("../../../shaders/gemm_prelude.wgsl"),
+                include_str!("../../../shaders/gemm_f32.wgsl")
+            ),
+            GemmKernel::Int8 => concat!(
+                include_str!("../../../shaders/gemm_prelude.wgsl"),
+                include_str!("../../../shaders/gemm_int8.wgsl")
+            ),
         }
     }
 

@@ -35,7 +35,8 @@
 //! allow_private_endpoints = false     # true: serve loopback/private hosts (a private network)
 //! ```
 //!
-//! Every key is optional. Environment variables: see [`ENV_VARS`].
+//! Every key is optional. The `run` flags override the file, each also read from its
+//! `VERIBENCH_…` environment variable (clap's `env`, see `veribench-worker run --help`).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -51,21 +52,6 @@ use super::guard::{DEFAULT_MAX_FUTURE_SKEW_MS, DEFAULT_RECENT_CAPACITY, GuardPol
 
 /// Heartbeat interval when neither the configuration nor the coordinator names one.
 pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(30);
-
-/// Environment variables read by [`WorkerConfig::apply_env`], and the setting each overrides.
-pub const ENV_VARS: [(&str, &str); 11] = [
-    ("VERIBENCH_COORDINATOR", "coordinator"),
-    ("VERIBENCH_COORDINATOR_HOTKEY", "coordinator_hotkey"),
-    ("VERIBENCH_WORKER_NAME", "name"),
-    ("VERIBENCH_HEARTBEAT_SECS", "heartbeat_secs"),
-    ("VERIBENCH_TLS_CA", "tls_ca"),
-    ("VERIBENCH_BACKEND", "backend"),
-    ("VERIBENCH_WALLET_NAME", "wallet.name"),
-    ("VERIBENCH_WALLET_HOTKEY", "wallet.hotkey"),
-    ("VERIBENCH_WALLET_PATH", "wallet.path"),
-    ("VERIBENCH_SUBTENSOR_NETWORK", "discovery.network"),
-    ("VERIBENCH_NETUID", "discovery.netuid"),
-];
 
 /// Default [`DiscoveryConfig::min_validator_stake`]: 1000 TAO in rao, the validator threshold
 /// of the usual subnet templates.
@@ -99,6 +85,14 @@ pub enum ConfigError {
         value: String,
         /// What is wrong.
         reason: String,
+    },
+    /// A key setting is neither 64 hex digits nor an SS58 address.
+    #[error("invalid {setting}: {source}")]
+    Key {
+        /// The setting.
+        setting: &'static str,
+        /// Why the wallet's parser refused it.
+        source: veribench_wallet::WalletError,
     },
     /// Neither mode is configured.
     #[error(
@@ -329,50 +323,6 @@ impl WorkerConfig {
             .map_err(|e| ConfigError::Parse { path: path.into(), source: Box::new(e) })
     }
 
-    /// Applies the `VERIBENCH_…` variables of [`ENV_VARS`] that `lookup` finds (pass
-    /// `|k| std::env::var(k).ok()` for the process environment). Empty values are ignored.
-    pub fn apply_env(
-        &mut self,
-        lookup: impl Fn(&str) -> Option<String>,
-    ) -> Result<(), ConfigError> {
-        let get = |key: &str| lookup(key).filter(|v| !v.is_empty());
-        let heartbeat_secs = match get("VERIBENCH_HEARTBEAT_SECS") {
-            Some(v) => {
-                Some(v.parse().map_err(|e: std::num::ParseIntError| ConfigError::Invalid {
-                    setting: "VERIBENCH_HEARTBEAT_SECS",
-                    value: v.clone(),
-                    reason: e.to_string(),
-                })?)
-            }
-            None => None,
-        };
-        let netuid = match get("VERIBENCH_NETUID") {
-            Some(v) => {
-                Some(v.parse().map_err(|e: std::num::ParseIntError| ConfigError::Invalid {
-                    setting: "VERIBENCH_NETUID",
-                    value: v.clone(),
-                    reason: e.to_string(),
-                })?)
-            }
-            None => None,
-        };
-        self.apply(ConfigOverrides {
-            coordinator: get("VERIBENCH_COORDINATOR"),
-            coordinator_hotkey: get("VERIBENCH_COORDINATOR_HOTKEY"),
-            name: get("VERIBENCH_WORKER_NAME"),
-            heartbeat_secs,
-            tls_ca: get("VERIBENCH_TLS_CA").map(PathBuf::from),
-            backend: get("VERIBENCH_BACKEND"),
-            wallet_name: get("VERIBENCH_WALLET_NAME"),
-            wallet_hotkey: get("VERIBENCH_WALLET_HOTKEY"),
-            wallet_path: get("VERIBENCH_WALLET_PATH").map(PathBuf::from),
-            network: get("VERIBENCH_SUBTENSOR_NETWORK"),
-            netuid,
-            ..ConfigOverrides::default()
-        });
-        Ok(())
-    }
-
     /// Applies every override that is set.
     pub fn apply(&mut self, o: ConfigOverrides) {
         fn set<T>(slot: &mut T, value: Option<T>) {
@@ -437,7 +387,7 @@ impl WorkerConfig {
                     d.netuid.ok_or(ConfigError::IncompleteDiscovery { missing: "--netuid" })?;
                 let network = network.parse::<Network>().map_err(|e| ConfigError::Invalid {
                     setting: "discovery.network",
-                    value: veribench_circuit::redact_url(network),
+                    value: veribench_support::redact_url(network),
                     reason: e.to_string(),
                 })?;
                 if !(d.poll_secs.is_finite() && d.poll_secs > 0.0 && d.poll_secs < 1e9) {
@@ -463,7 +413,7 @@ impl WorkerConfig {
         } else {
             Err(ConfigError::Invalid {
                 setting: "coordinator",
-                value: veribench_circuit::redact_url(&self.coordinator),
+                value: veribench_support::redact_url(&self.coordinator),
                 reason: "must start with ws:// or wss://".into(),
             })
         }
@@ -471,7 +421,13 @@ impl WorkerConfig {
 
     /// The pinned coordinator key, if one is configured.
     pub fn pinned_coordinator(&self) -> Result<Option<PublicKey>, ConfigError> {
-        self.coordinator_hotkey.as_deref().map(parse_public_key).transpose()
+        self.coordinator_hotkey
+            .as_deref()
+            .map(|text| {
+                veribench_wallet::parse_public_key(text)
+                    .map_err(|source| ConfigError::Key { setting: "coordinator_hotkey", source })
+            })
+            .transpose()
     }
 
     /// The heartbeat interval: the configured one, else the coordinator's (`welcome_ms`, 0 for
@@ -502,25 +458,10 @@ impl WorkerConfig {
     }
 }
 
-/// `text` fit for logs: URLs through [`veribench_circuit::redact_url`]; other values (`finney`,
+/// `text` fit for logs: URLs through [`veribench_support::redact_url`]; other values (`finney`,
 /// `file:PATH`, an unset coordinator) carry no secret and are shown as they are.
 pub(crate) fn redact_if_url(text: &str) -> String {
-    if text.contains("://") { veribench_circuit::redact_url(text) } else { text.to_owned() }
-}
-
-/// Parses a public key written as an ss58 address or 64 hex digits (optionally `0x`-prefixed).
-pub fn parse_public_key(text: &str) -> Result<PublicKey, ConfigError> {
-    let hex = text.strip_prefix("0x").unwrap_or(text);
-    if let Some(key) = PublicKey::from_hex(&hex.to_ascii_lowercase()) {
-        return Ok(key);
-    }
-    veribench_wallet::ss58_decode(text).map(|(key, _prefix)| key).map_err(|e| {
-        ConfigError::Invalid {
-            setting: "coordinator_hotkey",
-            value: text.into(),
-            reason: format!("neither 64 hex digits nor an ss58 address ({e})"),
-        }
-    })
+    if text.contains("://") { veribench_support::redact_url(text) } else { text.to_owned() }
 }
 
 #[cfg(test)]
@@ -528,7 +469,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn file_then_env_then_flags() {
+    fn file_then_overrides() {
         let mut config = WorkerConfig::from_toml_str(
             r#"
             coordinator = "ws://file:1"
@@ -545,16 +486,12 @@ mod tests {
         assert_eq!(config.wallet.name, "w");
         assert_eq!(config.backoff.max_ms, 9);
         assert_eq!(config.backoff.base_ms, 1000, "defaults fill the rest");
-        config
-            .apply_env(|k| match k {
-                "VERIBENCH_COORDINATOR" => Some("wss://env:2".into()),
-                "VERIBENCH_WALLET_HOTKEY" => Some("env-hot".into()),
-                "VERIBENCH_WORKER_NAME" => Some(String::new()),
-                _ => None,
-            })
-            .expect("env");
+        config.apply(ConfigOverrides {
+            coordinator: Some("wss://env:2".into()),
+            ..Default::default()
+        });
         assert_eq!(config.coordinator, "wss://env:2");
-        assert_eq!(config.name, "from-file", "empty variables are ignored");
+        assert_eq!(config.name, "from-file", "unset overrides keep the file's value");
         config.apply(ConfigOverrides {
             wallet_hotkey: Some("flag-hot".into()),
             ..Default::default()
@@ -572,9 +509,6 @@ mod tests {
     fn bad_settings_are_named() {
         assert!(WorkerConfig::from_toml_str("bogus = 1").is_err());
         assert!(WorkerConfig::from_toml_str("clock = 1").is_err(), "the clock is not a setting");
-        let bad_env = WorkerConfig::default()
-            .apply_env(|k| (k == "VERIBENCH_HEARTBEAT_SECS").then(|| "soon".into()));
-        assert!(bad_env.is_err());
         let config = WorkerConfig { coordinator: "http://x".into(), ..Default::default() };
         assert!(config.validate().is_err());
         let config = WorkerConfig {
@@ -582,7 +516,10 @@ mod tests {
             coordinator_hotkey: Some("not-a-key".into()),
             ..Default::default()
         };
-        assert!(config.validate().is_err());
+        assert!(matches!(
+            config.validate(),
+            Err(ConfigError::Key { setting: "coordinator_hotkey", .. })
+        ));
         let hex = "ab".repeat(32);
         let config =
             WorkerConfig { coordinator_hotkey: Some(format!("0x{hex}")), ..Default::default() };
@@ -621,13 +558,11 @@ mod tests {
         assert!(matches!(neither.validate(), Err(ConfigError::NoMode)));
 
         let mut config = WorkerConfig::default();
-        config
-            .apply_env(|k| match k {
-                "VERIBENCH_SUBTENSOR_NETWORK" => Some("file:/tmp/chain.json".into()),
-                "VERIBENCH_NETUID" => Some("7".into()),
-                _ => None,
-            })
-            .expect("env");
+        config.apply(ConfigOverrides {
+            network: Some("file:/tmp/chain.json".into()),
+            netuid: Some(7),
+            ..Default::default()
+        });
         let home = Path::new("/home/op");
         assert_eq!(
             config.mode_with_home(Some(home)).expect("discovery"),
@@ -704,34 +639,6 @@ mod tests {
         assert_eq!(config.discovery.poll_interval(), Duration::from_millis(500));
         assert!(WorkerConfig::from_toml_str("[discovery]\nnetwrk = \"finney\"").is_err());
         assert!(WorkerConfig::from_toml_str("[discovery]\nnetuid = 70000").is_err());
-    }
-
-    #[test]
-    fn every_environment_variable_is_read() {
-        let mut config = WorkerConfig::default();
-        config
-            .apply_env(|k| match k {
-                "VERIBENCH_HEARTBEAT_SECS" | "VERIBENCH_NETUID" => Some("3".into()),
-                "VERIBENCH_TLS_CA" | "VERIBENCH_WALLET_PATH" => Some("/p".into()),
-                _ => Some(format!("v-{k}")),
-            })
-            .expect("env");
-        let shown = serde_json::to_value(&config).expect("json");
-        for (var, setting) in ENV_VARS {
-            let value = setting.split('.').fold(&shown, |v, part| &v[part]);
-            assert!(!value.is_null(), "{var} sets nothing");
-            let expected = match var {
-                "VERIBENCH_HEARTBEAT_SECS" | "VERIBENCH_NETUID" => serde_json::json!(3),
-                "VERIBENCH_TLS_CA" | "VERIBENCH_WALLET_PATH" => serde_json::json!("/p"),
-                _ => serde_json::json!(format!("v-{var}")),
-            };
-            assert_eq!(value, &expected, "{var} -> {setting}");
-        }
-        assert!(
-            WorkerConfig::default()
-                .apply_env(|k| (k == "VERIBENCH_NETUID").then(|| "x".into()))
-                .is_err()
-        );
     }
 
     #[test]

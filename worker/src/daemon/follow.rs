@@ -16,34 +16,20 @@ use tokio::task::JoinHandle;
 use tokio_tungstenite::Connector;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, error, info, info_span, warn};
-use veribench_chain::{
-    Chain, ChainError, Commitment, Endpoint, Metagraph, NetUid, Network, RetryPolicy, retry,
-};
+use veribench_chain::{Chain, ChainError, Commitment, Endpoint, Metagraph, NetUid, Network};
 use veribench_protocol::PublicKey;
 use veribench_protocol::wire::PROTOCOL_VERSION;
+use veribench_support::{RetryPolicy, retry};
 
 use super::connection::{Shared, Target};
 use super::discovery::{
     Assessment, Distrust, TrustPolicy, Trusted, assess, plan, ss58, state_of, write_state,
 };
-use super::{Report, serve_target, tls};
+use super::{DaemonError, Report, serve_target, tls};
 
 /// How chain reads within one refresh are retried; a refresh that still fails is skipped.
 const READ_RETRY: RetryPolicy =
     RetryPolicy { attempts: 3, initial_delay_ms: 500, max_delay_ms: 2_000 };
-
-/// Why following the subnet could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum FollowError {
-    /// The chain cannot be opened, and retrying will not help.
-    #[error("cannot open the chain {network}: {source}")]
-    Chain {
-        /// The network, as configured (URL redacted).
-        network: String,
-        /// Why.
-        source: ChainError,
-    },
-}
 
 /// Connection-level refusals reported by the connection tasks (at most one per running task).
 #[derive(Debug, Default)]
@@ -87,7 +73,7 @@ pub(crate) async fn follow_subnet(
     state_file: PathBuf,
     ca: Connector,
     shutdown: CancellationToken,
-) -> Result<(), FollowError> {
+) -> Result<(), DaemonError> {
     let settings = shared.config.discovery.clone();
     let shown = super::config::redact_if_url(&network.to_string());
     let poll = settings.poll_interval();
@@ -224,7 +210,7 @@ async fn open_chain(
     shown: &str,
     poll: std::time::Duration,
     shutdown: &CancellationToken,
-) -> Result<Option<Arc<dyn Chain>>, FollowError> {
+) -> Result<Option<Arc<dyn Chain>>, DaemonError> {
     loop {
         let opened = tokio::select! {
             _ = shutdown.cancelled() => return Ok(None),
@@ -235,7 +221,7 @@ async fn open_chain(
             Err(e) if e.is_transient() => {
                 warn!(network = %shown, error = %e, "cannot open the chain; retrying");
             }
-            Err(source) => return Err(FollowError::Chain { network: shown.to_owned(), source }),
+            Err(source) => return Err(DaemonError::Chain { network: shown.to_owned(), source }),
         }
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(None),

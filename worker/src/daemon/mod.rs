@@ -55,7 +55,6 @@ pub use config::{
 };
 pub use connection::ConnectionError;
 pub use discovery::{DiscoveryState, Distrust, StateError, read_state};
-pub use follow::FollowError;
 pub use guard::{ChallengeGuard, GuardPolicy, Refusal};
 pub use identity::{DelegationSource, IdentityError, WorkerIdentity};
 
@@ -73,9 +72,15 @@ pub enum DaemonError {
     /// The backend offers no device.
     #[error("the {0} backend offers no device")]
     NoDevice(BackendKind),
-    /// Following the subnet failed for good (the chain cannot be opened).
-    #[error(transparent)]
-    Follow(#[from] FollowError),
+    /// Following the subnet failed for good: the chain cannot be opened, and retrying will not
+    /// help.
+    #[error("cannot open the chain {network}: {source}")]
+    Chain {
+        /// The network, as configured (URL redacted).
+        network: String,
+        /// Why.
+        source: veribench_chain::ChainError,
+    },
 }
 
 /// Runs the worker until `shutdown` completes: connects, serves, reconnects with jittered
@@ -186,7 +191,7 @@ pub(crate) async fn serve_target(
     report: &(dyn Fn(Report) + Send + Sync),
 ) {
     let mut backoff = Backoff::new(shared.config.backoff);
-    let url = veribench_circuit::redact_url(&target.url);
+    let url = veribench_support::redact_url(&target.url);
     let mut attempt: u64 = 0;
     while !shutdown.is_cancelled() {
         attempt += 1;

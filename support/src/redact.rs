@@ -2,8 +2,7 @@
 //! printed configuration (database URLs, coordinator URLs, presigned artifact URLs) goes through
 //! [`redact_url`].
 //!
-//! It lives here because this crate already parses URLs (with the `url` crate) for its transfers,
-//! and both binaries depend on it. Splitting at the first `@` by hand leaked the tail of a password
+//! Splitting at the first `@` by hand leaked the tail of a password
 //! that contains `@`; a URL parser splits userinfo where the database driver does (at the last `@`
 //! before the host). Text the parser does not accept, or that would still show a stray `@` after
 //! parsing (a password with an unencoded `/`, `?` or `#` makes the parser read part of it as a
