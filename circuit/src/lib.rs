@@ -30,6 +30,8 @@ pub mod files;
 mod hash;
 pub mod offer;
 pub mod policy;
+#[cfg(feature = "progress-bars")]
+pub mod progress;
 pub mod publish;
 pub mod settings;
 pub mod storage;

@@ -3,11 +3,9 @@
 //! - [`daemon`]: `veribench-worker run` — connect, register with a delegated key, verify and
 //!   compute signed challenges, commit, open sampled rows, reconnect; and the `wallet` commands.
 //! - [`bench`]: one challenge end to end on a backend, checked by the protocol's verifier.
-//! - [`circuit_cli`]: `veribench-worker circuit …`, the miner's artifact commands.
 //! - [`select`]: the `--backend auto|cpu|cuda|wgpu` choice.
 
 pub mod bench;
-pub mod circuit_cli;
 pub mod daemon;
 pub mod market;
 pub mod select;

@@ -4,6 +4,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+mod circuit;
+
 use anyhow::{Context, bail};
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use veribench_kernels::BackendKind;
@@ -100,7 +102,7 @@ enum Command {
     },
     /// Circuit artifacts (miner): publish to S3/R2 and commit the hash on chain, or write
     /// presigned URLs for a coordinator (only while the local artifact matches the commitment).
-    Circuit(veribench_worker::circuit_cli::WorkerCircuitArgs),
+    Circuit(circuit::WorkerCircuitArgs),
 }
 
 #[derive(Debug, Args)]
@@ -295,20 +297,14 @@ fn main() -> anyhow::Result<()> {
 }
 
 /// `circuit`: the miner's artifact commands, against the chain of `--subtensor.network`.
-fn circuit(args: veribench_worker::circuit_cli::WorkerCircuitArgs) -> anyhow::Result<()> {
+fn circuit(args: circuit::WorkerCircuitArgs) -> anyhow::Result<()> {
     tokio::runtime::Runtime::new()?.block_on(async {
         let network = args.chain.network()?;
         let chain = veribench_subtensor::connect(&network)
             .await
             .with_context(|| format!("cannot open the chain {network}"))?;
         let keypair = args.wallet.load_hotkey()?;
-        veribench_worker::circuit_cli::run_worker_circuit(
-            args.command,
-            chain,
-            &keypair,
-            args.chain.netuid(),
-        )
-        .await
+        circuit::run_worker_circuit(args.command, chain, &keypair, args.chain.netuid()).await
     })
 }
 

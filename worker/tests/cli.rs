@@ -1,7 +1,11 @@
 //! The real `veribench-worker` binary: wallet subcommands in a temporary wallet directory,
-//! `run` until SIGTERM, and `bench` unchanged.
+//! `run` until SIGTERM, `bench` unchanged, and the miner's `circuit` commands against a real
+//! S3-compatible server.
 
 mod common;
+/// The circuit crate's harness: s3s-fs on loopback, a local chain, an artifact directory.
+#[path = "../../circuit/tests/common/mod.rs"]
+mod s3;
 
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
@@ -198,4 +202,106 @@ async fn run_registers_self_delegated_and_exits_zero_on_sigterm() {
     assert!(status.success(), "exit status {status:?}\n{log}");
     assert!(log.contains("delegates to itself"), "{log}");
     assert!(log.contains("SIGTERM"), "{log}");
+}
+
+/// `circuit publish` and `circuit offer --out` as a miner runs them (TOML configuration, wallet
+/// flags, a file chain), then the offer fetched by a validator from its own TOML configuration,
+/// a cache hit, and the same offer claimed by a hotkey without a commitment refused with its code.
+#[tokio::test]
+async fn circuit_publish_and_offer_through_the_binary_then_fetched() {
+    use std::sync::Arc;
+
+    use veribench_chain::{Chain, LocalChain};
+    use veribench_circuit::{CircuitOffer, FetchConfig, Fetcher};
+
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let s3 = s3::S3Server::start();
+    let wallets = tmp.path().join("wallets");
+    let miner = Wallet::new(&wallets, "miner")
+        .and_then(|w| w.create_hotkey("rig", false))
+        .expect("the miner hotkey");
+    let chain_file = tmp.path().join("chain.json");
+    let local = LocalChain::open(&chain_file).expect("local chain");
+    local.register(s3::NET, miner.public(), s3::key(100).public(), 0, false).expect("register");
+    let dir = s3::artifact(tmp.path(), 20);
+    let miner_toml = tmp.path().join("miner.toml");
+    std::fs::write(
+        &miner_toml,
+        format!(
+            r#"url_expiry_secs = 900
+
+[artifact]
+files = ["vk.key", "pk.key", "settings.json", "model.compiled"]
+committed = "vk.key"
+
+[storage]
+provider = "s3"
+endpoint = "http://127.0.0.1:{port}"
+bucket = "{bucket}"
+region = "us-east-1"
+access_key_id = "veribench-test-access"
+secret_access_key = "veribench-test-secret-key-0123456789"
+
+[transfer]
+connect_timeout_secs = 2
+read_timeout_secs = 5
+retry = {{ attempts = 2, initial_delay_ms = 10, max_delay_ms = 20 }}
+"#,
+            port = s3.port,
+            bucket = s3::BUCKET,
+        ),
+    )
+    .expect("miner.toml");
+    let offer_file = tmp.path().join("offer.json");
+    let network = format!("file:{}", chain_file.display());
+    let circuit = |command: &[&str]| {
+        let mut args = vec!["circuit"];
+        args.extend_from_slice(command);
+        args.extend(["--dir", dir.to_str().expect("utf-8 path")]);
+        args.extend(["--circuit-config", miner_toml.to_str().expect("utf-8 path")]);
+        args.extend(["--subtensor.network", &network, "--netuid", "1"]);
+        args.extend(wallet_args(wallets.to_str().expect("utf-8 path"), "rig"));
+        let out = worker(&args);
+        assert!(out.status.success(), "{command:?}: {}", String::from_utf8_lossy(&out.stderr));
+        out
+    };
+    circuit(&["publish", "--no-progress"]);
+    let committed = local.commitment(s3::NET, &miner.public()).await.expect("the chain reads");
+    assert!(committed.is_some(), "publish committed the artifact's hash");
+    circuit(&["offer", "--out", offer_file.to_str().expect("utf-8 path")]);
+    let offer: CircuitOffer =
+        serde_json::from_str(&std::fs::read_to_string(&offer_file).expect("offer written"))
+            .expect("an offer");
+    let left = offer.expires_at.0 - UnixMillis::now().0;
+    assert!((800_000..=900_000).contains(&left), "url_expiry_secs = 900 gives {left} ms");
+
+    let cache = tmp.path().join("cache");
+    let validator_toml = tmp.path().join("validator.toml");
+    std::fs::write(
+        &validator_toml,
+        format!(
+            r#"cache_dir = "{}"
+max_redirects = 2
+
+[artifact]
+committed = "vk.key"
+
+[url_policy]
+allowed_hosts = ["127.0.0.1"]
+http_hosts = ["127.0.0.1"]
+"#,
+            cache.display()
+        ),
+    )
+    .expect("validator.toml");
+    let config = FetchConfig::load(Some(&validator_toml)).expect("the validator's configuration");
+    let chain: Arc<dyn Chain> = Arc::new(local);
+    let fetcher = Fetcher::new(config, chain, s3::NET).expect("fetcher");
+    let first = fetcher.fetch(&miner.public(), &offer).await;
+    assert_eq!(first.record.outcome, "fetched", "{:?}", first.result);
+    assert!(cache.join(offer.hash.to_hex()).join("pk.key").is_file());
+    let again = fetcher.fetch(&miner.public(), &offer).await;
+    assert!(again.result.expect("fetched from the cache").cache_hit);
+    let stranger = fetcher.fetch(&s3::key(3).public(), &offer).await;
+    assert_eq!(stranger.record.outcome, "no_commitment");
 }

@@ -11,9 +11,7 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use veribench_chain::{Chain, NetUid, Network};
-use veribench_circuit::{
-    CircuitOffer, FetchConfig, FetchLog, FetchRecord, Fetcher, FileProgress, MemoryLog, Progress,
-};
+use veribench_circuit::{CircuitOffer, FetchConfig, FetchLog, FetchRecord, Fetcher, MemoryLog};
 use veribench_support::redact_url;
 
 /// `circuit [chain flags] <fetch|check-url> …`.
@@ -159,7 +157,7 @@ pub async fn run_command(
     let log = log.unwrap_or_else(|| Arc::new(MemoryLog::default()));
     let mut fetcher = Fetcher::new(cfg, chain, netuid)?.with_log(log);
     if !no_progress {
-        fetcher = fetcher.with_progress(Arc::new(Bars));
+        fetcher = fetcher.with_progress(Arc::new(veribench_circuit::progress::TerminalBars));
     }
     let attempt = fetcher.fetch(&miner, &offer).await;
     if json {
@@ -183,42 +181,6 @@ pub async fn run_command(
             Ok(())
         }
         Err(e) => bail!("fetch failed ({}): {e}", e.code()),
-    }
-}
-
-/// Progress bars on stderr, drawn only when it is a terminal.
-#[derive(Debug)]
-struct Bars;
-
-struct Bar(indicatif::ProgressBar);
-
-impl Progress for Bars {
-    fn start(&self, verb: &str, name: &str, len: Option<u64>) -> Arc<dyn FileProgress> {
-        use std::io::IsTerminal;
-        if !std::io::stderr().is_terminal() {
-            return Arc::new(Bar(indicatif::ProgressBar::hidden()));
-        }
-        let bar = match len {
-            Some(n) => indicatif::ProgressBar::new(n),
-            None => indicatif::ProgressBar::no_length(),
-        };
-        let style = indicatif::ProgressStyle::with_template(
-            "{msg:24} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-        )
-        .map(|s| s.progress_chars("=> "))
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
-        bar.set_style(style);
-        bar.set_message(format!("{verb} {name}"));
-        Arc::new(Bar(bar))
-    }
-}
-
-impl FileProgress for Bar {
-    fn advance(&self, bytes: u64) {
-        self.0.inc(bytes);
-    }
-    fn finish(&self) {
-        self.0.finish_and_clear();
     }
 }
 

@@ -2,8 +2,8 @@
 //!
 //! Configuration is a TOML file (`--circuit-config`, [`MinerCircuitConfig`]), overridden by
 //! `VERIBENCH_STORAGE_*` environment variables for the bucket and its keys; see
-//! `circuit/README.md` for every key. In the library (not only the binary) so that tests run the
-//! commands in-process.
+//! `circuit/README.md` for every key. Part of the binary (its errors are `anyhow`); the tests
+//! run the real binary (`worker/tests/cli.rs`).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -14,7 +14,7 @@ use clap::{Args, Subcommand};
 use veribench_chain::{Chain, NetUid, Network};
 use veribench_circuit::offer::DEFAULT_URL_EXPIRY;
 use veribench_circuit::{
-    FileProgress, MinerCircuitConfig, Progress, PublishOptions, RequiredFiles, offer_urls, publish,
+    MinerCircuitConfig, Progress, PublishOptions, RequiredFiles, offer_urls, publish,
 };
 use veribench_wallet::Keypair;
 
@@ -168,8 +168,11 @@ pub async fn run_worker_circuit(
         WorkerCircuitCommand::Publish { artifact, no_progress } => {
             let cfg = artifact.load()?;
             let storage = cfg.storage.open()?;
-            let progress: Option<Arc<dyn Progress>> =
-                if no_progress { None } else { Some(Arc::new(Bars)) };
+            let progress: Option<Arc<dyn Progress>> = if no_progress {
+                None
+            } else {
+                Some(Arc::new(veribench_circuit::progress::TerminalBars))
+            };
             let opts =
                 PublishOptions { transfer: cfg.transfer, chain_retry: cfg.chain_retry, progress };
             let report = publish(
@@ -216,42 +219,6 @@ pub async fn run_worker_circuit(
             }
             Ok(())
         }
-    }
-}
-
-/// Upload progress bars on stderr, drawn only when it is a terminal.
-#[derive(Debug)]
-struct Bars;
-
-struct Bar(indicatif::ProgressBar);
-
-impl Progress for Bars {
-    fn start(&self, verb: &str, name: &str, len: Option<u64>) -> Arc<dyn FileProgress> {
-        use std::io::IsTerminal;
-        if !std::io::stderr().is_terminal() {
-            return Arc::new(Bar(indicatif::ProgressBar::hidden()));
-        }
-        let bar = match len {
-            Some(n) => indicatif::ProgressBar::new(n),
-            None => indicatif::ProgressBar::no_length(),
-        };
-        let style = indicatif::ProgressStyle::with_template(
-            "{msg:24} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-        )
-        .map(|s| s.progress_chars("=> "))
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
-        bar.set_style(style);
-        bar.set_message(format!("{verb} {name}"));
-        Arc::new(Bar(bar))
-    }
-}
-
-impl FileProgress for Bar {
-    fn advance(&self, bytes: u64) {
-        self.0.inc(bytes);
-    }
-    fn finish(&self) {
-        self.0.finish_and_clear();
     }
 }
 
