@@ -1,18 +1,16 @@
 //! The status pages served on a loopback socket over a seeded store: every scenario runs on a
-//! fresh SQLite file and on a fresh PostgreSQL database (created on the server at
-//! `VERIBENCH_TEST_POSTGRES`, default `postgres://postgres@127.0.0.1:5432/`, dropped afterwards),
-//! as `store/tests.rs` does.
+//! fresh SQLite file and on a fresh PostgreSQL database ([`crate::store::test_db`]), as the
+//! store's tests do.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
-use sqlx::{AnyConnection, Connection};
 use veribench_chain::{LocalChain, NetUid};
 use veribench_protocol::{DeviceKey, Mode, PublicKey, Root, Seed, Shape, UnixMillis};
 use veribench_wallet::Keypair;
 
 use crate::CoordinatorConfig;
 use crate::service::Coordinator;
+use crate::store::test_db::{Backend, TestDb, on_both_databases};
 use crate::store::{
     CommitRecord, Credit, MinerScoreRecord, NewChallenge, NewLease, ScoreRun, Store, WeightEntry,
     WeightSetStatus, WeightSetUpdate, WorkerRecord,
@@ -23,85 +21,25 @@ const HOSTILE: &str = "<script>alert(1)</script>";
 /// A reject detail a hostile worker provokes.
 const HOSTILE_DETAIL: &str = "root mismatch <img src=x onerror=alert(2)>";
 
-#[derive(Clone, Copy, Debug)]
-enum Backend {
-    Sqlite,
-    Postgres,
-}
-
-fn postgres_base() -> String {
-    let mut base = std::env::var("VERIBENCH_TEST_POSTGRES")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/".to_owned());
-    if !base.ends_with('/') {
-        base.push('/');
-    }
-    base
-}
-
-async fn postgres_admin(sql: &str) {
-    sqlx::any::install_default_drivers();
-    let url = format!("{}postgres", postgres_base());
-    let mut conn = AnyConnection::connect(&url)
-        .await
-        .unwrap_or_else(|e| panic!("PostgreSQL at {url} is not reachable: {e}"));
-    sqlx::raw_sql(sql).execute(&mut conn).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
-    let _ = conn.close().await;
-}
-
-/// Drops a PostgreSQL test database when the test ends, passed or not.
-#[derive(Debug)]
-struct DropDatabase(String);
-
-impl Drop for DropDatabase {
-    fn drop(&mut self) {
-        let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.0);
-        let done = std::thread::spawn(move || {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map(|rt| rt.block_on(postgres_admin(&sql)))
-        })
-        .join();
-        if !matches!(done, Ok(Ok(()))) {
-            eprintln!("could not drop test database {}", self.0);
-        }
-    }
-}
-
 /// A coordinator over a fresh database, its HTTP router served on loopback.
 #[derive(Debug)]
 struct Served {
     base: String,
     coordinator: Arc<Coordinator>,
     _dir: tempfile::TempDir,
-    _drop: Option<DropDatabase>,
+    _db: TestDb,
 }
 
 impl Served {
     async fn start(backend: Backend, configure: impl FnOnce(&mut CoordinatorConfig)) -> Served {
-        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let db = TestDb::new(backend).await;
+        let store = db.open().await;
         let dir = tempfile::tempdir().expect("temp dir");
-        let (url, drop) = match backend {
-            Backend::Sqlite => (format!("sqlite://{}", dir.path().join("c.db").display()), None),
-            Backend::Postgres => {
-                let nanos = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.subsec_nanos());
-                let name = format!(
-                    "vb_status_{}_{}_{nanos}",
-                    std::process::id(),
-                    COUNTER.fetch_add(1, Ordering::Relaxed)
-                );
-                postgres_admin(&format!("CREATE DATABASE {name}")).await;
-                (format!("{}{name}", postgres_base()), Some(DropDatabase(name)))
-            }
-        };
-        let store = Store::connect(&url).await.expect("connect");
         let chain = LocalChain::open(dir.path().join("chain.json")).expect("local chain");
         // The miners get uids 0 and 1 (miner(2) first, so the uid order differs from the keys').
         chain.register(NetUid(1), miner(2), miner(2), 0, false).expect("register");
         chain.register(NetUid(1), miner(1), miner(1), 0, false).expect("register");
-        let mut config = CoordinatorConfig { db: url, ..Default::default() };
+        let mut config = CoordinatorConfig { db: db.url.clone(), ..Default::default() };
         config.chain.network = format!("file:{}", chain.path().display());
         configure(&mut config);
         let coordinator =
@@ -113,7 +51,7 @@ impl Served {
         let base = format!("http://{}", listener.local_addr().expect("addr"));
         let app = crate::http::router(coordinator.clone());
         tokio::spawn(async move { axum::serve(listener, app).await });
-        Served { base, coordinator, _dir: dir, _drop: drop }
+        Served { base, coordinator, _dir: dir, _db: db }
     }
 
     fn store(&self) -> &Store {
@@ -457,28 +395,8 @@ async fn assets_are_served_with_types_and_cache(backend: Backend) {
     assert!(page.body.contains("href=\"/static/favicon.svg\""));
 }
 
-macro_rules! on_both_databases {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(super::Backend::Sqlite).await
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(super::Backend::Postgres).await
-                }
-            )*
-        }
-    };
-}
-
 on_both_databases!(
+    ();
     overview_lists_and_sorts_miners,
     miner_page_shows_workers_plot_and_challenges,
     weights_and_optional_pages,

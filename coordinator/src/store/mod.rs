@@ -359,6 +359,8 @@ mod rejections;
 mod row;
 mod scoring;
 mod status;
+#[cfg(test)]
+pub(crate) mod test_db;
 
 pub use claims::HeldDevice;
 pub use decisions::{DecisionRecord, EvidenceKind, EvidenceRecord, MAX_CONSENSUS_LISTING};

@@ -7,7 +7,7 @@
 //! single `UPDATE`s whose `WHERE` clause names the allowed previous statuses, so concurrent callers
 //! cannot both move a challenge.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -118,26 +118,15 @@ fn sqlite_session_hook(
 
 /// The failure reasons never counted against a worker, as an SQL list (constants, not peer
 /// input).
-pub(super) fn not_counted_failures() -> String {
+fn not_counted_failures() -> String {
     let quoted: Vec<String> = Failure::NOT_COUNTED.iter().map(|r| format!("'{r}'")).collect();
     format!("({})", quoted.join(", "))
 }
 
-/// The totals of `hotkey` in `miners`, zero when first seen.
-fn miner_entry(
-    miners: &mut BTreeMap<String, MinerRow>,
-    hotkey: String,
-) -> Result<&mut MinerRow, StoreError> {
-    let key = row::parse_key("miner_hotkey", hotkey.clone())?;
-    Ok(miners.entry(hotkey).or_insert_with(|| MinerRow {
-        hotkey: key,
-        workers: 0,
-        online_workers: 0,
-        verified: 0,
-        failed: 0,
-        busy: 0,
-        mean_gflops: 0.0,
-    }))
+/// A non-negative count column.
+pub(super) fn count(r: &sqlx::any::AnyRow, column: &'static str) -> Result<u64, StoreError> {
+    let v = row::int(r, column)?;
+    u64::try_from(v).map_err(|_| StoreError::Corrupt { column, value: v.to_string() })
 }
 
 impl Store {
@@ -335,22 +324,33 @@ impl Store {
 
     /// Every worker with its devices, ordered by worker key.
     pub async fn workers(&self) -> Result<Vec<WorkerRow>, StoreError> {
-        let rows = sqlx::query(
+        self.workers_of(None).await
+    }
+
+    /// The workers with their devices, of `miner` or of every miner, ordered by worker key.
+    pub(super) async fn workers_of(
+        &self,
+        miner: Option<&PublicKey>,
+    ) -> Result<Vec<WorkerRow>, StoreError> {
+        let filter = if miner.is_some() { "WHERE w.miner_hotkey = $1" } else { "" };
+        let sql = format!(
             "SELECT w.worker_key, w.miner_hotkey, w.name, w.address, w.hardware_json, w.online, \
                     w.connected_at, w.last_seen, w.clock_skew_ms, d.device_key \
              FROM workers w LEFT JOIN worker_devices d ON d.worker_key = w.worker_key \
-             ORDER BY w.worker_key, d.position",
-        )
-        .fetch_all(&self.pool)
-        .await?;
+             {filter} ORDER BY w.worker_key, d.position"
+        );
+        let mut query = sqlx::query(&sql);
+        if let Some(miner) = miner {
+            query = query.bind(miner.to_string());
+        }
+        let rows = query.fetch_all(&self.pool).await?;
         let mut out: Vec<WorkerRow> = Vec::new();
-        let mut last_key: Option<String> = None;
         for r in &rows {
-            let key_text = row::text(r, "worker_key")?;
-            if last_key.as_deref() != Some(key_text.as_str()) {
+            let worker_key = row::key(r, "worker_key")?;
+            if out.last().map(|w| w.record.worker_key) != Some(worker_key) {
                 out.push(WorkerRow {
                     record: WorkerRecord {
-                        worker_key: row::parse_key("worker_key", key_text.clone())?,
+                        worker_key,
                         miner_hotkey: row::key(r, "miner_hotkey")?,
                         name: row::text(r, "name")?,
                         address: row::text(r, "address")?,
@@ -362,7 +362,6 @@ impl Store {
                     connected_at: row::time(r, "connected_at")?,
                     last_seen: row::time(r, "last_seen")?,
                 });
-                last_key = Some(key_text);
             }
             if let (Some(device), Some(current)) = (row::opt_text(r, "device_key")?, out.last_mut())
             {
@@ -649,15 +648,39 @@ impl Store {
     /// Per-miner totals over workers and challenges, ordered by hotkey. A miner appears when it
     /// has a registered worker or any challenge.
     pub async fn miners(&self) -> Result<Vec<MinerRow>, StoreError> {
-        let mut miners: BTreeMap<String, MinerRow> = BTreeMap::new();
-        let worker_rows = sqlx::query(
+        self.miners_of(None).await
+    }
+
+    /// [`Store::miners`], counting only the challenges finished at or after `since` when given.
+    pub(super) async fn miners_of(
+        &self,
+        since: Option<UnixMillis>,
+    ) -> Result<Vec<MinerRow>, StoreError> {
+        let mut miners: HashMap<PublicKey, MinerRow> = HashMap::new();
+        let empty = |hotkey| MinerRow {
+            hotkey,
+            workers: 0,
+            online_workers: 0,
+            verified: 0,
+            failed: 0,
+            busy: 0,
+            mean_gflops: 0.0,
+        };
+        let workers = sqlx::query(
             "SELECT miner_hotkey, COUNT(*) AS workers, \
                     COUNT(CASE WHEN online = 1 THEN 1 END) AS online_workers \
              FROM workers GROUP BY miner_hotkey",
         )
         .fetch_all(&self.pool)
         .await?;
-        let challenge_rows = sqlx::query(&format!(
+        for r in &workers {
+            let hotkey = row::key(r, "miner_hotkey")?;
+            let m = miners.entry(hotkey).or_insert_with(|| empty(hotkey));
+            m.workers = u32::try_from(count(r, "workers")?).unwrap_or(u32::MAX);
+            m.online_workers = u32::try_from(count(r, "online_workers")?).unwrap_or(u32::MAX);
+        }
+        let window = if since.is_some() { "WHERE finished_at >= $1" } else { "" };
+        let sql = format!(
             "SELECT miner_hotkey, \
                     COUNT(CASE WHEN status = 'verified' AND credited = 1 THEN 1 END) AS verified, \
                     COUNT(CASE WHEN status = 'failed' AND reason NOT IN {NOT_COUNTED} \
@@ -665,34 +688,24 @@ impl Store {
                     COUNT(CASE WHEN status = 'failed' AND reason = '{BUSY}' THEN 1 END) AS busy, \
                     AVG(CASE WHEN status = 'verified' AND credited = 1 THEN gflops END) \
                         AS mean_gflops \
-             FROM challenges GROUP BY miner_hotkey",
+             FROM challenges {window} GROUP BY miner_hotkey",
             NOT_COUNTED = not_counted_failures(),
             BUSY = Failure::Busy.as_str(),
-        ))
-        .fetch_all(&self.pool)
-        .await?;
-        let count = |r, column| -> Result<u64, StoreError> {
-            let v = row::int(r, column)?;
-            u64::try_from(v).map_err(|_| StoreError::Corrupt { column, value: v.to_string() })
-        };
-        for r in &worker_rows {
-            let workers = count(r, "workers")?;
-            let online = count(r, "online_workers")?;
-            let miner = miner_entry(&mut miners, row::text(r, "miner_hotkey")?)?;
-            miner.workers = u32::try_from(workers).unwrap_or(u32::MAX);
-            miner.online_workers = u32::try_from(online).unwrap_or(u32::MAX);
+        );
+        let mut query = sqlx::query(&sql);
+        if let Some(since) = since {
+            query = query.bind(millis(since));
         }
-        for r in &challenge_rows {
-            let verified = count(r, "verified")?;
-            let failed = count(r, "failed")?;
-            let busy = count(r, "busy")?;
-            let mean = row::opt_float(r, "mean_gflops")?;
-            let miner = miner_entry(&mut miners, row::text(r, "miner_hotkey")?)?;
-            miner.verified = verified;
-            miner.failed = failed;
-            miner.busy = busy;
-            miner.mean_gflops = mean.unwrap_or(0.0);
+        for r in &query.fetch_all(&self.pool).await? {
+            let hotkey = row::key(r, "miner_hotkey")?;
+            let m = miners.entry(hotkey).or_insert_with(|| empty(hotkey));
+            m.verified = count(r, "verified")?;
+            m.failed = count(r, "failed")?;
+            m.busy = count(r, "busy")?;
+            m.mean_gflops = row::opt_float(r, "mean_gflops")?.unwrap_or(0.0);
         }
-        Ok(miners.into_values().collect())
+        let mut out: Vec<MinerRow> = miners.into_values().collect();
+        out.sort_by_key(|m| m.hotkey);
+        Ok(out)
     }
 }

@@ -1,14 +1,12 @@
 //! The bounded reads behind the status pages ([`crate::status`]): every query is limited by a
 //! time window on an indexed column, by one miner on an indexed column, or by `LIMIT`.
 
-use std::collections::HashMap;
-
+use sqlx::any::AnyRow;
 use veribench_protocol::{PublicKey, UnixMillis};
 
-use super::queries::not_counted_failures;
+use super::queries::count;
 use super::row::{self, CHALLENGE_COLUMNS, millis};
-use super::{ChallengeRow, MinerRow, Store, StoreError, WorkerRecord, WorkerRow};
-use crate::failure::Failure;
+use super::{ChallengeRow, MinerRow, Store, StoreError, WorkerRow};
 
 /// Challenges that reached a terminal status in a time range.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -60,11 +58,6 @@ pub struct LeaseSummary {
     pub submitted_by: String,
 }
 
-fn count(r: &sqlx::any::AnyRow, column: &'static str) -> Result<u64, StoreError> {
-    let v = row::int(r, column)?;
-    u64::try_from(v).map_err(|_| StoreError::Corrupt { column, value: v.to_string() })
-}
-
 impl Store {
     /// Challenges finished at or after `since` (the `challenges_finished_at` index).
     pub async fn throughput_since(&self, since: UnixMillis) -> Result<Throughput, StoreError> {
@@ -83,93 +76,12 @@ impl Store {
     /// failed as there: credited results, failures the worker is answerable for), ordered by
     /// hotkey. A miner appears when it has a registered worker or a challenge in the window.
     pub async fn miners_since(&self, since: UnixMillis) -> Result<Vec<MinerRow>, StoreError> {
-        let mut miners: HashMap<PublicKey, MinerRow> = HashMap::new();
-        let empty = |hotkey| MinerRow {
-            hotkey,
-            workers: 0,
-            online_workers: 0,
-            verified: 0,
-            failed: 0,
-            busy: 0,
-            mean_gflops: 0.0,
-        };
-        let workers = sqlx::query(
-            "SELECT miner_hotkey, COUNT(*) AS workers, \
-                    COUNT(CASE WHEN online = 1 THEN 1 END) AS online_workers \
-             FROM workers GROUP BY miner_hotkey",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        for r in &workers {
-            let hotkey = row::key(r, "miner_hotkey")?;
-            let m = miners.entry(hotkey).or_insert_with(|| empty(hotkey));
-            m.workers = u32::try_from(count(r, "workers")?).unwrap_or(u32::MAX);
-            m.online_workers = u32::try_from(count(r, "online_workers")?).unwrap_or(u32::MAX);
-        }
-        let challenges = sqlx::query(&format!(
-            "SELECT miner_hotkey, \
-                    COUNT(CASE WHEN status = 'verified' AND credited = 1 THEN 1 END) AS verified, \
-                    COUNT(CASE WHEN status = 'failed' AND reason NOT IN {NOT_COUNTED} \
-                        THEN 1 END) AS failed, \
-                    COUNT(CASE WHEN status = 'failed' AND reason = '{BUSY}' THEN 1 END) AS busy, \
-                    AVG(CASE WHEN status = 'verified' AND credited = 1 THEN gflops END) \
-                        AS mean_gflops \
-             FROM challenges WHERE finished_at >= $1 GROUP BY miner_hotkey",
-            NOT_COUNTED = not_counted_failures(),
-            BUSY = Failure::Busy.as_str(),
-        ))
-        .bind(millis(since))
-        .fetch_all(&self.pool)
-        .await?;
-        for r in &challenges {
-            let hotkey = row::key(r, "miner_hotkey")?;
-            let m = miners.entry(hotkey).or_insert_with(|| empty(hotkey));
-            m.verified = count(r, "verified")?;
-            m.failed = count(r, "failed")?;
-            m.busy = count(r, "busy")?;
-            m.mean_gflops = row::opt_float(r, "mean_gflops")?.unwrap_or(0.0);
-        }
-        let mut out: Vec<MinerRow> = miners.into_values().collect();
-        out.sort_by_key(|m| m.hotkey);
-        Ok(out)
+        self.miners_of(Some(since)).await
     }
 
     /// The workers registered under `miner`, with their devices, ordered by key.
     pub async fn miner_workers(&self, miner: &PublicKey) -> Result<Vec<WorkerRow>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT w.worker_key, w.miner_hotkey, w.name, w.address, w.hardware_json, w.online, \
-                    w.connected_at, w.last_seen, w.clock_skew_ms, d.device_key \
-             FROM workers w LEFT JOIN worker_devices d ON d.worker_key = w.worker_key \
-             WHERE w.miner_hotkey = $1 ORDER BY w.worker_key, d.position",
-        )
-        .bind(miner.to_string())
-        .fetch_all(&self.pool)
-        .await?;
-        let mut out: Vec<WorkerRow> = Vec::new();
-        for r in &rows {
-            let worker_key = row::key(r, "worker_key")?;
-            if out.last().map(|w| w.record.worker_key) != Some(worker_key) {
-                out.push(WorkerRow {
-                    record: WorkerRecord {
-                        worker_key,
-                        miner_hotkey: row::key(r, "miner_hotkey")?,
-                        name: row::text(r, "name")?,
-                        address: row::text(r, "address")?,
-                        hardware_json: row::text(r, "hardware_json")?,
-                        devices: Vec::new(),
-                        clock_skew_ms: row::opt_int(r, "clock_skew_ms")?,
-                    },
-                    online: row::boolean(r, "online")?,
-                    connected_at: row::time(r, "connected_at")?,
-                    last_seen: row::time(r, "last_seen")?,
-                });
-            }
-            if let (Some(device), Some(current)) = (row::opt_text(r, "device_key")?, out.last_mut())
-            {
-                current.record.devices.push(row::parse_device("device_key", device)?);
-            }
-        }
-        Ok(out)
+        self.workers_of(Some(miner)).await
     }
 
     /// `miner`'s newest `limit` challenges, newest first (the `challenges_miner_id` index).
@@ -178,15 +90,11 @@ impl Store {
         miner: &PublicKey,
         limit: u32,
     ) -> Result<Vec<ChallengeRow>, StoreError> {
-        let rows = sqlx::query(&format!(
+        let sql = format!(
             "SELECT {CHALLENGE_COLUMNS} FROM challenges WHERE miner_hotkey = $1 \
              ORDER BY id DESC LIMIT $2"
-        ))
-        .bind(miner.to_string())
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(row::challenge).collect()
+        );
+        self.miner_listing(&sql, miner, limit, row::challenge).await
     }
 
     /// The measured rates of `miner`'s verified challenges finished at or after `since`, at
@@ -228,25 +136,11 @@ impl Store {
         miner: &PublicKey,
         limit: u32,
     ) -> Result<Vec<IpChange>, StoreError> {
-        let rows = sqlx::query(
+        let sql = format!(
             "SELECT worker_key, at, old_ip, new_ip FROM worker_ip_changes \
-             WHERE worker_key IN (SELECT worker_key FROM workers WHERE miner_hotkey = $1) \
-             ORDER BY at DESC, id DESC LIMIT $2",
-        )
-        .bind(miner.to_string())
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(IpChange {
-                    worker_key: row::key(r, "worker_key")?,
-                    at: row::time(r, "at")?,
-                    old_ip: row::text(r, "old_ip")?,
-                    new_ip: row::text(r, "new_ip")?,
-                })
-            })
-            .collect()
+             WHERE {OF_MINERS_WORKERS} ORDER BY at DESC, id DESC LIMIT $2"
+        );
+        self.miner_listing(&sql, miner, limit, ip_change).await
     }
 
     /// The newest `limit` leases of `miner`'s workers, newest first.
@@ -255,26 +149,51 @@ impl Store {
         miner: &PublicKey,
         limit: u32,
     ) -> Result<Vec<LeaseSummary>, StoreError> {
-        let rows = sqlx::query(
+        let sql = format!(
             "SELECT worker_key, score, starts_at, ends_at, created_at, submitted_by FROM leases \
-             WHERE worker_key IN (SELECT worker_key FROM workers WHERE miner_hotkey = $1) \
-             ORDER BY id DESC LIMIT $2",
-        )
-        .bind(miner.to_string())
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(LeaseSummary {
-                    worker_key: row::key(r, "worker_key")?,
-                    score: row::float(r, "score")?,
-                    starts_at: row::time(r, "starts_at")?,
-                    ends_at: row::time(r, "ends_at")?,
-                    created_at: row::time(r, "created_at")?,
-                    submitted_by: row::text(r, "submitted_by")?,
-                })
-            })
-            .collect()
+             WHERE {OF_MINERS_WORKERS} ORDER BY id DESC LIMIT $2"
+        );
+        self.miner_listing(&sql, miner, limit, lease_summary).await
     }
+
+    /// The rows of `sql`, whose `$1` is `miner` and `$2` a `LIMIT` of `limit`, each read by
+    /// `read`.
+    async fn miner_listing<T>(
+        &self,
+        sql: &str,
+        miner: &PublicKey,
+        limit: u32,
+        read: fn(&AnyRow) -> Result<T, StoreError>,
+    ) -> Result<Vec<T>, StoreError> {
+        let rows = sqlx::query(sql)
+            .bind(miner.to_string())
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(read).collect()
+    }
+}
+
+/// The rows of `$1`'s workers, for tables keyed by `worker_key`.
+const OF_MINERS_WORKERS: &str =
+    "worker_key IN (SELECT worker_key FROM workers WHERE miner_hotkey = $1)";
+
+fn ip_change(r: &AnyRow) -> Result<IpChange, StoreError> {
+    Ok(IpChange {
+        worker_key: row::key(r, "worker_key")?,
+        at: row::time(r, "at")?,
+        old_ip: row::text(r, "old_ip")?,
+        new_ip: row::text(r, "new_ip")?,
+    })
+}
+
+fn lease_summary(r: &AnyRow) -> Result<LeaseSummary, StoreError> {
+    Ok(LeaseSummary {
+        worker_key: row::key(r, "worker_key")?,
+        score: row::float(r, "score")?,
+        starts_at: row::time(r, "starts_at")?,
+        ends_at: row::time(r, "ends_at")?,
+        created_at: row::time(r, "created_at")?,
+        submitted_by: row::text(r, "submitted_by")?,
+    })
 }

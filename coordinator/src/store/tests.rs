@@ -1,16 +1,11 @@
 //! The store against real databases: every scenario runs once on a fresh SQLite file and once on
-//! a fresh PostgreSQL database (`CREATE DATABASE vb_test_<random>` on the server at
-//! `VERIBENCH_TEST_POSTGRES`, default `postgres://postgres@127.0.0.1:5432/`, dropped afterwards
-//! even when the test fails), so the tests run in parallel.
-
-use std::collections::hash_map::RandomState;
-use std::hash::{BuildHasher, Hasher};
-use std::sync::atomic::{AtomicU64, Ordering};
+//! a fresh PostgreSQL database ([`super::test_db`]), so the tests run in parallel.
 
 use sqlx::{AnyConnection, Connection, Row};
 use veribench_protocol::{ChallengeId, DeviceKey, Mode, PublicKey, Root, Seed, Shape, UnixMillis};
 
 use super::queries::{SqliteTarget, sqlite_target};
+use super::test_db::{Backend, TestDb, on_both_databases};
 use super::{
     ChallengeRow, ChallengeStatus, CommitRecord, Credit, DbKind, HeldDevice, MinerRow,
     NewChallenge, Rejection, Store, StoreError, WorkerRecord, WorkerRow,
@@ -18,138 +13,8 @@ use super::{
 
 type TestResult = Result<(), StoreError>;
 
-/// Which database a scenario runs on.
-#[derive(Clone, Copy, Debug)]
-enum Backend {
-    Sqlite,
-    Postgres,
-}
-
-/// The PostgreSQL server, ending in `/` (a database name is appended).
-fn postgres_base() -> String {
-    let mut base = std::env::var("VERIBENCH_TEST_POSTGRES")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/".to_owned());
-    if !base.ends_with('/') {
-        base.push('/');
-    }
-    base
-}
-
-/// A database name no other test (or test run) uses.
-fn unique_name() -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let mut h = RandomState::new().build_hasher();
-    h.write_u32(std::process::id());
-    h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0),
-    );
-    format!("vb_test_{:016x}", h.finish())
-}
-
-/// Runs one statement on the server's `postgres` database.
-async fn postgres_admin(sql: &str) {
-    sqlx::any::install_default_drivers();
-    let url = format!("{}postgres", postgres_base());
-    let mut conn = AnyConnection::connect(&url)
-        .await
-        .unwrap_or_else(|e| panic!("PostgreSQL at {url} is not reachable: {e}"));
-    sqlx::raw_sql(sql).execute(&mut conn).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
-    let _ = conn.close().await;
-}
-
-/// Drops a PostgreSQL test database when the test ends, passed or not.
-struct DropDatabase(String);
-
-impl Drop for DropDatabase {
-    fn drop(&mut self) {
-        let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.0);
-        // Drop may run inside the test's runtime: use a thread with a runtime of its own.
-        let done = std::thread::spawn(move || {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map(|rt| rt.block_on(postgres_admin(&sql)))
-        })
-        .join();
-        if !matches!(done, Ok(Ok(()))) {
-            eprintln!("could not drop test database {}", self.0);
-        }
-    }
-}
-
-/// A fresh, empty database that [`TestDb::open`] can connect to any number of times.
-struct TestDb {
-    url: String,
-    backend: Backend,
-    _dir: Option<tempfile::TempDir>,
-    _drop: Option<DropDatabase>,
-}
-
-impl TestDb {
-    async fn new(backend: Backend) -> TestDb {
-        match backend {
-            Backend::Sqlite => {
-                let dir = tempfile::tempdir().expect("temp dir");
-                // A missing sub-directory: `connect` creates it.
-                let path = dir.path().join("data").join("coordinator.db");
-                TestDb {
-                    url: format!("sqlite://{}", path.display()),
-                    backend,
-                    _dir: Some(dir),
-                    _drop: None,
-                }
-            }
-            Backend::Postgres => {
-                let name = unique_name();
-                postgres_admin(&format!("CREATE DATABASE {name}")).await;
-                TestDb {
-                    url: format!("{}{name}", postgres_base()),
-                    backend,
-                    _dir: None,
-                    _drop: Some(DropDatabase(name)),
-                }
-            }
-        }
-    }
-
-    async fn open(&self) -> Store {
-        let store = Store::connect(&self.url).await.expect("connect");
-        let expected = match self.backend {
-            Backend::Sqlite => DbKind::Sqlite,
-            Backend::Postgres => DbKind::Postgres,
-        };
-        assert_eq!(store.kind(), expected);
-        store
-    }
-}
-
-/// Runs each scenario as `sqlite::<name>` and `postgres::<name>`.
-macro_rules! on_both_databases {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() -> super::TestResult {
-                    super::$name(super::Backend::Sqlite).await
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() -> super::TestResult {
-                    super::$name(super::Backend::Postgres).await
-                }
-            )*
-        }
-    };
-}
-
 on_both_databases!(
+    super::TestResult;
     migrations_on_fresh_database_and_rerun,
     workers_register_touch_and_go_offline,
     stale_workers_are_marked_offline,
