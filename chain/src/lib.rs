@@ -19,6 +19,8 @@
 mod commit_reveal;
 pub mod endpoint;
 mod error;
+#[cfg(feature = "clap")]
+mod flags;
 mod local;
 mod network;
 mod types;
@@ -33,6 +35,8 @@ pub use endpoint::{
     FingerprintParseError, MAX_COMMITMENT_BYTES, UrlError, UrlHost, WssUrl, announcement_expired,
 };
 pub use error::ChainError;
+#[cfg(feature = "clap")]
+pub use flags::ChainFlags;
 pub use local::{LocalChain, LocalNeuron, LocalSubnet};
 pub use network::{Network, NetworkParseError};
 pub use types::{Commitment, Metagraph, NetUid, Neuron, TxReceipt, WeightVector, WeightsPolicy};

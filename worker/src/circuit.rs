@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use veribench_chain::{Chain, NetUid, Network};
+use veribench_chain::{Chain, ChainFlags, NetUid};
 use veribench_circuit::offer::DEFAULT_URL_EXPIRY;
 use veribench_circuit::{
     MinerCircuitConfig, Progress, PublishOptions, RequiredFiles, offer_urls, publish,
@@ -30,35 +30,6 @@ pub struct WorkerCircuitArgs {
     /// The command.
     #[command(subcommand)]
     pub command: WorkerCircuitCommand,
-}
-
-/// The chain flags of `circuit`, as btcli spells them (global: they may follow the subcommand).
-#[derive(Debug, Args)]
-pub struct ChainFlags {
-    /// The chain, as btcli's flag: finney, test, local, ws://…, wss://…, or file:PATH for the
-    /// embedded local chain.
-    #[arg(
-        long = "subtensor.network",
-        env = "VERIBENCH_SUBTENSOR_NETWORK",
-        default_value = "file:data/chain.json",
-        global = true
-    )]
-    pub network: String,
-    /// The subnet.
-    #[arg(long, env = "VERIBENCH_NETUID", default_value_t = 1, global = true)]
-    pub netuid: u16,
-}
-
-impl ChainFlags {
-    /// The parsed `--subtensor.network`.
-    pub fn network(&self) -> anyhow::Result<Network> {
-        self.network.parse().with_context(|| format!("--subtensor.network {:?}", self.network))
-    }
-
-    /// The `--netuid`.
-    pub fn netuid(&self) -> NetUid {
-        NetUid(self.netuid)
-    }
 }
 
 /// btcli's wallet flags selecting the miner hotkey (global).
@@ -227,6 +198,7 @@ mod tests {
     use std::path::Path;
 
     use clap::Parser;
+    use veribench_chain::Network;
 
     use super::*;
 

@@ -299,7 +299,7 @@ fn main() -> anyhow::Result<()> {
 /// `circuit`: the miner's artifact commands, against the chain of `--subtensor.network`.
 fn circuit(args: circuit::WorkerCircuitArgs) -> anyhow::Result<()> {
     tokio::runtime::Runtime::new()?.block_on(async {
-        let network = args.chain.network()?;
+        let network = args.chain.network().context("--subtensor.network")?;
         let chain = veribench_subtensor::connect(&network)
             .await
             .with_context(|| format!("cannot open the chain {network}"))?;

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
-use veribench_chain::{Chain, NetUid, Network};
+use veribench_chain::{Chain, ChainFlags, NetUid};
 use veribench_circuit::{CircuitOffer, FetchConfig, FetchLog, FetchRecord, Fetcher, MemoryLog};
 use veribench_support::redact_url;
 
@@ -23,35 +23,6 @@ pub struct CoordinatorCircuitArgs {
     /// The command.
     #[command(subcommand)]
     pub command: CoordinatorCircuitCommand,
-}
-
-/// The chain flags of `circuit`, as btcli spells them (global: they may follow the subcommand).
-#[derive(Debug, Args)]
-pub struct ChainFlags {
-    /// The chain, as btcli's flag: finney, test, local, ws://…, wss://…, or file:PATH for the
-    /// embedded local chain.
-    #[arg(
-        long = "subtensor.network",
-        env = "VERIBENCH_SUBTENSOR_NETWORK",
-        default_value = "file:data/chain.json",
-        global = true
-    )]
-    pub network: String,
-    /// The subnet.
-    #[arg(long, env = "VERIBENCH_NETUID", default_value_t = 1, global = true)]
-    pub netuid: u16,
-}
-
-impl ChainFlags {
-    /// The parsed `--subtensor.network`.
-    pub fn network(&self) -> anyhow::Result<Network> {
-        self.network.parse().with_context(|| format!("--subtensor.network {:?}", self.network))
-    }
-
-    /// The `--netuid`.
-    pub fn netuid(&self) -> NetUid {
-        NetUid(self.netuid)
-    }
 }
 
 /// `veribench-coordinator circuit …`: the validator's artifact commands.
@@ -96,7 +67,8 @@ pub(super) async fn run(db: &str, args: CoordinatorCircuitArgs) -> anyhow::Resul
     if let CoordinatorCircuitCommand::CheckUrl { url, config } = &args.command {
         return check_url(url, config.as_deref());
     }
-    let chain = super::open_chain(&args.chain.network()?).await?;
+    let network = args.chain.network().context("--subtensor.network")?;
+    let chain = super::open_chain(&network).await?;
     let netuid = args.chain.netuid();
     let store = crate::store::Store::connect(db).await?;
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<FetchRecord>();
@@ -187,7 +159,7 @@ pub async fn run_command(
 #[cfg(test)]
 mod tests {
     use clap::Parser;
-    use veribench_chain::LocalChain;
+    use veribench_chain::{LocalChain, Network};
 
     use super::*;
     use crate::cli::{Cli, Command};
