@@ -31,6 +31,20 @@ pub struct Cli {
 }
 
 /// The subcommands of `veribench-coordinator` (and of `veribench coordinator`).
+/// `--db` of the one-shot commands that read or write the coordinator's database: the same
+/// flag, variable and default as `run --db`.
+#[derive(Debug, Args)]
+pub struct DbFlag {
+    /// `sqlite://path` or `postgres://…`.
+    #[arg(
+        long,
+        env = "VERIBENCH_DB",
+        default_value = "sqlite://data/coordinator.db",
+        global = true
+    )]
+    pub db: String,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve workers and the HTTP API until SIGINT/SIGTERM.
@@ -55,28 +69,18 @@ pub enum Command {
     LocalChain(LocalChainCommand),
     /// The prover market: participants and the batch queue (the API is `[market] enabled`).
     Market {
-        /// The coordinator's database (as `run --db`).
-        #[arg(
-            long,
-            env = "VERIBENCH_DB",
-            default_value = "sqlite://data/coordinator.db",
-            global = true
-        )]
-        db: String,
+        /// The coordinator's database.
+        #[command(flatten)]
+        db: DbFlag,
         #[command(subcommand)]
         command: MarketCommand,
     },
     /// Circuit artifacts: fetch a miner's artifact into the cache (each attempt recorded in the
     /// database, served by `GET /api/v1/circuits`), or check a URL against the policy.
     Circuit {
-        /// Database the fetch attempts are recorded in (as `run --db`).
-        #[arg(
-            long,
-            env = "VERIBENCH_DB",
-            default_value = "sqlite://data/coordinator.db",
-            global = true
-        )]
-        db: String,
+        /// Database the fetch attempts are recorded in.
+        #[command(flatten)]
+        db: DbFlag,
         #[command(flatten)]
         args: circuit::CoordinatorCircuitArgs,
     },
@@ -295,8 +299,8 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
             consensus_status(&api, limit, json).await
         }
         Command::LocalChain(cmd) => local_chain(cmd),
-        Command::Circuit { db, args } => circuit::run(&db, args).await,
-        Command::Market { db, command } => market(&db, command).await,
+        Command::Circuit { db, args } => circuit::run(&db.db, args).await,
+        Command::Market { db, command } => market(&db.db, command).await,
     }
 }
 
